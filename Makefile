@@ -1,0 +1,42 @@
+# Set-up and checks. `make demo` and `make test` each do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# PyTorch (CPU build) is only the independent reference for the logits test; use a local wheel
+# when the machine has one, otherwise the reference tests are skipped.
+TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-cp311-*.whl))
+
+.PHONY: setup model demo test lint docs bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(if $(TORCH_WHEEL),$(BIN)/pip install --quiet $(TORCH_WHEEL) || echo "torch not installed: reference tests will be skipped")
+	$(BIN)/pip install --quiet -e '.[dev,reference]'
+	touch $@
+
+setup: $(STAMP)
+
+model: setup
+	$(BIN)/ppl fetch-model
+
+demo: model
+	$(BIN)/ppl generate "What is the capital of France?" --chat --max-new-tokens 32 --temperature 0
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+docs: setup
+	$(BIN)/mkdocs build --strict --quiet --site-dir build/site
+
+test: model lint docs
+	$(BIN)/pytest -q -n 2
+
+bench: model
+	$(BIN)/python benchmarks/lm_throughput.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

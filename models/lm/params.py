@@ -1,0 +1,134 @@
+"""Parameter pytrees of a Llama-family decoder.
+
+Matrices are stored `[in, out]` so a layer computes `x @ w`. The per-layer parameters are
+stacked on a leading axis of size `num_layers` and the forward pass scans over it, which keeps
+compile time independent of depth.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from models.lm.config import LlamaConfig
+
+Tensor = jax.Array | np.ndarray  # loaders build parameters in NumPy; the runtime casts to JAX
+
+
+class LayerParams(NamedTuple):
+    """One decoder block (or all blocks, stacked on a leading axis)."""
+
+    attn_norm: Tensor  # [d]
+    wq: Tensor  # [d, H * hd]
+    wk: Tensor  # [d, Hkv * hd]
+    wv: Tensor  # [d, Hkv * hd]
+    wo: Tensor  # [H * hd, d]
+    bq: Tensor | None  # [H * hd] (Qwen2) or None
+    bk: Tensor | None
+    bv: Tensor | None
+    ffn_norm: Tensor  # [d]
+    w_gate: Tensor  # [d, F]
+    w_up: Tensor  # [d, F]
+    w_down: Tensor  # [F, d]
+
+
+class Params(NamedTuple):
+    """All weights of a decoder. `lm_head` is None when the output embedding is tied."""
+
+    embed: Tensor  # [V, d]
+    layers: LayerParams  # stacked, leading axis L
+    final_norm: Tensor  # [d]
+    lm_head: Tensor | None  # [d, V] or None
+    rope_inv_freq: Tensor  # [hd / 2], float32
+
+
+def stack_layers(layers: list[dict[str, np.ndarray | None]]) -> LayerParams:
+    """Stack per-layer numpy dicts (keys as `LayerParams` fields) into one `LayerParams`."""
+    fields: dict[str, np.ndarray | None] = {}
+    for name in LayerParams._fields:
+        values = [layer.get(name) for layer in layers]
+        if any(v is None for v in values):
+            if not all(v is None for v in values):
+                raise ValueError(f"parameter {name!r} is present in some layers but not all")
+            fields[name] = None
+        else:
+            fields[name] = np.stack(values)  # type: ignore[arg-type]
+    return LayerParams(**fields)  # type: ignore[arg-type]
+
+
+def cast_params(params: Params, dtype: jnp.dtype) -> Params:
+    """Cast the weights to the computation dtype; rotary frequencies stay float32."""
+    weights = params._replace(rope_inv_freq=None)  # type: ignore[arg-type]
+    cast = jax.tree.map(lambda x: jnp.asarray(x, dtype), weights)
+    return cast._replace(rope_inv_freq=jnp.asarray(params.rope_inv_freq, jnp.float32))
+
+
+def check_shapes(params: Params, config: LlamaConfig) -> None:
+    """Raise a ValueError naming the first parameter whose shape disagrees with `config`."""
+    d, f, v, n = config.hidden_size, config.intermediate_size, config.vocab_size, config.num_layers
+    q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+    expected: dict[str, tuple[int, ...]] = {
+        "embed": (v, d),
+        "final_norm": (d,),
+        "rope_inv_freq": (config.head_dim // 2,),
+        "layers.attn_norm": (n, d),
+        "layers.wq": (n, d, q),
+        "layers.wk": (n, d, kv),
+        "layers.wv": (n, d, kv),
+        "layers.wo": (n, q, d),
+        "layers.ffn_norm": (n, d),
+        "layers.w_gate": (n, d, f),
+        "layers.w_up": (n, d, f),
+        "layers.w_down": (n, f, d),
+    }
+    if config.attention_bias:
+        expected.update({"layers.bq": (n, q), "layers.bk": (n, kv), "layers.bv": (n, kv)})
+    if not config.tie_embeddings:
+        expected["lm_head"] = (d, v)
+    for name, shape in expected.items():
+        obj: Any = params
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        if obj is None:
+            raise ValueError(f"parameter {name} is missing (expected shape {shape})")
+        if tuple(obj.shape) != shape:
+            raise ValueError(f"parameter {name} has shape {tuple(obj.shape)}, expected {shape}")
+
+
+def init_random_params(key: jax.Array, config: LlamaConfig, scale: float = 0.2) -> Params:
+    """Random weights for tests and tiny experiments (normal with std `scale`, unit norms)."""
+    from models.lm.config import rope_inverse_frequencies
+
+    d, f, v, n = config.hidden_size, config.intermediate_size, config.vocab_size, config.num_layers
+    q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+    keys = iter(jax.random.split(key, 16))
+
+    def normal(*shape: int) -> jax.Array:
+        return scale * jax.random.normal(next(keys), shape, jnp.float32)
+
+    bias = config.attention_bias
+    layers = LayerParams(
+        attn_norm=1.0 + normal(n, d),
+        wq=normal(n, d, q),
+        wk=normal(n, d, kv),
+        wv=normal(n, d, kv),
+        wo=normal(n, q, d),
+        bq=normal(n, q) if bias else None,
+        bk=normal(n, kv) if bias else None,
+        bv=normal(n, kv) if bias else None,
+        ffn_norm=1.0 + normal(n, d),
+        w_gate=normal(n, d, f),
+        w_up=normal(n, d, f),
+        w_down=normal(n, f, d),
+    )
+    inv_freq = jnp.asarray(rope_inverse_frequencies(config.head_dim, 10000.0), jnp.float32)
+    return Params(
+        embed=normal(v, d) * 0.5,
+        layers=layers,
+        final_norm=1.0 + normal(d),
+        lm_head=None if config.tie_embeddings else normal(d, v),
+        rope_inv_freq=inv_freq,
+    )

@@ -1,0 +1,112 @@
+"""Prefill and decode throughput of the JAX runtime (used by `ppl bench-lm` and benchmarks/)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from models.lm.cache import gather_cache
+from models.lm.decoding import decode
+from models.lm.language_model import LanguageModel
+from models.lm.sampling import SamplingParams
+from models.lm.stopping import build_stop_automata
+
+BENCH_TEXT = (
+    "Sequential Monte Carlo methods approximate a sequence of distributions with weighted "
+    "particles that are propagated, reweighted and resampled. "
+)
+
+
+def benchmark_prompt(lm: LanguageModel, num_tokens: int) -> list[int]:
+    """A deterministic prompt of exactly `num_tokens` tokens."""
+    ids = lm.tokenizer.encode(BENCH_TEXT, add_special_tokens=False)
+    return (ids * (num_tokens // len(ids) + 1))[:num_tokens]
+
+
+def _best_time(fn: Any, repeats: int) -> float:
+    jax.block_until_ready(fn())  # compile and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def measure(
+    lm: LanguageModel,
+    batch_sizes: Sequence[int],
+    prompt_tokens: int = 64,
+    new_tokens: int = 64,
+    repeats: int = 2,
+) -> list[dict[str, Any]]:
+    """Prefill and decode tokens/s for each batch size (best of `repeats`, after a warm-up).
+
+    Prefill runs `batch` copies of a `prompt_tokens` prompt; decode then samples `new_tokens`
+    tokens (temperature 1, no end-of-sequence) for each of `batch` independent sequences.
+    """
+    prompt = benchmark_prompt(lm, prompt_tokens)
+    capacity = lm._check_context(prompt_tokens, new_tokens)
+    no_stop = build_stop_automata((), [b"x"] * lm.config.vocab_size)
+    no_eos = jnp.zeros((0,), jnp.int32)
+    results = []
+    for batch in batch_sizes:
+        prefill_s = _best_time(lambda b=batch: lm.prefill([prompt] * b, capacity), repeats)
+        logits, cache = lm.prefill([prompt], capacity)
+        rows = jnp.zeros((batch,), jnp.int32)
+        cache, logits = gather_cache(cache, rows), logits[rows]
+
+        def run_decode(cache: Any = cache, logits: Any = logits) -> Any:
+            return decode(
+                lm.params,
+                lm.config,
+                jax.random.key(0),
+                cache,
+                logits,
+                max_new_tokens=new_tokens,
+                sampling=SamplingParams(1.0),
+                eos_token_ids=no_eos,
+                stop=no_stop,
+            ).tokens
+
+        decode_s = _best_time(run_decode, repeats)
+        results.append(
+            {
+                "batch": batch,
+                "prompt_tokens": prompt_tokens,
+                "new_tokens": new_tokens,
+                "prefill_tokens_per_s": batch * prompt_tokens / prefill_s,
+                "decode_tokens_per_s": batch * new_tokens / decode_s,
+                "decode_ms_per_step": 1000 * decode_s / new_tokens,
+            }
+        )
+    return results
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [f"{'batch':>6} {'prefill tok/s':>14} {'decode tok/s':>13} {'ms/step':>8}"]
+    for r in rows:
+        lines.append(
+            f"{r['batch']:>6} {r['prefill_tokens_per_s']:>14.1f} "
+            f"{r['decode_tokens_per_s']:>13.1f} {r['decode_ms_per_step']:>8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def environment() -> dict[str, Any]:
+    import os
+    import platform
+
+    return {
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "numpy": np.__version__,
+    }

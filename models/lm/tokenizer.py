@@ -1,0 +1,250 @@
+"""Tokenizers from GGUF metadata or `tokenizer.json`, and chat templates rendered with jinja2."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.sandbox
+import tokenizers
+from tokenizers import decoders, models, pre_tokenizers, processors
+
+from models.lm.errors import ModelLoadError
+
+# Split patterns of the byte-level BPE pre-tokenizers, keyed by GGUF's `tokenizer.ggml.pre`.
+_LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+GGUF_PRE_TOKENIZERS = ("smollm", "llama-bpe", "llama3", "qwen2", "gpt-2", "default")
+TOKEN_TYPE_CONTROL = 3
+TOKEN_TYPE_USER_DEFINED = 4
+
+
+def _byte_level_pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    if pre == "smollm":
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+            ]
+        )
+    if pre in ("llama-bpe", "llama3", "qwen2"):
+        pattern = _QWEN2_PATTERN if pre == "qwen2" else _LLAMA3_PATTERN
+        split = pre_tokenizers.Split(tokenizers.Regex(pattern), behavior="isolated")
+        return pre_tokenizers.Sequence([split, byte_level])
+    if pre in ("gpt-2", "default"):
+        return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    raise ModelLoadError(
+        f"unsupported GGUF pre-tokenizer {pre!r}; supported: {', '.join(GGUF_PRE_TOKENIZERS)}"
+    )
+
+
+@functools.cache
+def _unicode_to_byte() -> dict[str, int]:
+    """Inverse of GPT-2's reversible byte -> printable-character map used by byte-level BPE."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    chars = list(printable)
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
+
+
+class Tokenizer:
+    """A byte-level BPE tokenizer with its special tokens and chat template.
+
+    `encode(text)` adds the beginning-of-sequence token where the checkpoint asks for one;
+    chat prompts are rendered by `apply_chat_template` and encoded without it (the template
+    writes its own).
+    """
+
+    def __init__(
+        self,
+        backend: tokenizers.Tokenizer,
+        *,
+        eos_token_ids: Sequence[int],
+        bos_token_id: int | None,
+        chat_template: str | None,
+    ) -> None:
+        self.backend = backend
+        self.eos_token_ids = tuple(sorted(set(eos_token_ids)))
+        self.bos_token_id = bos_token_id
+        self.chat_template = chat_template
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.backend.get_vocab_size(with_added_tokens=True))
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self.backend.encode(text, add_special_tokens=add_special_tokens).ids)
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return str(self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens))
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.backend.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self.backend.id_to_token(token_id)
+
+    def token_bytes(self) -> list[bytes]:
+        """The bytes each token id decodes to; special tokens decode to no bytes, as in
+        `decode(..., skip_special_tokens=True)`, so they never complete a stop string."""
+        table = _unicode_to_byte()
+        special = {t.content for t in self.backend.get_added_tokens_decoder().values() if t.special}
+        out = []
+        for i in range(self.vocab_size):
+            token = self.backend.id_to_token(i) or ""
+            if token in special:
+                out.append(b"")
+            elif any(ch not in table for ch in token):  # an added token stored as plain text
+                out.append(token.encode("utf-8"))
+            else:
+                out.append(bytes(table[ch] for ch in token))
+        return out
+
+    def apply_chat_template(
+        self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
+        """Render the checkpoint's own chat template for `messages` ({"role", "content"})."""
+        if not self.chat_template:
+            raise ValueError("this checkpoint has no chat template; pass a raw prompt instead")
+        bos = self.id_to_token(self.bos_token_id) if self.bos_token_id is not None else ""
+        eos = self.id_to_token(self.eos_token_ids[0]) if self.eos_token_ids else ""
+        return _compile_template(self.chat_template).render(
+            messages=list(messages),
+            add_generation_prompt=add_generation_prompt,
+            bos_token=bos or "",
+            eos_token=eos or "",
+        )
+
+    @classmethod
+    def from_gguf_fields(cls, fields: dict[str, Any]) -> Tokenizer:
+        """Build from `tokenizer.ggml.*` metadata (values already decoded to Python objects)."""
+        model = fields.get("tokenizer.ggml.model")
+        if model != "gpt2":
+            raise ModelLoadError(
+                f"unsupported GGUF tokenizer model {model!r}; only byte-level BPE ('gpt2') is "
+                "supported (SmolLM2, Llama 3 and Qwen2 use it)"
+            )
+        tokens: list[str] = fields["tokenizer.ggml.tokens"]
+        merges = [tuple(m.split(" ", 1)) for m in fields["tokenizer.ggml.merges"]]
+        types: list[int] = fields.get("tokenizer.ggml.token_type", [1] * len(tokens))
+        pre = str(fields.get("tokenizer.ggml.pre", "default"))
+        backend = tokenizers.Tokenizer(
+            models.BPE(
+                vocab={t: i for i, t in enumerate(tokens)},
+                merges=merges,
+                ignore_merges=pre in ("llama-bpe", "llama3"),
+            )
+        )
+        backend.pre_tokenizer = _byte_level_pre_tokenizer(pre)
+        backend.decoder = decoders.ByteLevel()
+        backend.add_special_tokens(
+            [
+                tokenizers.AddedToken(t, special=True, normalized=False)
+                for t, kind in zip(tokens, types, strict=True)
+                if kind == TOKEN_TYPE_CONTROL
+            ]
+        )
+        backend.add_tokens(
+            [
+                tokenizers.AddedToken(t, special=False, normalized=False)
+                for t, kind in zip(tokens, types, strict=True)
+                if kind == TOKEN_TYPE_USER_DEFINED
+            ]
+        )
+        bos = fields.get("tokenizer.ggml.bos_token_id")
+        if fields.get("tokenizer.ggml.add_bos_token", False) and bos is not None:
+            bos_text = tokens[bos]
+            backend.post_processor = processors.TemplateProcessing(
+                single=f"{bos_text} $A",
+                pair=f"{bos_text} $A {bos_text} $B",
+                special_tokens=[(bos_text, bos)],
+            )
+        eos = [
+            fields[k]
+            for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")
+            if k in fields
+        ]
+        return cls(
+            backend,
+            eos_token_ids=eos,
+            bos_token_id=bos,
+            chat_template=fields.get("tokenizer.chat_template"),
+        )
+
+    @classmethod
+    def from_directory(cls, directory: str | Path) -> Tokenizer:
+        """Build from a Hugging Face checkpoint directory (`tokenizer.json` and its configs)."""
+        directory = Path(directory)
+        path = directory / "tokenizer.json"
+        if not path.is_file():
+            raise ModelLoadError(f"no tokenizer.json in {directory}")
+        backend = tokenizers.Tokenizer.from_file(str(path))
+        config = _read_json(directory / "tokenizer_config.json")
+        generation = _read_json(directory / "generation_config.json")
+        model_config = _read_json(directory / "config.json")
+
+        def token_id(value: Any) -> int | None:
+            if isinstance(value, dict):
+                value = value.get("content")
+            return backend.token_to_id(value) if isinstance(value, str) else None
+
+        eos: list[int] = []
+        for source in (generation.get("eos_token_id"), model_config.get("eos_token_id")):
+            if isinstance(source, int):
+                eos.append(source)
+            elif isinstance(source, list):
+                eos.extend(int(x) for x in source)
+        if (tid := token_id(config.get("eos_token"))) is not None:
+            eos.append(tid)
+        template = config.get("chat_template")
+        if isinstance(template, list):  # named templates: take the default
+            template = next((t["template"] for t in template if t.get("name") == "default"), None)
+        if template is None and (directory / "chat_template.jinja").is_file():
+            template = (directory / "chat_template.jinja").read_text()
+        return cls(
+            backend,
+            eos_token_ids=eos,
+            bos_token_id=token_id(config.get("bos_token")),
+            chat_template=template,
+        )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as error:
+        raise ModelLoadError(f"{path} is not valid JSON: {error}") from error
+
+
+def _raise_exception(message: str) -> None:
+    raise jinja2.TemplateError(message)
+
+
+@functools.lru_cache(maxsize=16)
+def _compile_template(source: str) -> jinja2.Template:
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+    )
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
+    env.filters["tojson"] = lambda value, indent=None: json.dumps(value, indent=indent)
+    return env.from_string(source)

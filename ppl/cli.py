@@ -1,0 +1,137 @@
+"""The `ppl` command line. This module is the top of the stack: it wires `models` to the user,
+so it is the one place in `ppl` allowed to import `models` (lazily, inside commands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a GGUF file or a Hugging Face checkpoint directory (default: embedded SmolLM2-135M)",
+    )
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from models.lm import LanguageModel
+
+    return LanguageModel.load(args.model, dtype=args.dtype)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import jax
+
+    from models.lm import SamplingParams
+
+    lm = _load(args)
+    sampling = SamplingParams(args.temperature, top_k=args.top_k, top_p=args.top_p)
+    result = lm.generate(
+        jax.random.key(args.seed),
+        [args.prompt],
+        max_new_tokens=args.max_new_tokens,
+        sampling=sampling,
+        stop=args.stop or (),
+        chat=args.chat,
+        num_samples=args.num_samples,
+    )
+    if args.json:
+        rows = [
+            {"text": t, "token_ids": ids, "finish_reason": r, "model_logprob": float(lp)}
+            for t, ids, r, lp in zip(
+                result.texts,
+                result.token_ids,
+                result.finish_reasons,
+                result.model_logprobs,
+                strict=True,
+            )
+        ]
+        print(json.dumps(rows, indent=2))
+    else:
+        for i, text in enumerate(result.texts):
+            if args.num_samples > 1:
+                print(f"--- sample {i} ({result.finish_reasons[i]})")
+            print(text)
+    return 0
+
+
+def _bench_lm(args: argparse.Namespace) -> int:
+    from models.lm.throughput import environment, format_table, measure
+
+    lm = _load(args)
+    batches = [int(b) for b in args.batch.split(",")]
+    rows = measure(lm, batches, args.prompt_tokens, args.new_tokens, args.repeats)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "model": lm.name,
+                    "dtype": args.dtype,
+                    "environment": environment(),
+                    "results": rows,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(f"{lm.name} ({args.dtype})")
+        print(format_table(rows))
+    return 0
+
+
+def _fetch_model(args: argparse.Namespace) -> int:
+    from models.lm.default_model import default_model_path
+
+    print(default_model_path())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ppl", description="ppl-jax command line")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="generate text with a language model")
+    gen.add_argument("prompt")
+    _add_model_args(gen)
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=1.0, help="0 for greedy decoding")
+    gen.add_argument("--top-k", type=int, default=None)
+    gen.add_argument("--top-p", type=float, default=None)
+    gen.add_argument("--stop", action="append", help="a stop string (repeatable)")
+    gen.add_argument("--num-samples", type=int, default=1)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--json", action="store_true", help="print JSON with token ids and logprobs")
+    gen.set_defaults(func=_generate)
+
+    bench = commands.add_parser("bench-lm", help="prefill and decode throughput of the runtime")
+    _add_model_args(bench)
+    bench.add_argument("--batch", default="1,16,64", help="comma-separated batch sizes")
+    bench.add_argument("--prompt-tokens", type=int, default=64)
+    bench.add_argument("--new-tokens", type=int, default=64)
+    bench.add_argument("--repeats", type=int, default=2)
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=_bench_lm)
+
+    fetch = commands.add_parser("fetch-model", help="download and cache the default model")
+    fetch.set_defaults(func=_fetch_model)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as error:  # the runtime's errors name the problem
+        print(f"ppl {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The `ppl` command line on a tiny GGUF model (fast), and its error messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ppl.cli import main
+from tests.models.lm.gguf_fixtures import write_tiny_gguf
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory, tiny_lm):
+    return write_tiny_gguf(tmp_path_factory.mktemp("cli") / "tiny.gguf", tiny_lm)
+
+
+def test_generate_json(tiny_gguf, capsys, tiny_lm):
+    argv = ["generate", "hello", "--model", str(tiny_gguf), "--max-new-tokens", "5"]
+    assert main([*argv, "--num-samples", "2", "--seed", "3", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 2
+    assert all(len(r["token_ids"]) <= 5 and r["model_logprob"] <= 0 for r in rows)
+    assert rows[0]["text"] == tiny_lm.tokenizer.decode(rows[0]["token_ids"], True)
+
+
+def test_greedy_generate_is_deterministic(tiny_gguf, capsys):
+    argv = ["generate", "hi", "--model", str(tiny_gguf), "--chat", "--temperature", "0"]
+    main([*argv, "--seed", "1"])
+    first = capsys.readouterr().out
+    main([*argv, "--seed", "2"])
+    assert capsys.readouterr().out == first
+
+
+def test_bench_lm_json(tiny_gguf, capsys):
+    argv = ["bench-lm", "--model", str(tiny_gguf), "--batch", "1,4", "--json"]
+    assert main([*argv, "--prompt-tokens", "8", "--new-tokens", "4", "--repeats", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["batch"] for r in report["results"]] == [1, 4]
+    assert all(r["decode_tokens_per_s"] > 0 for r in report["results"])
+
+
+def test_missing_model_is_a_clear_error(tmp_path, capsys):
+    assert main(["generate", "x", "--model", str(tmp_path / "missing.gguf")]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and "missing.gguf" in err and "Traceback" not in err
+
+
+def test_prompt_longer_than_context_is_a_clear_error(tiny_gguf, capsys):
+    assert main(["generate", "a" * 300, "--model", str(tiny_gguf)]) == 2
+    assert "context length 256" in capsys.readouterr().err
