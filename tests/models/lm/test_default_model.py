@@ -14,9 +14,7 @@ from models.lm.stopping import build_stop_automata
 
 pytestmark = pytest.mark.default_model
 
-CHAT_PROMPT = (
-    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
-)
+CHAT_PROMPT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
 PROMPTS = [
     CHAT_PROMPT,
     "Once upon a time, in a small village by the sea,",
