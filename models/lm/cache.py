@@ -17,8 +17,8 @@ class KVCache(NamedTuple):
     attention and overwritten by the next tokens.
     """
 
-    keys: jax.Array  # [L, B, T, Hkv, hd]
-    values: jax.Array  # [L, B, T, Hkv, hd]
+    keys: jax.Array  # [L, B, Hkv, T, hd]: each head's [T, hd] block is contiguous for attention
+    values: jax.Array  # [L, B, Hkv, T, hd]
     lengths: jax.Array  # [B] int32
 
     @property
@@ -28,7 +28,7 @@ class KVCache(NamedTuple):
     @property
     def capacity(self) -> int:
         """Positions per sequence, T."""
-        return int(self.keys.shape[2])
+        return int(self.keys.shape[3])
 
 
 def init_cache(
@@ -42,7 +42,7 @@ def init_cache(
             f"a cache of {capacity} positions exceeds the model's context length "
             f"{config.context_length}"
         )
-    shape = (config.num_layers, batch_size, capacity, config.num_kv_heads, config.head_dim)
+    shape = (config.num_layers, batch_size, config.num_kv_heads, capacity, config.head_dim)
     zeros = jnp.zeros(shape, dtype)
     return KVCache(zeros, zeros, jnp.zeros((batch_size,), jnp.int32))
 

@@ -82,6 +82,8 @@ class LanguageModel:
         self.config = config
         self.dtype = DTYPES[dtype]
         self.params = cast_params(params, self.dtype)
+        if self.params.lm_head is None:  # tied: a transposed copy makes the head matmul faster
+            self.params = self.params._replace(lm_head=jnp.asarray(self.params.embed.T))
         self.tokenizer = tokenizer
         self.name = name
 

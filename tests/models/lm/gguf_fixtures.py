@@ -65,7 +65,7 @@ def write_tiny_gguf(
 
     add("token_embd.weight", params.embed, True)
     add("output_norm.weight", params.final_norm, False)
-    if params.lm_head is not None:
+    if not config.tie_embeddings:
         add("output.weight", np.asarray(params.lm_head).T, True)
     names = {
         "wq": "attn_q",

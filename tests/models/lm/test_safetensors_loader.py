@@ -22,7 +22,7 @@ def write_hf_directory(directory: Path, lm: LanguageModel) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     c, p = lm.config, lm.params
     tensors = {"model.embed_tokens.weight": p.embed, "model.norm.weight": p.final_norm}
-    if p.lm_head is not None:
+    if not c.tie_embeddings:
         tensors["lm_head.weight"] = np.asarray(p.lm_head).T
     names = {
         "attn_norm": "input_layernorm.weight",

@@ -77,7 +77,7 @@ def test_rows_with_zero_new_tokens_do_not_change(tiny_lm):
     )
     np.testing.assert_array_equal(after.lengths, [len(PROMPTS[0]), len(PROMPTS[1]) + 1])
     valid = len(PROMPTS[0])
-    np.testing.assert_array_equal(after.keys[:, 0, :valid], cache.keys[:, 0, :valid])
+    np.testing.assert_array_equal(after.keys[:, 0, :, :valid], cache.keys[:, 0, :, :valid])
 
 
 def test_bfloat16_is_close_to_float32(tiny_lm):
