@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     params.n_batch = params.n_ubatch = max(batches) * len(prompt)
     params.n_seq_max = max(batches)
     params.n_threads = params.n_threads_batch = args.threads
-    params.kv_unified = True
+    params.kv_unified = False
     ctx = llama_cpp.llama_init_from_model(llm.model, params)
     n_vocab = llama_cpp.llama_n_vocab(llama_cpp.llama_model_get_vocab(llm.model))
     memory = llama_cpp.llama_get_memory(ctx)

@@ -1,0 +1,87 @@
+"""Dequantize once at load, or keep weights quantized and dequantize inside the graph?
+
+    .venv/bin/python benchmarks/weight_formats.py
+
+Times the matrix products of a SmolLM2-135M-sized layer stack (30 layers of [576, 3072], the
+query/key/value/gate/up widths side by side) on XLA's CPU backend, for batches 1, 16 and 64:
+float32 weights (dequantized once, the runtime's choice), bfloat16 weights, Q4_1 kept as
+4-bit codes with per-block scale and minimum (dequantized in the graph, exact), and int8 with a
+per-column scale (not exact for Q4_1 files). Writes benchmarks/results/weight_formats.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+LAYERS, D_IN, D_OUT, BLOCK = 30, 576, 3072, 32
+OUT = Path(__file__).resolve().parent / "results" / "weight_formats.json"
+
+
+def best_ms(fn, *args, repeats: int = 20) -> float:
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            result = fn(*args)
+        jax.block_until_ready(result)
+        times.append((time.perf_counter() - start) / repeats * 1000)
+    return min(times)
+
+
+def stack(matmul):
+    """Apply `matmul(x, per_layer_weights)` for every layer with a scan, as the runtime does."""
+
+    def run(x, weights):
+        def body(carry, w):
+            return carry, jnp.sum(matmul(x, w))
+
+        return jax.lax.scan(body, x, weights)[1]
+
+    return jax.jit(run)
+
+
+def main() -> None:
+    key = jax.random.key(0)
+    w32 = jax.random.normal(key, (LAYERS, D_IN, D_OUT), jnp.float32) * 0.02
+    blocks = D_IN // BLOCK
+    codes = jax.random.randint(key, (LAYERS, D_IN, D_OUT), 0, 16).astype(jnp.uint8)
+    scale = jnp.full((LAYERS, blocks, D_OUT), 0.01, jnp.float32)
+    minimum = jnp.full((LAYERS, blocks, D_OUT), -0.08, jnp.float32)
+    int8 = jax.random.randint(key, (LAYERS, D_IN, D_OUT), -127, 128).astype(jnp.int8)
+    column_scale = jnp.full((LAYERS, 1, D_OUT), 1e-3, jnp.float32)
+
+    def q4_1(x, w):
+        q, d, m = w
+        weight = q.reshape(blocks, BLOCK, D_OUT).astype(jnp.float32) * d[:, None] + m[:, None]
+        return x @ weight.reshape(D_IN, D_OUT)
+
+    formats = {
+        "float32 (dequantized once)": (stack(lambda x, w: x @ w), w32),
+        "bfloat16": (
+            stack(lambda x, w: (x.astype(jnp.bfloat16) @ w).astype(jnp.float32)),
+            w32.astype(jnp.bfloat16),
+        ),
+        "Q4_1 codes, dequantized in graph": (stack(q4_1), (codes, scale, minimum)),
+        "int8 per-column scale": (
+            stack(lambda x, w: (x @ w[0].astype(jnp.float32)) * w[1]),
+            (int8, column_scale),
+        ),
+    }
+    rows = []
+    for name, (fn, weights) in formats.items():
+        for batch in (1, 16, 64):
+            ms = best_ms(fn, jnp.ones((batch, D_IN), jnp.float32), weights)
+            rows.append({"format": name, "batch": batch, "ms": ms})
+            print(f"{name:34} batch {batch:>2}: {ms:7.2f} ms", flush=True)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"jax": jax.__version__, "results": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
