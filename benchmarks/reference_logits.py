@@ -14,14 +14,12 @@ import json
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
 
-from models.lm import LanguageModel, SamplingParams, decode
+from models.lm import LanguageModel, SamplingParams
 from models.lm.default_model import default_model_path
-from models.lm.stopping import build_stop_automata
 
 PROMPTS = [
     "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
@@ -40,17 +38,7 @@ def main() -> None:
     lm = LanguageModel.from_gguf(path)
     token_ids = lm.encode_prompts(PROMPTS)
     logits, cache = lm.prefill(token_ids, 128)
-    greedy = decode(
-        lm.params,
-        lm.config,
-        jax.random.key(0),
-        cache,
-        logits,
-        max_new_tokens=32,
-        sampling=SamplingParams(0.0),
-        eos_token_ids=jnp.zeros((0,), jnp.int32),
-        stop=build_stop_automata([], [b""] * lm.config.vocab_size),
-    )
+    greedy = lm.decode(jax.random.key(0), cache, logits, 32, SamplingParams(0.0), stop_at_eos=False)
     rows = []
     for prompt, ids, generated in zip(PROMPTS, token_ids, np.asarray(greedy.tokens), strict=True):
         sequence = list(ids) + generated.tolist()

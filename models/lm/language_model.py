@@ -158,6 +158,40 @@ class LanguageModel:
         cache = init_cache(self.config, len(token_ids), capacity, self.dtype)
         return prefill(self.params, self.config, tokens, lengths, cache)
 
+    def decode(
+        self,
+        rng_key: jax.Array,
+        cache: KVCache,
+        logits: jax.Array,
+        max_new_tokens: int,
+        sampling: SamplingParams,
+        *,
+        stop: Sequence[str] = (),
+        stop_at_eos: bool = True,
+    ) -> DecodeOutput:
+        """Continue every row of `cache` (next-token `logits` [B, V]) by up to `max_new_tokens`.
+
+        The array-level counterpart of `generate`: rows stop at the checkpoint's
+        end-of-sequence tokens (unless `stop_at_eos` is False) and after any of `stop`.
+        """
+        if int(jnp.max(cache.lengths)) + max_new_tokens > cache.capacity:
+            raise ContextLengthError(
+                f"{max_new_tokens} new tokens after {int(jnp.max(cache.lengths))} cached ones "
+                f"exceed the cache capacity {cache.capacity}"
+            )
+        eos = self.tokenizer.eos_token_ids if stop_at_eos else ()
+        return decode(
+            self.params,
+            self.config,
+            rng_key,
+            cache,
+            logits,
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+            eos_token_ids=jnp.asarray(eos, jnp.int32),
+            stop=self.stop_automata(stop),
+        )
+
     def generate(
         self,
         rng_key: jax.Array,
@@ -185,17 +219,7 @@ class LanguageModel:
         logits, cache = self.prefill(token_ids, capacity)
         rows = jnp.repeat(jnp.arange(len(token_ids)), num_samples)
         cache, logits = gather_cache(cache, rows), logits[rows]
-        output = decode(
-            self.params,
-            self.config,
-            rng_key,
-            cache,
-            logits,
-            max_new_tokens=max_new_tokens,
-            sampling=sampling,
-            eos_token_ids=jnp.asarray(self.tokenizer.eos_token_ids, jnp.int32),
-            stop=self.stop_automata(stop),
-        )
+        output = self.decode(rng_key, cache, logits, max_new_tokens, sampling, stop=stop)
         counts = np.asarray(output.num_tokens)
         tokens = np.asarray(output.tokens)
         ids = [tokens[b, : counts[b]].tolist() for b in range(len(counts))]

@@ -11,10 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.lm.cache import gather_cache
-from models.lm.decoding import decode
 from models.lm.language_model import LanguageModel
 from models.lm.sampling import SamplingParams
-from models.lm.stopping import build_stop_automata
 
 BENCH_TEXT = (
     "Sequential Monte Carlo methods approximate a sequence of distributions with weighted "
@@ -52,8 +50,7 @@ def measure(
     """
     prompt = benchmark_prompt(lm, prompt_tokens)
     capacity = lm._check_context(prompt_tokens, new_tokens)
-    no_stop = build_stop_automata((), [b"x"] * lm.config.vocab_size)
-    no_eos = jnp.zeros((0,), jnp.int32)
+    sampling = SamplingParams(1.0)
     results = []
     for batch in batch_sizes:
         prefill_s = _best_time(lambda b=batch: lm.prefill([prompt] * b, capacity), repeats)
@@ -62,17 +59,9 @@ def measure(
         cache, logits = gather_cache(cache, rows), logits[rows]
 
         def run_decode(cache: Any = cache, logits: Any = logits) -> Any:
-            return decode(
-                lm.params,
-                lm.config,
-                jax.random.key(0),
-                cache,
-                logits,
-                max_new_tokens=new_tokens,
-                sampling=SamplingParams(1.0),
-                eos_token_ids=no_eos,
-                stop=no_stop,
-            ).tokens
+            key = jax.random.key(0)
+            output = lm.decode(key, cache, logits, new_tokens, sampling, stop_at_eos=False)
+            return output.tokens
 
         decode_s = _best_time(run_decode, repeats)
         results.append(

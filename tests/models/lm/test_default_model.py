@@ -5,12 +5,10 @@ with transformers' independent implementation on the same dequantized weights (l
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.lm import SamplingParams, decode
-from models.lm.stopping import build_stop_automata
+from models.lm import SamplingParams
 
 pytestmark = pytest.mark.default_model
 
@@ -94,17 +92,7 @@ def test_greedy_continuations_match_reference(default_lm, hf_reference):
     lm = default_lm
     token_ids = lm.encode_prompts(PROMPTS)
     logits, cache = lm.prefill(token_ids, 128)
-    out = decode(
-        lm.params,
-        lm.config,
-        jax.random.key(0),
-        cache,
-        logits,
-        max_new_tokens=32,
-        sampling=SamplingParams(0.0),
-        eos_token_ids=jnp.zeros((0,), jnp.int32),
-        stop=build_stop_automata([], [b""] * lm.config.vocab_size),
-    )
+    out = lm.decode(jax.random.key(0), cache, logits, 32, SamplingParams(0.0), stop_at_eos=False)
     for prompt_ids, generated in zip(token_ids, np.asarray(out.tokens), strict=True):
         sequence = list(prompt_ids) + generated.tolist()
         with torch.no_grad():

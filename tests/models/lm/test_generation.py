@@ -69,17 +69,7 @@ def test_eos_finishes_a_row_and_it_stops_changing(tiny_lm):
     eos = tiny_lm.tokenizer.eos_token_ids[0]
     logits, cache = tiny_lm.prefill([[3, 4, 5], [6, 7]], 32)
     logits = logits.at[0].set(-1e9).at[0, eos].set(0.0)  # row 0 must draw EOS first
-    out = decode(
-        tiny_lm.params,
-        tiny_lm.config,
-        jax.random.key(0),
-        cache,
-        logits,
-        max_new_tokens=6,
-        sampling=SamplingParams(1.0),
-        eos_token_ids=jnp.asarray([eos], jnp.int32),
-        stop=build_stop_automata([], [b""] * tiny_lm.config.vocab_size),
-    )
+    out = tiny_lm.decode(jax.random.key(0), cache, logits, 6, SamplingParams(1.0))
     assert int(out.finish_reason[0]) == FINISH_EOS
     assert out.tokens[0].tolist() == [eos] + [NO_TOKEN] * 5
     assert out.num_tokens.tolist()[0] == 1
@@ -96,6 +86,12 @@ def test_stop_string_ends_generation_after_the_string(tiny_lm):
         else:
             assert "a" not in text and "e" not in text
     assert "stop" in result.finish_reasons
+
+
+def test_decoding_past_the_cache_capacity_is_a_clear_error(tiny_lm):
+    logits, cache = tiny_lm.prefill([[3, 4, 5]], 16)
+    with pytest.raises(ContextLengthError, match="exceed the cache capacity 16"):
+        tiny_lm.decode(jax.random.key(0), cache, logits, 14, SamplingParams(1.0))
 
 
 def test_max_new_tokens_bounds_every_row(tiny_lm):
