@@ -174,6 +174,13 @@ class LanguageModel:
         The array-level counterpart of `generate`: rows stop at the checkpoint's
         end-of-sequence tokens (unless `stop_at_eos` is False) and after any of `stop`.
         """
+        expected = (cache.batch_size, self.config.vocab_size)
+        if tuple(logits.shape) != expected:
+            raise BatchShapeError(
+                f"logits have shape {tuple(logits.shape)} but the cache holds "
+                f"{cache.batch_size} rows of a {self.config.vocab_size}-token vocabulary: "
+                f"expected {expected}"
+            )
         if int(jnp.max(cache.lengths)) + max_new_tokens > cache.capacity:
             raise ContextLengthError(
                 f"{max_new_tokens} new tokens after {int(jnp.max(cache.lengths))} cached ones "

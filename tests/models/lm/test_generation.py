@@ -94,6 +94,14 @@ def test_decoding_past_the_cache_capacity_is_a_clear_error(tiny_lm):
         tiny_lm.decode(jax.random.key(0), cache, logits, 14, SamplingParams(1.0))
 
 
+def test_logits_that_do_not_match_the_cache_are_a_clear_error(tiny_lm):
+    from models.lm import BatchShapeError
+
+    logits, cache = tiny_lm.prefill([[3, 4, 5], [6, 7]], 32)
+    with pytest.raises(BatchShapeError, match=r"expected \(2, 265\)"):
+        tiny_lm.decode(jax.random.key(0), cache, logits[:1], 4, SamplingParams(1.0))
+
+
 def test_max_new_tokens_bounds_every_row(tiny_lm):
     result = tiny_lm.generate(jax.random.key(2), ["x", "yy"], max_new_tokens=3, num_samples=3)
     assert all(len(ids) <= 3 for ids in result.token_ids)
