@@ -1,0 +1,1 @@
+"""Classic state-space models with exact answers (Kalman filter, forward algorithm)."""

@@ -1,0 +1,126 @@
+"""Linear-Gaussian state-space model with its exact Kalman filter and RTS smoother.
+
+    x_0 ~ N(m_0, P_0),  x_t = A x_{t-1} + e_t, e_t ~ N(0, Q),  y_t = H x_t + v_t, v_t ~ N(0, R),
+
+observed at t = 0..T-1. The Kalman filter gives p(x_t | y_{0:t}) = N(m_t, P_t) and the
+log-likelihood log p(y_{0:T-1}) = Σ_t log N(y_t; H m_{t|t-1}, H P_{t|t-1} H^T + R); the
+Rauch-Tung-Striebel smoother gives p(x_t | y_{0:T-1}).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.stats import multivariate_normal
+
+from ppl.feynman_kac import FeynmanKac
+
+
+class LinearGaussian(NamedTuple):
+    initial_mean: jax.Array  # [dx]
+    initial_cov: jax.Array  # [dx, dx]
+    transition: jax.Array  # A [dx, dx]
+    transition_cov: jax.Array  # Q [dx, dx]
+    observation: jax.Array  # H [dy, dx]
+    observation_cov: jax.Array  # R [dy, dy]
+
+
+class KalmanResult(NamedTuple):
+    log_likelihood: jax.Array  # scalar
+    filtered_means: jax.Array  # [T, dx]
+    filtered_covs: jax.Array  # [T, dx, dx]
+    predicted_means: jax.Array  # [T, dx] m_{t|t-1} (m_0 at t = 0)
+    predicted_covs: jax.Array  # [T, dx, dx]
+
+
+def simulate(
+    rng_key: jax.Array, model: LinearGaussian, num_steps: int
+) -> tuple[jax.Array, jax.Array]:
+    """States [T, dx] and observations [T, dy]."""
+    key0, key_steps = jax.random.split(rng_key)
+    x0 = jax.random.multivariate_normal(key0, model.initial_mean, model.initial_cov)
+
+    def body(x: jax.Array, key: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        k_obs, k_next = jax.random.split(key)
+        y = jax.random.multivariate_normal(k_obs, model.observation @ x, model.observation_cov)
+        mean_next = model.transition @ x
+        x_next = jax.random.multivariate_normal(k_next, mean_next, model.transition_cov)
+        return x_next, (x, y)
+
+    _, (states, observations) = jax.lax.scan(body, x0, jax.random.split(key_steps, num_steps))
+    return states, observations
+
+
+def kalman_filter(model: LinearGaussian, observations: jax.Array) -> KalmanResult:
+    """Exact filtering distributions and log-likelihood."""
+    A, Q, H, R = model.transition, model.transition_cov, model.observation, model.observation_cov
+
+    def update(mean: jax.Array, cov: jax.Array, y: jax.Array) -> tuple[jax.Array, ...]:
+        innovation_cov = H @ cov @ H.T + R
+        log_lik = jnp.asarray(multivariate_normal.logpdf(y, H @ mean, innovation_cov))
+        gain = jnp.linalg.solve(innovation_cov, H @ cov).T
+        return mean + gain @ (y - H @ mean), cov - gain @ H @ cov, log_lik
+
+    def body(carry: tuple, y: jax.Array) -> tuple[tuple, tuple]:
+        mean, cov, total, first = carry
+        pred_mean = jnp.where(first, mean, A @ mean)
+        pred_cov = jnp.where(first, cov, A @ cov @ A.T + Q)
+        new_mean, new_cov, log_lik = update(pred_mean, pred_cov, y)
+        return (new_mean, new_cov, total + log_lik, False), (new_mean, new_cov, pred_mean, pred_cov)
+
+    init = (model.initial_mean, model.initial_cov, jnp.zeros(()), True)
+    (_, _, log_lik, _), (means, covs, pmeans, pcovs) = jax.lax.scan(body, init, observations)
+    return KalmanResult(log_lik, means, covs, pmeans, pcovs)
+
+
+def kalman_smoother(model: LinearGaussian, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Rauch-Tung-Striebel smoothing means [T, dx] and covariances [T, dx, dx]."""
+    filtered = kalman_filter(model, observations)
+    A = model.transition
+
+    def body(carry: tuple, xs: tuple) -> tuple[tuple, tuple]:
+        next_mean, next_cov = carry
+        mean, cov, pred_mean_next, pred_cov_next = xs
+        gain = jnp.linalg.solve(pred_cov_next, A @ cov).T
+        smooth_mean = mean + gain @ (next_mean - pred_mean_next)
+        smooth_cov = cov + gain @ (next_cov - pred_cov_next) @ gain.T
+        return (smooth_mean, smooth_cov), (smooth_mean, smooth_cov)
+
+    last = (filtered.filtered_means[-1], filtered.filtered_covs[-1])
+    xs = (
+        filtered.filtered_means[:-1],
+        filtered.filtered_covs[:-1],
+        filtered.predicted_means[1:],
+        filtered.predicted_covs[1:],
+    )
+    _, (means, covs) = jax.lax.scan(body, last, xs, reverse=True)
+    return (
+        jnp.concatenate([means, last[0][None]]),
+        jnp.concatenate([covs, last[1][None]]),
+    )
+
+
+def bootstrap(model: LinearGaussian, observations: jax.Array) -> FeynmanKac:
+    """The bootstrap Feynman-Kac model: propose from the dynamics, weight by p(y_t | x_t)."""
+    chol_q = jnp.linalg.cholesky(model.transition_cov)
+    chol_p0 = jnp.linalg.cholesky(model.initial_cov)
+    dx = model.initial_mean.shape[0]
+
+    def log_obs(t: jax.Array, x: jax.Array) -> jax.Array:
+        mean = x @ model.observation.T
+        return jnp.asarray(multivariate_normal.logpdf(observations[t], mean, model.observation_cov))
+
+    def initial_sample(key: jax.Array, n: int) -> jax.Array:
+        return model.initial_mean + jax.random.normal(key, (n, dx)) @ chol_p0.T
+
+    def transition_sample(key: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
+        return x @ model.transition.T + jax.random.normal(key, x.shape) @ chol_q.T
+
+    return FeynmanKac(
+        initial_sample=initial_sample,
+        initial_log_potential=lambda x: log_obs(jnp.zeros((), jnp.int32), x),
+        transition_sample=transition_sample,
+        log_potential=lambda t, x_prev, x: log_obs(t, x),
+    )

@@ -1,0 +1,164 @@
+"""Sequential Monte Carlo over a `FeynmanKac` model: `init`, `step` and the `run` loop.
+
+With normalized weights W_{t-1} and potentials G_t, one step
+
+1. resamples ancestors a_i ~ W_{t-1} when ESS(W_{t-1}) < ess_threshold * N (else a_i = i and
+   the weights carry over),
+2. proposes x_t^i ~ M_t(x_{t-1}^{a_i}, .) (finished particles are absorbed: kept, G_t = 1),
+3. reweights w_t^i = W_{t-1}^{a_i} G_t(x_{t-1}^{a_i}, x_t^i) (W after resampling is 1/N), and
+4. multiplies the evidence estimate by Σ_i w_t^i:  log Z_t = log Z_{t-1} + log Σ_i w_t^i.
+
+At t = 0, log Z_0 = log( (1/N) Σ_i G_0(x_0^i) ). Z_T is an unbiased estimate of the model's
+normalizing constant for every resampling scheme and threshold. The resampling decision is a
+traced `lax.cond`, never Python control flow. A step whose weights are all zero sets
+`all_dead`; its evidence estimate is then 0 (log -inf) and the weights restart uniform. NaN
+potentials count as zero weight and are counted in `num_nan`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from ppl.diagnostics import effective_sample_size, normalize_log_weights
+from ppl.feynman_kac import FeynmanKac, Particles
+from samplers.resampling import get_scheme, resample
+
+
+class SMCState(NamedTuple):
+    particles: Particles  # leaves [N, ...]
+    log_weights: jax.Array  # [N], normalized (logsumexp = 0)
+    log_evidence: jax.Array  # scalar running log Z estimate
+    step: jax.Array  # scalar int, the time index t of `particles`
+
+
+class SMCInfo(NamedTuple):
+    ancestors: jax.Array  # [N] index of each particle's parent at t - 1 (identity at t = 0)
+    resampled: jax.Array  # bool: whether this step resampled
+    ess: jax.Array  # effective sample size after reweighting
+    log_evidence_increment: jax.Array  # log Σ_i w_t^i
+    num_nan: jax.Array  # potentials that were NaN (treated as zero weight)
+    all_dead: jax.Array  # bool: every weight was zero
+
+
+class SMCResult(NamedTuple):
+    state: SMCState  # the final state
+    info: SMCInfo  # per step, leaves stacked on a leading time axis of size T
+    particles: Particles | None  # particle history [T, N, ...] when kept
+    log_weights: jax.Array  # [T, N] normalized log weights per step
+
+    @property
+    def log_evidence(self) -> jax.Array:
+        return self.state.log_evidence
+
+
+def _reweight(log_weights: jax.Array, log_potentials: jax.Array) -> tuple[jax.Array, ...]:
+    num_nan = jnp.sum(jnp.isnan(log_potentials))
+    log_potentials = jnp.where(jnp.isnan(log_potentials), -jnp.inf, log_potentials)
+    unnormalized = log_weights + log_potentials
+    increment = logsumexp(unnormalized)
+    all_dead = ~jnp.isfinite(increment)
+    uniform = jnp.full_like(log_weights, -jnp.log(log_weights.shape[0]))
+    normalized = jnp.where(all_dead, uniform, normalize_log_weights(unnormalized))
+    return normalized, increment, num_nan, all_dead, effective_sample_size(unnormalized)
+
+
+def init(rng_key: jax.Array, model: FeynmanKac, num_particles: int) -> tuple[SMCState, SMCInfo]:
+    """Draw x_0 ~ M_0 and weight it by G_0."""
+    particles = model.initial_sample(rng_key, num_particles)
+    uniform = jnp.full((num_particles,), -jnp.log(num_particles))
+    log_weights, increment, num_nan, all_dead, ess = _reweight(
+        uniform, model.initial_log_potential(particles)
+    )
+    state = SMCState(particles, log_weights, increment, jnp.zeros((), jnp.int32))
+    info = SMCInfo(
+        jnp.arange(num_particles, dtype=jnp.int32),
+        jnp.zeros((), bool),
+        ess,
+        increment,
+        num_nan,
+        all_dead,
+    )
+    return state, info
+
+
+def _select(mask: jax.Array, if_true: Particles, if_false: Particles) -> Particles:
+    def pick(a: jax.Array, b: jax.Array) -> jax.Array:
+        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
+
+    return jax.tree.map(pick, if_true, if_false)
+
+
+def step(
+    rng_key: jax.Array,
+    state: SMCState,
+    model: FeynmanKac,
+    resampling: str = "systematic",
+    ess_threshold: float = 0.5,
+) -> tuple[SMCState, SMCInfo]:
+    """One resample-propose-reweight step from time t - 1 to t."""
+    get_scheme(resampling)  # fail early on a bad name
+    key_resample, key_move = jax.random.split(rng_key)
+    num_particles = state.log_weights.shape[0]
+    do_resample = effective_sample_size(state.log_weights) < ess_threshold * num_particles
+    ancestors = jax.lax.cond(
+        do_resample,
+        lambda: resample(key_resample, state.log_weights, num_particles, resampling),
+        lambda: jnp.arange(num_particles, dtype=jnp.int32),
+    )
+    log_weights = jnp.where(do_resample, -jnp.log(num_particles), state.log_weights)
+    parents = jax.tree.map(lambda x: x[ancestors], state.particles)
+    t = state.step + 1
+    particles = model.transition_sample(key_move, t, parents)
+    log_potentials = model.log_potential(t, parents, particles)
+    if model.finished is not None:
+        done = model.finished(parents)
+        particles = _select(done, parents, particles)
+        log_potentials = jnp.where(done, 0.0, log_potentials)
+    log_weights, increment, num_nan, all_dead, ess = _reweight(log_weights, log_potentials)
+    new_state = SMCState(particles, log_weights, state.log_evidence + increment, t)
+    return new_state, SMCInfo(ancestors, do_resample, ess, increment, num_nan, all_dead)
+
+
+def run(
+    rng_key: jax.Array,
+    model: FeynmanKac,
+    num_particles: int,
+    num_steps: int,
+    resampling: str = "systematic",
+    ess_threshold: float = 0.5,
+    keep_history: bool = True,
+) -> SMCResult:
+    """Run SMC for time steps t = 0..num_steps-1 in one `lax.scan` (wrap in `jax.jit` or
+    `jax.vmap` freely; `model` and the keyword arguments are static).
+
+    Args:
+        ess_threshold: resample when ESS < ess_threshold * N; 1.0 resamples at every step
+            (except after exactly uniform weights, where resampling changes nothing).
+        keep_history: keep every step's particles (needed for genealogy and smoothing).
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if not 0 <= ess_threshold <= 1:
+        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
+    get_scheme(resampling)
+    key_init, key_steps = jax.random.split(rng_key)
+    state, info0 = init(key_init, model, num_particles)
+
+    def body(state: SMCState, key: jax.Array) -> tuple[SMCState, tuple]:
+        new_state, info = step(key, state, model, resampling, ess_threshold)
+        kept = new_state.particles if keep_history else None
+        return new_state, (info, kept, new_state.log_weights)
+
+    keys = jax.random.split(key_steps, num_steps - 1)
+    final, (infos, history, log_weights) = jax.lax.scan(body, state, keys)
+
+    def prepend(first: jax.Array, rest: jax.Array) -> jax.Array:
+        return jnp.concatenate([first[None], rest], axis=0)
+
+    info = jax.tree.map(prepend, info0, infos)
+    particles = jax.tree.map(prepend, state.particles, history) if keep_history else None
+    return SMCResult(final, info, particles, prepend(state.log_weights, log_weights))
