@@ -9,13 +9,16 @@ Rauch-Tung-Striebel smoother gives p(x_t | y_{0:T-1}).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.stats import multivariate_normal
 
+from ppl import state_space
 from ppl.feynman_kac import FeynmanKac
+from ppl.state_space import Proposal, StateSpaceModel
 
 
 class LinearGaussian(NamedTuple):
@@ -102,25 +105,84 @@ def kalman_smoother(model: LinearGaussian, observations: jax.Array) -> tuple[jax
     )
 
 
-def bootstrap(model: LinearGaussian, observations: jax.Array) -> FeynmanKac:
-    """The bootstrap Feynman-Kac model: propose from the dynamics, weight by p(y_t | x_t)."""
+def state_space_model(model: LinearGaussian, observations: jax.Array) -> StateSpaceModel:
+    """The model's prior dynamics and observation likelihood (particles: [N, dx] arrays)."""
     chol_q = jnp.linalg.cholesky(model.transition_cov)
     chol_p0 = jnp.linalg.cholesky(model.initial_cov)
     dx = model.initial_mean.shape[0]
 
-    def log_obs(t: jax.Array, x: jax.Array) -> jax.Array:
-        mean = x @ model.observation.T
-        return jnp.asarray(multivariate_normal.logpdf(observations[t], mean, model.observation_cov))
+    def gaussian(x: jax.Array, mean: jax.Array, cov: jax.Array) -> jax.Array:
+        return jnp.asarray(multivariate_normal.logpdf(x, mean, cov))
 
-    def initial_sample(key: jax.Array, n: int) -> jax.Array:
-        return model.initial_mean + jax.random.normal(key, (n, dx)) @ chol_p0.T
-
-    def transition_sample(key: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
-        return x @ model.transition.T + jax.random.normal(key, x.shape) @ chol_q.T
-
-    return FeynmanKac(
-        initial_sample=initial_sample,
-        initial_log_potential=lambda x: log_obs(jnp.zeros((), jnp.int32), x),
-        transition_sample=transition_sample,
-        log_potential=lambda t, x_prev, x: log_obs(t, x),
+    return StateSpaceModel(
+        initial_sample=lambda key, n: (
+            model.initial_mean + jax.random.normal(key, (n, dx)) @ chol_p0.T
+        ),
+        initial_log_density=lambda x: gaussian(x, model.initial_mean, model.initial_cov),
+        transition_sample=lambda key, t, x: (
+            x @ model.transition.T + jax.random.normal(key, x.shape) @ chol_q.T
+        ),
+        transition_log_density=lambda t, x_prev, x: gaussian(
+            x, x_prev @ model.transition.T, model.transition_cov
+        ),
+        observation_log_likelihood=lambda t, x: gaussian(
+            observations[t], x @ model.observation.T, model.observation_cov
+        ),
     )
+
+
+def bootstrap(model: LinearGaussian, observations: jax.Array) -> FeynmanKac:
+    """The bootstrap Feynman-Kac model: propose from the dynamics, weight by p(y_t | x_t)."""
+    return state_space.bootstrap(state_space_model(model, observations))
+
+
+def optimal_proposal(model: LinearGaussian, observations: jax.Array) -> Proposal:
+    """The locally optimal proposal p(x_t | x_{t-1}, y_t) = N(S (P^-1 a + H^T R^-1 y_t), S),
+    S = (P^-1 + H^T R^-1 H)^-1, with (a, P) = (A x_{t-1}, Q), or (m_0, P_0) at t = 0."""
+    H, R_inv = model.observation, jnp.linalg.inv(model.observation_cov)
+
+    def posterior(prior_cov: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        prior_precision = jnp.linalg.inv(prior_cov)
+        cov = jnp.linalg.inv(prior_precision + H.T @ R_inv @ H)
+        return cov, prior_precision, jnp.linalg.cholesky(cov)
+
+    cov0, prec0, chol0 = posterior(model.initial_cov)
+    cov, prec, chol = posterior(model.transition_cov)
+
+    def mean(
+        prior_mean: jax.Array, precision: jax.Array, cov_: jax.Array, t: jax.Array
+    ) -> jax.Array:
+        return (prior_mean @ precision.T + observations[t] @ (H.T @ R_inv).T) @ cov_.T
+
+    def transition_mean(t: jax.Array, x_prev: jax.Array) -> jax.Array:
+        return mean(x_prev @ model.transition.T, prec, cov, t)
+
+    t0 = jnp.zeros((), jnp.int32)
+    mean0 = mean(model.initial_mean, prec0, cov0, t0)
+    dx = model.initial_mean.shape[0]
+    return Proposal(
+        initial_sample=lambda key, n: mean0 + jax.random.normal(key, (n, dx)) @ chol0.T,
+        initial_log_density=lambda x: jnp.asarray(multivariate_normal.logpdf(x, mean0, cov0)),
+        transition_sample=lambda key, t, x: (
+            transition_mean(t, x) + jax.random.normal(key, x.shape) @ chol.T
+        ),
+        transition_log_density=lambda t, x_prev, x: jnp.asarray(
+            multivariate_normal.logpdf(x, transition_mean(t, x_prev), cov)
+        ),
+    )
+
+
+def predictive_log_likelihood(
+    model: LinearGaussian, observations: jax.Array
+) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """log p(y_{t+1} | x_t) = log N(y_{t+1}; H A x_t, H Q H^T + R): the exact look-ahead for
+    `ppl.state_space.auxiliary`."""
+    H, A = model.observation, model.transition
+    cov = H @ model.transition_cov @ H.T + model.observation_cov
+    last = observations.shape[0] - 1
+
+    def log_lookahead(t: jax.Array, x: jax.Array) -> jax.Array:
+        y_next = observations[jnp.minimum(t + 1, last)]
+        return jnp.asarray(multivariate_normal.logpdf(y_next, x @ (H @ A).T, cov))
+
+    return log_lookahead
