@@ -21,11 +21,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import logsumexp
 
-from ppl.diagnostics import effective_sample_size, normalize_log_weights
+from ppl.diagnostics import effective_sample_size
 from ppl.feynman_kac import FeynmanKac, Particles
 from samplers.resampling import get_scheme, resample
+from samplers.weighting import reweight, select
 
 
 class SMCState(NamedTuple):
@@ -55,41 +55,21 @@ class SMCResult(NamedTuple):
         return self.state.log_evidence
 
 
-def _reweight(log_weights: jax.Array, log_potentials: jax.Array) -> tuple[jax.Array, ...]:
-    num_nan = jnp.sum(jnp.isnan(log_potentials))
-    log_potentials = jnp.where(jnp.isnan(log_potentials), -jnp.inf, log_potentials)
-    unnormalized = log_weights + log_potentials
-    increment = logsumexp(unnormalized)
-    all_dead = ~jnp.isfinite(increment)
-    uniform = jnp.full_like(log_weights, -jnp.log(log_weights.shape[0]))
-    normalized = jnp.where(all_dead, uniform, normalize_log_weights(unnormalized))
-    return normalized, increment, num_nan, all_dead, effective_sample_size(unnormalized)
-
-
 def init(rng_key: jax.Array, model: FeynmanKac, num_particles: int) -> tuple[SMCState, SMCInfo]:
     """Draw x_0 ~ M_0 and weight it by G_0."""
     particles = model.initial_sample(rng_key, num_particles)
     uniform = jnp.full((num_particles,), -jnp.log(num_particles))
-    log_weights, increment, num_nan, all_dead, ess = _reweight(
-        uniform, model.initial_log_potential(particles)
-    )
-    state = SMCState(particles, log_weights, increment, jnp.zeros((), jnp.int32))
+    new = reweight(uniform, model.initial_log_potential(particles))
+    state = SMCState(particles, new.log_weights, new.log_increment, jnp.zeros((), jnp.int32))
     info = SMCInfo(
         jnp.arange(num_particles, dtype=jnp.int32),
         jnp.zeros((), bool),
-        ess,
-        increment,
-        num_nan,
-        all_dead,
+        new.ess,
+        new.log_increment,
+        new.num_nan,
+        new.all_dead,
     )
     return state, info
-
-
-def _select(mask: jax.Array, if_true: Particles, if_false: Particles) -> Particles:
-    def pick(a: jax.Array, b: jax.Array) -> jax.Array:
-        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
-
-    return jax.tree.map(pick, if_true, if_false)
 
 
 def step(
@@ -116,11 +96,12 @@ def step(
     log_potentials = model.log_potential(t, parents, particles)
     if model.finished is not None:
         done = model.finished(parents)
-        particles = _select(done, parents, particles)
+        particles = select(done, parents, particles)
         log_potentials = jnp.where(done, 0.0, log_potentials)
-    log_weights, increment, num_nan, all_dead, ess = _reweight(log_weights, log_potentials)
-    new_state = SMCState(particles, log_weights, state.log_evidence + increment, t)
-    return new_state, SMCInfo(ancestors, do_resample, ess, increment, num_nan, all_dead)
+    new = reweight(log_weights, log_potentials)
+    new_state = SMCState(particles, new.log_weights, state.log_evidence + new.log_increment, t)
+    info = SMCInfo(ancestors, do_resample, new.ess, new.log_increment, new.num_nan, new.all_dead)
+    return new_state, info
 
 
 def run(

@@ -1,0 +1,77 @@
+"""Particle Gibbs for the latent path of a `FeynmanKac` model (fixed parameters).
+
+The chain x^{(0)}, x^{(1)}, ... on paths x_{0:T} iterates the conditional SMC kernel
+(`samplers.conditional_smc`): x^{(k+1)} is drawn from the genealogy of a conditional SMC run
+around x^{(k)}. Each update leaves the path distribution Q_T (for a state-space model, the
+smoothing distribution p(x_{0:T} | y_{0:T})) invariant, and the chain is ergodic for any
+N >= 2, so averages over the chain converge to smoothing expectations. With
+`transition_log_density` the kernel uses ancestor sampling (PGAS), which mixes well even with
+few particles; without it the early states of the path mix slowly when the particle system
+degenerates (the new path tends to coalesce with the reference before the final steps).
+
+The chain runs in one `lax.scan` over iterations; wrap `particle_gibbs` in `jax.jit` with
+`model` and the integer arguments static.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ppl.feynman_kac import FeynmanKac, Particles
+from samplers import smc
+from samplers.conditional_smc import TransitionLogDensity, conditional_smc
+from samplers.genealogy import trajectories
+
+
+def initial_path(
+    rng_key: jax.Array, model: FeynmanKac, num_particles: int, num_steps: int
+) -> Particles:
+    """One path (leaves [T, ...]) from a plain SMC run: the genealogy of k ~ W_{T-1}."""
+    key_run, key_pick = jax.random.split(rng_key)
+    result = smc.run(key_run, model, num_particles, num_steps)
+    index = jax.random.categorical(key_pick, result.log_weights[-1])
+    paths = trajectories(result.particles, result.info.ancestors)
+    return jax.tree.map(lambda x: x[:, index], paths)
+
+
+def particle_gibbs(
+    rng_key: jax.Array,
+    model: FeynmanKac,
+    initial_reference: Particles | None,
+    num_particles: int,
+    num_steps: int,
+    num_iterations: int,
+    transition_log_density: TransitionLogDensity | None = None,
+) -> Particles:
+    """Run `num_iterations` particle-Gibbs updates; returns the paths after each update,
+    leaves [num_iterations, T, ...] (the initial reference is not included; discard burn-in
+    yourself).
+
+    Args:
+        initial_reference: the starting path (leaves [T, ...]); None starts from one plain
+            SMC run with `num_particles` particles and a path drawn from its final weights.
+        transition_log_density: `(t, x_prev, x) -> [N]` log M_t(x_prev, x); given, each
+            update uses ancestor sampling (see `samplers.conditional_smc`).
+    """
+    if num_iterations < 1:
+        raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
+    key_init, key_chain = jax.random.split(rng_key)
+    if initial_reference is None:
+        initial_reference = initial_path(key_init, model, num_particles, num_steps)
+
+    def update(reference: Particles, key: jax.Array) -> Particles:
+        return conditional_smc(
+            key, model, reference, num_particles, num_steps, transition_log_density
+        ).path
+
+    # The scan carry must keep one dtype: cast the start to the dtype the kernel returns.
+    out = jax.eval_shape(update, initial_reference, key_chain)
+    start = jax.tree.map(lambda x, s: jnp.asarray(x, s.dtype), initial_reference, out)
+
+    def body(reference: Particles, key: jax.Array) -> tuple[Particles, Particles]:
+        new = update(reference, key)
+        return new, new
+
+    _, paths = jax.lax.scan(body, start, jax.random.split(key_chain, num_iterations))
+    return paths

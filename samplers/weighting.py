@@ -1,0 +1,41 @@
+"""Reweighting and particle selection shared by the SMC samplers."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from ppl.diagnostics import effective_sample_size, normalize_log_weights
+from ppl.feynman_kac import Particles
+
+
+class Reweighted(NamedTuple):
+    log_weights: jax.Array  # [N] normalized (uniform again if every weight is zero)
+    log_increment: jax.Array  # log Σ_i W_i G_i, the step's evidence factor
+    num_nan: jax.Array  # potentials that were NaN, counted as zero weight
+    all_dead: jax.Array  # bool: every weight is zero
+    ess: jax.Array  # effective sample size of the new weights
+
+
+def reweight(log_weights: jax.Array, log_potentials: jax.Array) -> Reweighted:
+    """Multiply normalized weights W by potentials G: w_i = W_i G_i, in log space."""
+    num_nan = jnp.sum(jnp.isnan(log_potentials))
+    log_potentials = jnp.where(jnp.isnan(log_potentials), -jnp.inf, log_potentials)
+    unnormalized = log_weights + log_potentials
+    increment = logsumexp(unnormalized)
+    all_dead = ~jnp.isfinite(increment)
+    uniform = jnp.full_like(log_weights, -jnp.log(log_weights.shape[0]))
+    normalized = jnp.where(all_dead, uniform, normalize_log_weights(unnormalized))
+    return Reweighted(normalized, increment, num_nan, all_dead, effective_sample_size(unnormalized))
+
+
+def select(mask: jax.Array, if_true: Particles, if_false: Particles) -> Particles:
+    """Per particle, `if_true` where `mask` [N] holds, else `if_false`."""
+
+    def pick(a: jax.Array, b: jax.Array) -> jax.Array:
+        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
+
+    return jax.tree.map(pick, if_true, if_false)
