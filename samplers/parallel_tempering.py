@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from ppl.feynman_kac import FeynmanKac, Particles
+from ppl.progress import scan_with_progress
 from samplers.conditional_smc import TransitionLogDensity, conditional_smc
 from samplers.particle_gibbs import initial_path
 
@@ -80,6 +81,7 @@ def parallel_tempering(
     num_iterations: int,
     transition_log_density: TransitionLogDensity | None = None,
     initial_paths: Particles | None = None,
+    progress: bool = False,
 ) -> ParallelTemperingResult:
     """Run `num_iterations` of particle Gibbs with swaps between tempered chains.
 
@@ -88,6 +90,8 @@ def parallel_tempering(
         transition_log_density: passed to every conditional-SMC sweep (ancestor sampling).
         initial_paths: leaves [K, T, ...]; None starts each chain from a plain SMC run on its
             tempered model.
+        progress: run from the host in compiled chunks with a progress bar (same draws; the
+            call is then not traceable by `jax.jit`).
     """
     betas = jnp.asarray(inverse_temperatures, jnp.float32)
     if betas.ndim != 1 or betas.shape[0] < 2:
@@ -130,5 +134,10 @@ def parallel_tempering(
     out = jax.eval_shape(lambda p: jax.vmap(sweep)(chain_keys, betas, p), start)
     start = jax.tree.map(lambda x, s: jnp.asarray(x, s.dtype), start, out)
     keys = jax.random.split(key_chain, num_iterations)
-    _, (paths, attempted, accepted) = jax.lax.scan(body, start, (keys, jnp.arange(num_iterations)))
+    xs = (keys, jnp.arange(num_iterations))
+    if progress:
+        _, outputs = scan_with_progress(body, start, xs, description="parallel tempering")
+    else:
+        _, outputs = jax.lax.scan(body, start, xs)
+    paths, attempted, accepted = outputs
     return ParallelTemperingResult(paths, attempted, accepted)

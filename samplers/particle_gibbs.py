@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from ppl.feynman_kac import FeynmanKac, Particles
+from ppl.progress import scan_with_progress
 from samplers import smc
 from samplers.conditional_smc import TransitionLogDensity, conditional_smc
 from samplers.genealogy import trajectories
@@ -43,6 +44,7 @@ def particle_gibbs(
     num_steps: int,
     num_iterations: int,
     transition_log_density: TransitionLogDensity | None = None,
+    progress: bool = False,
 ) -> Particles:
     """Run `num_iterations` particle-Gibbs updates; returns the paths after each update,
     leaves [num_iterations, T, ...] (the initial reference is not included; discard burn-in
@@ -53,6 +55,8 @@ def particle_gibbs(
             SMC run with `num_particles` particles and a path drawn from its final weights.
         transition_log_density: `(t, x_prev, x) -> [N]` log M_t(x_prev, x); given, each
             update uses ancestor sampling (see `samplers.conditional_smc`).
+        progress: run the chain from the host in compiled chunks with a progress bar (same
+            draws; the call is then not traceable by `jax.jit`).
     """
     if num_iterations < 1:
         raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
@@ -73,5 +77,9 @@ def particle_gibbs(
         new = update(reference, key)
         return new, new
 
-    _, paths = jax.lax.scan(body, start, jax.random.split(key_chain, num_iterations))
+    keys = jax.random.split(key_chain, num_iterations)
+    if progress:
+        _, paths = scan_with_progress(body, start, keys, description="particle Gibbs")
+    else:
+        _, paths = jax.lax.scan(body, start, keys)
     return paths

@@ -87,3 +87,25 @@ def test_bad_temperatures_are_rejected():
     model, _, ys, _, _ = problem()
     with pytest.raises(ValueError, match="at least two inverse temperatures"):
         parallel_tempering(jax.random.key(0), bootstrap(model, ys), jnp.asarray([1.0]), 4, 8, 2)
+
+
+def test_progress_runs_give_the_same_draws():
+    from samplers.particle_gibbs import particle_gibbs
+
+    model, _, ys, _, _ = problem()
+    kwargs = {
+        "model": bootstrap(model, ys),
+        "num_particles": 4,
+        "num_steps": NUM_STEPS,
+        "num_iterations": 7,
+    }
+    betas = jnp.asarray([1.0, 0.5])
+    plain = parallel_tempering(jax.random.key(3), inverse_temperatures=betas, **kwargs)
+    shown = parallel_tempering(
+        jax.random.key(3), inverse_temperatures=betas, progress=True, **kwargs
+    )
+    np.testing.assert_allclose(plain.paths, shown.paths, rtol=1e-6)
+    np.testing.assert_array_equal(plain.swap_accepted, shown.swap_accepted)
+    a = particle_gibbs(jax.random.key(4), initial_reference=None, **kwargs)
+    b = particle_gibbs(jax.random.key(4), initial_reference=None, progress=True, **kwargs)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
