@@ -13,11 +13,11 @@ import pytest
 
 from models.ssm.linear_gaussian import bootstrap, kalman_smoother
 from samplers.parallel_tempering import parallel_tempering, path_log_potential, temper
+from tests.monte_carlo import batch_means_z
 from tests.samplers.test_particle_gibbs import (
     BURN_IN,
     NUM_STEPS,
     Z_BOUND,
-    batch_means_z,
     gaussian_transition,
     model_1d,
     problem,

@@ -26,12 +26,12 @@ from models.ssm.linear_gaussian import LinearGaussian, bootstrap, kalman_smoothe
 from samplers import conditional_smc as csmc
 from samplers.genealogy import trajectories
 from samplers.particle_gibbs import particle_gibbs
+from tests.monte_carlo import batch_means_z
 
 Z_BOUND = 4.5  # |z| bound per statistic (batch-means z over 40 batches, max over 8 times)
 NUM_STEPS = 8
 NUM_PARTICLES = 10
 BURN_IN = 200
-NUM_BATCHES = 40
 
 
 def model_1d(observation_variance: float = 1.0) -> LinearGaussian:
@@ -83,14 +83,6 @@ def chain(ancestor_sampling: bool, num_iterations: int, observation_variance: fl
     )
     paths = run(jax.random.key(2024))
     return np.asarray(paths[BURN_IN:, :, 0], np.float64)
-
-
-def batch_means_z(draws: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """z of each column's chain mean against `target`, with a batch-means standard error."""
-    usable = draws.shape[0] // NUM_BATCHES * NUM_BATCHES
-    batches = draws[:usable].reshape(NUM_BATCHES, -1, draws.shape[1]).mean(axis=1)
-    standard_error = batches.std(axis=0, ddof=1) / np.sqrt(NUM_BATCHES)
-    return (draws[:usable].mean(axis=0) - target) / standard_error
 
 
 def lag_one_autocorrelation(x: np.ndarray) -> float:

@@ -24,6 +24,7 @@ import pytest
 
 from models.ssm.linear_gaussian import LinearGaussian, bootstrap, kalman_filter, simulate
 from samplers import pmmh as pm
+from tests.monte_carlo import batch_means_z
 
 Z_BOUND = 4.5
 NUM_STEPS = 20
@@ -101,14 +102,6 @@ def chain() -> tuple[np.ndarray, pm.PMMHInfo]:
     return np.asarray(positions[BURN_IN:, 0], np.float64), infos
 
 
-def batch_means_z(draws: np.ndarray, target: float) -> float:
-    """z of the chain mean of `draws` against `target`, with a batch-means standard error."""
-    usable = draws.shape[0] // NUM_BATCHES * NUM_BATCHES
-    batches = draws[:usable].reshape(NUM_BATCHES, -1).mean(axis=1)
-    standard_error = batches.std(ddof=1) / np.sqrt(NUM_BATCHES)
-    return float((draws[:usable].mean() - target) / standard_error)
-
-
 def model_fn_initial_draw(model, a: float) -> float:
     """One initial particle of `model` at a (NaN where the model is invalid)."""
     return float(model(jnp.asarray([a])).initial_sample(jax.random.key(0), 1)[0, 0])
@@ -122,7 +115,10 @@ def test_pmmh_recovers_the_grid_posterior():
     acceptance = float(np.mean(infos.accepted))
     print(f"acceptance rate {acceptance:.3f}")
     assert 0.05 < acceptance < 0.9, acceptance
-    z = [batch_means_z(draws, mean), batch_means_z(draws**2, second_moment)]
+    z = [
+        float(batch_means_z(draws, mean, NUM_BATCHES)),
+        float(batch_means_z(draws**2, second_moment, NUM_BATCHES)),
+    ]
     print(f"z (mean, second moment) = {z}")
     assert np.all(np.abs(z) < Z_BOUND), z
 
@@ -132,7 +128,10 @@ def test_a_wrong_posterior_fails_the_same_test():
     observation variance 3 instead of 1 is far outside the bound."""
     draws, _ = chain()
     mean, second_moment = grid_moments(observation_variance=3.0)
-    z = [batch_means_z(draws, mean), batch_means_z(draws**2, second_moment)]
+    z = [
+        float(batch_means_z(draws, mean, NUM_BATCHES)),
+        float(batch_means_z(draws**2, second_moment, NUM_BATCHES)),
+    ]
     print(f"z against the wrong posterior = {z}")
     assert np.max(np.abs(z)) > Z_BOUND, z
 
