@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ppl.feynman_kac import LogPotential
+from ppl.feynman_kac import FeynmanKac, LogPotential
 
 
 def product(*potentials: LogPotential) -> LogPotential:
@@ -29,3 +29,12 @@ def temper(potential: LogPotential, power: float | jax.Array) -> LogPotential:
         return jnp.where(power == 0, 0.0, power * value)
 
     return log_potential
+
+
+def temper_model(model: FeynmanKac, power: float | jax.Array) -> FeynmanKac:
+    """The model with every potential, G_0 included, raised to `power` (see `temper`)."""
+    tempered_initial = temper(lambda t, x_prev, x: model.initial_log_potential(x), power)
+    return model._replace(
+        initial_log_potential=lambda x: tempered_initial(jnp.zeros((), jnp.int32), None, x),
+        log_potential=temper(model.log_potential, power),
+    )

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from ppl.feynman_kac import FeynmanKac, Particles
+from ppl.potentials import temper_model as temper
 from ppl.progress import scan_with_progress
 from samplers.conditional_smc import TransitionLogDensity, conditional_smc
 from samplers.particle_gibbs import initial_path
@@ -41,20 +42,6 @@ class ParallelTemperingResult(NamedTuple):
         """[K - 1] acceptance rate of swaps between chains k and k + 1."""
         attempted = jnp.sum(self.swap_attempted, axis=0)
         return jnp.sum(self.swap_accepted, axis=0) / jnp.maximum(attempted, 1)
-
-
-def temper(model: FeynmanKac, inverse_temperature: float | jax.Array) -> FeynmanKac:
-    """The model with every potential raised to `inverse_temperature` (G^0 = 1, also where
-    G = 0)."""
-    beta = jnp.asarray(inverse_temperature)
-
-    def scale(log_potential: jax.Array) -> jax.Array:
-        return jnp.where(beta == 0, 0.0, beta * log_potential)
-
-    return model._replace(
-        initial_log_potential=lambda x: scale(model.initial_log_potential(x)),
-        log_potential=lambda t, x_prev, x: scale(model.log_potential(t, x_prev, x)),
-    )
 
 
 def path_log_potential(model: FeynmanKac, path: Particles) -> jax.Array:
