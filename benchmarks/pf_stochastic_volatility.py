@@ -17,31 +17,37 @@ import json
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
 import numpy as np
 
+import ppl.random
 from models.ssm.stochastic_volatility import StochasticVolatility, bootstrap, simulate
 from samplers import smc
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
+OURS = "ppl-jax (ppl.random.key)"
+OURS_DEFAULT_KEY = "ppl-jax (jax.random.key)"
 PARAMS = {"mu": -1.02, "phi": 0.9702, "sigma": 0.178}
 
 
-def run_ours(data: np.ndarray, sizes: list[int], repeats: list[int]) -> list[dict]:
+def run_ours(
+    data: np.ndarray, sizes: list[int], repeats: list[int], make_key: Callable[[int], jax.Array]
+) -> list[dict]:
     fk = bootstrap(StochasticVolatility(**PARAMS), data)
     rows = []
     for n, reps in zip(sizes, repeats, strict=True):
         run = jax.jit(
             lambda key, n=n: smc.run(key, fk, n, len(data), keep_history=False).log_evidence
         )
-        jax.block_until_ready(run(jax.random.key(10_000)))  # compile
+        jax.block_until_ready(run(make_key(10_000)))  # compile
         times, log_z = [], []
         for seed in range(reps):
             start = time.perf_counter()
-            value = float(jax.block_until_ready(run(jax.random.key(seed))))
+            value = float(jax.block_until_ready(run(make_key(seed))))
             times.append(time.perf_counter() - start)
             log_z.append(value)
         rows.append({"num_particles": n, "seconds": times, "log_evidence": log_z})
@@ -121,14 +127,17 @@ def plot(report: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100,1000,10000,100000")
-    parser.add_argument("--repeats", default="20,20,10,4")
+    parser.add_argument("--repeats", default="50,50,40,8")
     parser.add_argument("--steps", type=int, default=1000)
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
     repeats = [int(r) for r in args.repeats.split(",")]
     _, data = simulate(jax.random.key(0), StochasticVolatility(**PARAMS), args.steps)
     data = np.asarray(data, np.float64)
-    raw = {"ppl-jax": run_ours(data.astype(np.float32), sizes, repeats)}
+    raw = {
+        OURS: run_ours(data.astype(np.float32), sizes, repeats, ppl.random.key),
+        OURS_DEFAULT_KEY: run_ours(data.astype(np.float32), sizes, repeats, jax.random.key),
+    }
     peer = run_particles(data, sizes, repeats)
     if peer is not None:
         raw[f"particles {peer['particles']}"] = peer["results"]
@@ -143,16 +152,20 @@ def main() -> None:
                 f"var log Z {r['log_evidence_var']:.3g} ({r['runs']} runs)"
             )
     if peer is not None:
-        ours, theirs = summary["ppl-jax"], summary[f"particles {peer['particles']}"]
-        report["speedup"] = [
-            {
-                "num_particles": a["num_particles"],
-                "speedup": b["seconds_per_run"] / a["seconds_per_run"],
-            }
-            for a, b in zip(ours, theirs, strict=True)
-        ]
-        for r in report["speedup"]:
-            print(f"N={r['num_particles']:>6}: ppl-jax is {r['speedup']:.1f}x faster")
+        theirs = summary[f"particles {peer['particles']}"]
+        report["speedup"] = {
+            name: [
+                {
+                    "num_particles": a["num_particles"],
+                    "speedup": b["seconds_per_run"] / a["seconds_per_run"],
+                }
+                for a, b in zip(summary[name], theirs, strict=True)
+            ]
+            for name in (OURS, OURS_DEFAULT_KEY)
+        }
+        for name, rows in report["speedup"].items():
+            for r in rows:
+                print(f"N={r['num_particles']:>6}: {name} is {r['speedup']:.1f}x faster")
     out = ROOT / "benchmarks" / "results" / "pf_stochastic_volatility.json"
     out.write_text(json.dumps(report, indent=2))
     plot(report, ROOT / "docs" / "figures" / "pf_stochastic_volatility.png")

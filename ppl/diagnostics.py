@@ -19,6 +19,11 @@ def effective_sample_size(log_weights: jax.Array) -> jax.Array:
     return jnp.where(jnp.isfinite(ess), ess, 0.0)
 
 
+def effective_sample_size_normalized(log_weights: jax.Array) -> jax.Array:
+    """ESS = 1 / Σ W_i² from normalized log weights (logsumexp = 0): one pass, no max."""
+    return 1.0 / jnp.sum(jnp.exp(2 * log_weights))
+
+
 def weighted_mean(log_weights: jax.Array, values: jax.Array) -> jax.Array:
     """Σ W_i f(x_i) over the leading (particle) axis of `values`."""
     weights = jax.nn.softmax(log_weights)

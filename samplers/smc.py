@@ -22,7 +22,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ppl.diagnostics import effective_sample_size
+from ppl.diagnostics import effective_sample_size_normalized
 from ppl.feynman_kac import FeynmanKac, Particles
 from samplers.resampling import get_scheme, resample
 from samplers.weighting import reweight, select
@@ -83,14 +83,18 @@ def step(
     get_scheme(resampling)  # fail early on a bad name
     key_resample, key_move = jax.random.split(rng_key)
     num_particles = state.log_weights.shape[0]
-    do_resample = effective_sample_size(state.log_weights) < ess_threshold * num_particles
-    ancestors = jax.lax.cond(
-        do_resample,
-        lambda: resample(key_resample, state.log_weights, num_particles, resampling),
-        lambda: jnp.arange(num_particles, dtype=jnp.int32),
-    )
+    ess = effective_sample_size_normalized(state.log_weights)
+    do_resample = ess < ess_threshold * num_particles
+
+    def resample_parents() -> tuple[jax.Array, Particles]:
+        ancestors = resample(key_resample, state.log_weights, num_particles, resampling)
+        return ancestors, jax.tree.map(lambda x: x[ancestors], state.particles)
+
+    def keep_parents() -> tuple[jax.Array, Particles]:
+        return jnp.arange(num_particles, dtype=jnp.int32), state.particles
+
+    ancestors, parents = jax.lax.cond(do_resample, resample_parents, keep_parents)
     log_weights = jnp.where(do_resample, -jnp.log(num_particles), state.log_weights)
-    parents = jax.tree.map(lambda x: x[ancestors], state.particles)
     t = state.step + 1
     particles = model.transition_sample(key_move, t, parents)
     log_potentials = model.log_potential(t, parents, particles)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from ppl.diagnostics import effective_sample_size, normalize_log_weights
+from ppl.diagnostics import effective_sample_size_normalized
 from ppl.feynman_kac import Particles
 
 
@@ -28,8 +28,9 @@ def reweight(log_weights: jax.Array, log_potentials: jax.Array) -> Reweighted:
     increment = logsumexp(unnormalized)
     all_dead = ~jnp.isfinite(increment)
     uniform = jnp.full_like(log_weights, -jnp.log(log_weights.shape[0]))
-    normalized = jnp.where(all_dead, uniform, normalize_log_weights(unnormalized))
-    return Reweighted(normalized, increment, num_nan, all_dead, effective_sample_size(unnormalized))
+    normalized = jnp.where(all_dead, uniform, unnormalized - increment)
+    ess = jnp.where(all_dead, 0.0, effective_sample_size_normalized(normalized))
+    return Reweighted(normalized, increment, num_nan, all_dead, ess)
 
 
 def select(mask: jax.Array, if_true: Particles, if_false: Particles) -> Particles:

@@ -170,3 +170,17 @@ def test_bad_arguments_are_named():
         smc.run(jax.random.key(0), bootstrap(model, ys), 8, 3, resampling="bogus")
     with pytest.raises(ValueError, match="ess_threshold"):
         smc.run(jax.random.key(0), bootstrap(model, ys), 8, 3, ess_threshold=2.0)
+
+
+@pytest.mark.parametrize(("num_weights", "num_samples"), [(8, 8), (50, 20), (20, 50)])
+def test_linear_time_systematic_matches_blackjax(num_weights, num_samples):
+    from blackjax.smc.resampling import systematic as blackjax_systematic
+
+    from samplers.resampling import systematic
+
+    for seed in range(20):
+        key_w, key_r = jax.random.split(jax.random.key(seed))
+        weights = jax.random.dirichlet(key_w, jnp.full(num_weights, 0.3))
+        ours = systematic(key_r, weights, num_samples)
+        theirs = blackjax_systematic(key_r, weights, num_samples)
+        np.testing.assert_array_equal(ours, theirs)
