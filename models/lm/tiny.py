@@ -76,3 +76,27 @@ def tiny_language_model(
     config = config or tiny_config()
     params = init_random_params(rng_key, config)
     return LanguageModel(config, params, byte_tokenizer(), name="tiny", dtype=dtype)
+
+
+def alphabet_tokenizer(letters: str = "ab") -> Tokenizer:
+    """A tokenizer whose vocabulary is `letters`, the newline and `<|eos|>` (one token each),
+    for language models small enough to enumerate every sequence."""
+    to_char = {b: c for c, b in _unicode_to_byte().items()}
+    tokens = [to_char[ord(c)] for c in letters + "\n"]
+    backend = tokenizers.Tokenizer(
+        models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=[])
+    )
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens([tokenizers.AddedToken("<|eos|>", special=True, normalized=False)])
+    return Tokenizer(backend, eos_token_ids=[len(tokens)], bos_token_id=None, chat_template=None)
+
+
+def alphabet_language_model(
+    rng_key: jax.Array, letters: str = "ab", scale: float = 1.0
+) -> LanguageModel:
+    """A random one-layer decoder over `alphabet_tokenizer(letters)` (len(letters) + 2 tokens);
+    `scale` sets how far its next-token distributions are from uniform."""
+    config = tiny_config(vocab_size=len(letters) + 2, num_layers=1, context_length=64)
+    params = init_random_params(rng_key, config, scale=scale)
+    return LanguageModel(config, params, alphabet_tokenizer(letters), name="alphabet")

@@ -1,0 +1,247 @@
+"""LLM decoding as a state-space model over reasoning steps (Puri et al. 2025).
+
+    state        x_{1:t}: the prompt and the first t reasoning steps (a row of `Generations`)
+    transition   x_t ~ p_LM(. | prompt, x_{1:t-1}): decode until the step delimiter
+    observation  o_t = 1 with a probability given by a verifier's rewards r(x_{1:t})
+
+`ReasoningSSM` implements `ppl.stepwise.StepwiseModel` for G prompts x N particles in one
+batch: `extend` generates one step for every live row with the JAX runtime and scores the
+new steps with the verifier, `log_potential` turns the aggregated rewards into incremental
+log weights with a `ppl.reward_weighting.RewardWeighting` rule. With `proposal_correction`
+the target is the untempered model, and each step's weight gains log p(x_t) - log q(x_t) for
+the sampling distribution q (temperature, top-k, top-p); without it the target is the
+sampling distribution reweighted by the verifier, as in Puri et al.
+
+The model also meters what it spends, per prompt: generations (rows started), tokens
+generated, reasoning steps and verifier calls (one per live row per step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from models.lm.cache import gather_cache
+from models.lm.errors import ContextLengthError
+from models.lm.language_model import LanguageModel
+from models.lm.sampling import SamplingParams
+from models.reasoning.generations import (
+    FINISH_NAMES,
+    Generations,
+    extend_generations,
+    gather_generations,
+    start_generations,
+)
+from models.reasoning.verifiers import Candidates, Verifier, call_verifier
+from ppl.reward_weighting import RewardWeighting, aggregate, log_potentials
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """How a reasoning step is generated."""
+
+    delimiter: str = "\n\n"
+    max_step_tokens: int = 64
+    max_steps: int = 8
+    sampling: SamplingParams = dataclasses.field(
+        default_factory=lambda: SamplingParams(temperature=0.8)
+    )
+    chat: bool = False  # wrap each prompt in the model's chat template
+
+    def __post_init__(self) -> None:
+        if self.max_step_tokens < 1 or self.max_steps < 1:
+            raise ValueError("max_step_tokens and max_steps must be >= 1")
+        if not self.delimiter:
+            raise ValueError("the step delimiter must be a non-empty string")
+
+    @property
+    def max_tokens(self) -> int:
+        return self.max_step_tokens * self.max_steps
+
+
+class ReasoningParticles(NamedTuple):
+    generations: Generations
+    log_value: jax.Array  # [B] aggregated log reward v_t (0 before the first step)
+    reward: jax.Array  # [B] the latest reward r_t (NaN before the first step)
+
+
+@dataclasses.dataclass
+class Budget:
+    """What a method spent, per prompt ([G] integer arrays)."""
+
+    generations: np.ndarray
+    tokens: np.ndarray
+    steps: np.ndarray
+    verifier_calls: np.ndarray
+
+    @classmethod
+    def zeros(cls, num_groups: int) -> Budget:
+        return cls(*(np.zeros(num_groups, np.int64) for _ in range(4)))
+
+    def add(self, other: Budget) -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+class ReasoningSSM:
+    """G prompts x N particles of step-level generation scored by a verifier."""
+
+    def __init__(
+        self,
+        lm: LanguageModel,
+        prompts: Sequence[str],
+        verifier: Verifier,
+        weighting: RewardWeighting | None = None,
+        settings: StepSettings | None = None,
+        proposal_correction: bool = False,
+    ) -> None:
+        if isinstance(prompts, str) or not prompts:
+            raise ValueError("prompts must be a non-empty sequence of strings")
+        self.lm = lm
+        self.prompts = list(prompts)
+        self.verifier = verifier
+        self.weighting = (weighting or RewardWeighting()).validate()
+        self.settings = settings or StepSettings()
+        self.proposal_correction = proposal_correction
+        self.spent = Budget.zeros(len(self.prompts))
+        self._num_particles = 0
+        self._eos = jnp.asarray(lm.tokenizer.eos_token_ids, jnp.int32)
+        self._delimiter = lm.stop_automata((self.settings.delimiter,))
+        self.prompt_ids = lm.encode_prompts(self.prompts, chat=self.settings.chat)
+        longest = max(map(len, self.prompt_ids))
+        needed = longest + self.settings.max_tokens
+        if needed > lm.config.context_length:
+            raise ContextLengthError(
+                f"a prompt of {longest} tokens plus {self.settings.max_steps} steps of up to "
+                f"{self.settings.max_step_tokens} tokens needs {needed} positions, more than "
+                f"the model's context length {lm.config.context_length}"
+            )
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.prompts)
+
+    # Starting ----------------------------------------------------------------------------
+    def start(self, num_particles: int) -> ReasoningParticles:
+        """Prefill every prompt once and fan it out to `num_particles` empty generations."""
+        if num_particles < 1:
+            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        self._num_particles = num_particles
+        capacity = max(map(len, self.prompt_ids)) + self.settings.max_tokens
+        capacity = min(-(-capacity // 64) * 64, self.lm.config.context_length)
+        logits, cache = self.lm.prefill(self.prompt_ids, capacity)
+        rows = jnp.repeat(jnp.arange(self.num_groups), num_particles)
+        generations = start_generations(
+            gather_cache(cache, rows), logits[rows], self.settings.max_tokens
+        )
+        batch = self.num_groups * num_particles
+        self.spent.generations += num_particles
+        return ReasoningParticles(
+            generations, jnp.zeros(batch, jnp.float32), jnp.full(batch, jnp.nan, jnp.float32)
+        )
+
+    # The StepwiseModel protocol ------------------------------------------------------------
+    def extend(self, rng_key: jax.Array, particles: ReasoningParticles) -> ReasoningParticles:
+        previous = particles.generations
+        generations = extend_generations(
+            self.lm.params,
+            self.lm.config,
+            rng_key,
+            previous,
+            max_step_tokens=self.settings.max_step_tokens,
+            max_steps=self.settings.max_steps,
+            sampling=self.settings.sampling,
+            eos_token_ids=self._eos,
+            delimiter=self._delimiter,
+        )
+        moved = ~np.asarray(previous.finished)
+        rows = np.flatnonzero(moved)
+        groups = self.groups()
+        new_tokens = np.asarray(generations.num_tokens) - np.asarray(previous.num_tokens)
+        np.add.at(self.spent.tokens, groups, new_tokens)
+        np.add.at(self.spent.steps, groups[rows], 1)
+        np.add.at(self.spent.verifier_calls, groups[rows], 1)
+        rewards = np.full(moved.shape, np.nan)
+        if rows.size:
+            rewards[rows] = call_verifier(self.verifier, self.candidates(generations, rows))
+        log_value = np.asarray(particles.log_value, np.float64)
+        updated = aggregate(
+            log_value, rewards, np.asarray(generations.num_steps), self.weighting.aggregation
+        )
+        log_value = np.where(moved, updated, log_value)
+        reward = np.where(moved, rewards, np.asarray(particles.reward))
+        return ReasoningParticles(
+            generations, jnp.asarray(log_value, jnp.float32), jnp.asarray(reward, jnp.float32)
+        )
+
+    def log_potential(
+        self, previous: ReasoningParticles, particles: ReasoningParticles
+    ) -> np.ndarray:
+        moved = ~np.asarray(previous.generations.finished)
+        increments = log_potentials(
+            self.weighting, np.asarray(previous.log_value), np.asarray(particles.log_value), moved
+        )
+        if self.proposal_correction:
+            generations = particles.generations
+            ratio = np.asarray(generations.step_model_logprob) - np.asarray(
+                generations.step_sampling_logprob
+            )
+            increments = increments + np.where(moved, ratio, 0.0)
+        return increments
+
+    def finished(self, particles: ReasoningParticles) -> np.ndarray:
+        return np.asarray(particles.generations.finished)
+
+    def gather(self, particles: ReasoningParticles, ancestors: jax.Array) -> ReasoningParticles:
+        return ReasoningParticles(
+            gather_generations(particles.generations, ancestors),
+            particles.log_value[ancestors],
+            particles.reward[ancestors],
+        )
+
+    # Views ---------------------------------------------------------------------------------
+    def groups(self) -> np.ndarray:
+        """[B] the prompt index of every row."""
+        return np.repeat(np.arange(self.num_groups), self._num_particles)
+
+    def token_ids(self, generations: Generations, rows: Sequence[int] | None = None) -> list:
+        tokens, counts = np.asarray(generations.tokens), np.asarray(generations.num_tokens)
+        rows = range(len(counts)) if rows is None else rows
+        return [tokens[b, : counts[b]].tolist() for b in rows]
+
+    def texts(self, particles: ReasoningParticles | Generations) -> list[str]:
+        """The generated text of every row (special tokens dropped)."""
+        generations = _generations(particles)
+        decode = self.lm.tokenizer.decode
+        return [decode(ids, skip_special_tokens=True) for ids in self.token_ids(generations)]
+
+    def finish_reasons(self, particles: ReasoningParticles | Generations) -> list[str]:
+        reasons = np.asarray(_generations(particles).finish_reason)
+        return [FINISH_NAMES[int(r)] for r in reasons]
+
+    def candidates(self, generations: Generations, rows: np.ndarray) -> Candidates:
+        tokens, counts = np.asarray(generations.tokens), np.asarray(generations.num_tokens)
+        starts = np.asarray(generations.step_start)
+        decode = self.lm.tokenizer.decode
+        groups = self.groups()[rows]
+        return Candidates(
+            prompts=[self.prompts[g] for g in groups],
+            texts=[decode(tokens[b, : counts[b]].tolist(), skip_special_tokens=True) for b in rows],
+            last_steps=[
+                decode(tokens[b, starts[b] : counts[b]].tolist(), skip_special_tokens=True)
+                for b in rows
+            ],
+            finished=np.asarray(generations.finished)[rows],
+            groups=groups,
+            rows=np.asarray(rows),
+            generations=generations,
+        )
+
+
+def _generations(particles: ReasoningParticles | Generations) -> Generations:
+    return particles.generations if isinstance(particles, ReasoningParticles) else particles

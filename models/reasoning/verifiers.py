@@ -1,0 +1,171 @@
+"""Verifiers: batched, composable scorers of partial generations with rewards in [0, 1].
+
+A verifier is any callable `Candidates -> rewards [K]`: it sees K candidates at once (the live
+rows of a batch), each with its prompt, its text so far and its latest reasoning step, and
+returns one reward per candidate for the latest step given the prefix (a process reward), or
+for the whole prefix. NaN means "could not score" and is reported by the samplers as a zero
+weight. Verifiers run on the host; those that need the generator's log-probabilities or
+hidden states read them from `Candidates.generations`.
+
+This module holds the protocol, programmatic checkers and the wrappers; model-based verifiers
+(LM judges, self-certainty, learned reward heads) build on the same protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from models.reasoning.answers import answers_match, check_arithmetic, extract_answer
+from models.reasoning.generations import Generations
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidates:
+    """K partial generations to score (rows of a batch, in row order)."""
+
+    prompts: list[str]  # the problem text of each candidate's prompt
+    texts: list[str]  # everything generated so far
+    last_steps: list[str]  # the latest reasoning step (a suffix of the text)
+    finished: np.ndarray  # [K] bool: the generation is complete
+    groups: np.ndarray  # [K] index of the prompt (problem) in the batch
+    rows: np.ndarray  # [K] row index in `generations`
+    generations: Generations | None = None  # the device state, for model-based verifiers
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+Verifier = Callable[[Candidates], np.ndarray]
+
+
+def _as_rewards(values: Sequence[float] | np.ndarray, count: int, name: str) -> np.ndarray:
+    rewards = np.asarray(values, np.float64)
+    if rewards.shape != (count,):
+        raise ValueError(f"verifier {name} returned shape {rewards.shape}, expected ({count},)")
+    return rewards
+
+
+@dataclasses.dataclass(frozen=True)
+class ArithmeticSteps:
+    """Checks every "a op b = c" claim of the latest step exactly.
+
+    r = 1 - epsilon when all claims of the step are correct (or it makes none), epsilon when
+    any is wrong. It cannot see a correct computation on the wrong operands, so it is an
+    imperfect process verifier for chained arithmetic.
+    """
+
+    epsilon: float = 0.05
+
+    def __call__(self, candidates: Candidates) -> np.ndarray:
+        rewards = []
+        for step in candidates.last_steps:
+            check = check_arithmetic(step)
+            ok = check.num_correct == check.num_claims
+            rewards.append(1 - self.epsilon if ok else self.epsilon)
+        return np.asarray(rewards)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutcomeCorrect:
+    """An outcome checker against reference answers (one per prompt): 1 for a finished
+    generation whose extracted answer matches, 0 for one that does not, and `pending` for
+    unfinished generations (1: no information yet)."""
+
+    references: tuple[str, ...]
+    pending: float = 1.0
+
+    def __call__(self, candidates: Candidates) -> np.ndarray:
+        rewards = []
+        for text, done, group in zip(
+            candidates.texts, candidates.finished, candidates.groups, strict=True
+        ):
+            if not done:
+                rewards.append(self.pending)
+                continue
+            rewards.append(float(answers_match(extract_answer(text), self.references[group])))
+        return np.asarray(rewards)
+
+
+@dataclasses.dataclass(frozen=True)
+class Softened:
+    """r' = epsilon + (1 - 2 epsilon) r: keeps a hard 0/1 verifier from killing particles."""
+
+    verifier: Verifier
+    epsilon: float = 0.05
+
+    def __call__(self, candidates: Candidates) -> np.ndarray:
+        rewards = _as_rewards(self.verifier(candidates), len(candidates), "inside Softened")
+        return self.epsilon + (1 - 2 * self.epsilon) * rewards
+
+
+@dataclasses.dataclass(frozen=True)
+class Imperfect:
+    """A verifier with controlled error rates (Inference Scaling fLaws).
+
+    The base verifier's verdict is `reward >= threshold`. A candidate judged correct is
+    reported incorrect with probability `false_negative_rate`, one judged incorrect is reported
+    correct with probability `false_positive_rate`; the output is 1 or 0. The flip of each
+    candidate is a fixed function of (`seed`, prompt, text), so the same candidate always gets
+    the same verdict, as with a real imperfect verifier.
+    """
+
+    verifier: Verifier
+    false_positive_rate: float = 0.0
+    false_negative_rate: float = 0.0
+    seed: int = 0
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("false_positive_rate", "false_negative_rate"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+    def _uniform(self, prompt: str, text: str) -> float:
+        digest = hashlib.blake2b(
+            f"{self.seed}\x00{prompt}\x00{text}".encode(), digest_size=8
+        ).digest()
+        return int.from_bytes(digest, "little") / 2**64
+
+    def __call__(self, candidates: Candidates) -> np.ndarray:
+        base = _as_rewards(self.verifier(candidates), len(candidates), "inside Imperfect")
+        verdicts = []
+        for reward, prompt, text in zip(base, candidates.prompts, candidates.texts, strict=True):
+            if np.isnan(reward):
+                verdicts.append(np.nan)
+                continue
+            u = self._uniform(prompt, text)
+            if reward >= self.threshold:
+                verdicts.append(0.0 if u < self.false_negative_rate else 1.0)
+            else:
+                verdicts.append(1.0 if u < self.false_positive_rate else 0.0)
+        return np.asarray(verdicts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Product:
+    """The product of several verifiers' rewards (independent evidence)."""
+
+    verifiers: tuple[Verifier, ...]
+
+    def __call__(self, candidates: Candidates) -> np.ndarray:
+        rewards = np.ones(len(candidates))
+        for index, verifier in enumerate(self.verifiers):
+            rewards = rewards * _as_rewards(verifier(candidates), len(candidates), str(index))
+        return rewards
+
+
+def call_verifier(verifier: Verifier, candidates: Candidates) -> np.ndarray:
+    """Run `verifier` and check its output: shape [K]; values outside [0, 1] are errors."""
+    rewards = _as_rewards(verifier(candidates), len(candidates), type(verifier).__name__)
+    finite = rewards[~np.isnan(rewards)]
+    if finite.size and (finite.min() < 0 or finite.max() > 1):
+        raise ValueError(
+            f"verifier {type(verifier).__name__} returned rewards outside [0, 1]: "
+            f"[{finite.min():.3g}, {finite.max():.3g}]"
+        )
+    return rewards

@@ -1,0 +1,184 @@
+"""SMC driven from the host for `StepwiseModel`s: G particle systems in one batch.
+
+The same algorithm as `samplers.smc` (resample when ESS < threshold x N, propagate, reweight,
+accumulate log Z_hat = Σ_t log Σ_i W_{t-1}^{a_i} G_t^i), applied to each of G groups of N
+particles independently while their rows share one batch, with the transition and potential
+called from Python between compiled pieces (reweighting and resampling are jitted and vmapped
+over groups). Rows are group-major: row g * N + i is particle i of group g, and ancestors are
+always drawn within a group.
+
+The loop stops after `max_steps` steps or when every row is finished (absorbed particles keep
+their weights). Each group reports its own diagnostics: a group whose weights are all zero at
+a step is flagged (`all_dead`) and its log-evidence becomes -inf; NaN potentials are counted
+and treated as zero weight. Neither stops the other groups.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ppl.feynman_kac import Particles
+from ppl.stepwise import StepwiseModel
+from samplers.resampling import get_scheme, resample
+from samplers.weighting import reweight
+
+
+class HostSMCState(NamedTuple):
+    particles: Particles  # B = G x N rows, group-major
+    log_weights: np.ndarray  # [G, N] normalized per group
+    log_evidence: np.ndarray  # [G] running log Z_hat per group
+    step: int  # the time index t of `particles`
+
+
+class HostSMCInfo(NamedTuple):
+    ancestors: np.ndarray  # [B] global parent row of each row (identity when not resampled)
+    resampled: np.ndarray  # [G] bool
+    ess: np.ndarray  # [G] effective sample size after reweighting
+    log_evidence_increment: np.ndarray  # [G]
+    num_nan: np.ndarray  # [G] NaN potentials, counted as zero weight
+    all_dead: np.ndarray  # [G] bool: every weight of the group was zero
+
+
+class HostSMCResult(NamedTuple):
+    state: HostSMCState
+    infos: list[HostSMCInfo]  # one per step t = 1..T
+
+    @property
+    def log_evidence(self) -> np.ndarray:
+        return self.state.log_evidence
+
+    @property
+    def log_weights(self) -> np.ndarray:
+        return self.state.log_weights
+
+    @property
+    def all_dead(self) -> np.ndarray:
+        """[G] bool: the group lost every particle at some step."""
+        if not self.infos:
+            return np.zeros(self.state.log_evidence.shape, bool)
+        return np.any([info.all_dead for info in self.infos], axis=0)
+
+
+@functools.partial(jax.jit, static_argnames=("scheme",))
+def _resample_groups(
+    rng_key: jax.Array, log_weights: jax.Array, do_resample: jax.Array, scheme: str
+) -> jax.Array:
+    """Global ancestors [G * N]: within-group draws where `do_resample`, identity elsewhere."""
+    num_groups, num_particles = log_weights.shape
+    keys = jax.random.split(rng_key, num_groups)
+    local = jax.vmap(lambda k, lw: resample(k, lw, num_particles, scheme))(keys, log_weights)
+    identity = jnp.broadcast_to(jnp.arange(num_particles, dtype=jnp.int32), local.shape)
+    local = jnp.where(do_resample[:, None], local, identity)
+    offsets = (jnp.arange(num_groups, dtype=jnp.int32) * num_particles)[:, None]
+    return (local + offsets).reshape(-1)
+
+
+_reweight_groups = jax.jit(jax.vmap(reweight))
+
+
+def init(
+    model: StepwiseModel, particles: Particles, log_potentials: np.ndarray | None = None
+) -> tuple[HostSMCState, HostSMCInfo]:
+    """Weight initial particles x_0 (B rows) by G_0 (`log_potentials` [B], default 0)."""
+    num_rows = jax.tree.leaves(particles)[0].shape[0]
+    num_groups = model.num_groups
+    if num_rows % num_groups:
+        raise ValueError(f"{num_rows} rows do not split into {num_groups} equal groups")
+    num_particles = num_rows // num_groups
+    if log_potentials is None:
+        log_potentials = np.zeros(num_rows, np.float32)
+    uniform = jnp.full((num_groups, num_particles), -jnp.log(num_particles))
+    new = _reweight_groups(uniform, jnp.asarray(log_potentials).reshape(num_groups, -1))
+    state = HostSMCState(particles, np.asarray(new.log_weights), np.asarray(new.log_increment), 0)
+    return state, _info(np.arange(num_rows), np.zeros(num_groups, bool), new)
+
+
+def _info(ancestors: np.ndarray, resampled: np.ndarray, new: object) -> HostSMCInfo:
+    return HostSMCInfo(
+        ancestors=np.asarray(ancestors),
+        resampled=np.asarray(resampled),
+        ess=np.asarray(new.ess),  # type: ignore[attr-defined]
+        log_evidence_increment=np.asarray(new.log_increment),  # type: ignore[attr-defined]
+        num_nan=np.asarray(new.num_nan),  # type: ignore[attr-defined]
+        all_dead=np.asarray(new.all_dead),  # type: ignore[attr-defined]
+    )
+
+
+def step(
+    rng_key: jax.Array,
+    state: HostSMCState,
+    model: StepwiseModel,
+    resampling: str = "systematic",
+    ess_threshold: float = 0.5,
+) -> tuple[HostSMCState, HostSMCInfo]:
+    """One resample-extend-reweight step for every group."""
+    get_scheme(resampling)
+    key_resample, key_extend = jax.random.split(rng_key)
+    num_groups, num_particles = state.log_weights.shape
+    ess = 1.0 / np.sum(np.exp(2.0 * state.log_weights.astype(np.float64)), axis=1)
+    do_resample = ess < ess_threshold * num_particles
+    particles, log_weights = state.particles, state.log_weights
+    ancestors = np.arange(num_groups * num_particles)
+    if do_resample.any():  # concrete host values: skip the gather when no group resamples
+        ancestors = np.asarray(
+            _resample_groups(
+                key_resample, jnp.asarray(log_weights), jnp.asarray(do_resample), resampling
+            )
+        )
+        particles = model.gather(particles, jnp.asarray(ancestors))
+        log_weights = np.where(do_resample[:, None], -np.log(num_particles), log_weights)
+    extended = model.extend(key_extend, particles)
+    log_potentials = np.asarray(model.log_potential(particles, extended), np.float32)
+    new = _reweight_groups(
+        jnp.asarray(log_weights, jnp.float32), jnp.asarray(log_potentials).reshape(num_groups, -1)
+    )
+    new_state = HostSMCState(
+        extended,
+        np.asarray(new.log_weights),
+        state.log_evidence + np.asarray(new.log_increment),
+        state.step + 1,
+    )
+    return new_state, _info(ancestors, do_resample, new)
+
+
+def run(
+    rng_key: jax.Array,
+    model: StepwiseModel,
+    particles: Particles,
+    max_steps: int,
+    resampling: str = "systematic",
+    ess_threshold: float = 0.5,
+    initial_log_potentials: np.ndarray | None = None,
+    progress: bool = True,
+) -> HostSMCResult:
+    """Run until every row is finished or `max_steps` steps have been taken.
+
+    Args:
+        particles: x_0 for all B = G x N rows (group-major).
+        ess_threshold: resample a group when its ESS < ess_threshold * N (1.0: every step).
+        initial_log_potentials: log G_0(x_0) [B] (default 0).
+    Step t uses the key `fold_in(rng_key, t)`, so a run is reproducible from its key.
+    """
+    if max_steps < 0:
+        raise ValueError(f"max_steps must be >= 0, got {max_steps}")
+    if not 0 <= ess_threshold <= 1:
+        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
+    get_scheme(resampling)
+    state, _ = init(model, particles, initial_log_potentials)
+    infos = []
+    with tqdm(total=max_steps, desc="SMC steps", disable=not progress, leave=False) as bar:
+        for t in range(1, max_steps + 1):
+            if np.all(model.finished(state.particles)):
+                break
+            state, info = step(
+                jax.random.fold_in(rng_key, t), state, model, resampling, ess_threshold
+            )
+            infos.append(info)
+            bar.update(1)
+    return HostSMCResult(state, infos)

@@ -1,0 +1,189 @@
+"""Step-level decoding as a state-space model on an enumerable language model: particle
+filtering's log Z and posterior over complete sequences against exact enumeration, the KV-cache
+gather against recomputation, budget metering and the reporting of dead or NaN rewards."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from models.lm.errors import ContextLengthError
+from models.lm.sampling import SamplingParams
+from models.lm.tiny import alphabet_language_model
+from models.reasoning.ssm import ReasoningSSM, StepSettings
+from ppl.reward_weighting import RewardWeighting
+from samplers import host_smc
+from tests.monte_carlo import evidence_ratio_z, mean_z
+
+PROMPT = "ab"
+STEP_CAP, MAX_STEPS = 2, 2
+Z_BOUND = 4.0
+
+
+@functools.cache
+def language_model():
+    return alphabet_language_model(jax.random.key(0), scale=0.3)
+
+
+def reward_of_text(text: str) -> float:
+    letters = [c for c in text if c in "ab"]
+    return 0.2 + 0.6 * (letters.count("a") / len(letters) if letters else 0.5)
+
+
+def letter_verifier(candidates):
+    return np.asarray([reward_of_text(t) for t in candidates.texts])
+
+
+@functools.cache
+def next_token_probs(tokens: tuple[int, ...]) -> np.ndarray:
+    lm = language_model()
+    logits = lm.logits(lm.tokenizer.encode(PROMPT) + list(tokens))[-1]
+    return np.asarray(jax.nn.softmax(np.asarray(logits, np.float64)))
+
+
+def enumerate_generations() -> list[tuple[tuple[int, ...], float, list[float]]]:
+    """Every complete generation: (tokens, log p, reward after each step)."""
+    tokenizer = language_model().tokenizer
+    newline, eos = tokenizer.encode("\n")[0], tokenizer.eos_token_ids[0]
+
+    def steps_from(prefix, log_p, rewards):
+        outcomes = []
+
+        def tokens_from(step, log_p_step):
+            probs = next_token_probs(prefix + step)
+            for token, p in enumerate(probs):
+                extended, lp = (*step, token), log_p_step + np.log(p)
+                if token in (newline, eos) or len(extended) == STEP_CAP:
+                    outcomes.append((extended, lp, token == eos))
+                else:
+                    tokens_from(extended, lp)
+
+        tokens_from((), 0.0)
+        complete = []
+        for step, lp, ended in outcomes:
+            tokens = prefix + step
+            text = tokenizer.decode(list(tokens), skip_special_tokens=True)
+            path_rewards = [*rewards, reward_of_text(text)]
+            if ended or len(path_rewards) == MAX_STEPS:
+                complete.append((tokens, log_p + lp, path_rewards))
+            else:
+                complete += steps_from(tokens, log_p + lp, path_rewards)
+        return complete
+
+    return steps_from((), 0.0, [])
+
+
+AGGREGATE = {"product": np.prod, "min": np.min, "last": lambda r: r[-1]}
+
+
+def exact_posterior(aggregation: str) -> tuple[dict, float]:
+    paths = enumerate_generations()
+    assert abs(sum(np.exp(lp) for _, lp, _ in paths) - 1) < 1e-6  # the enumeration is complete
+    mass = {tokens: np.exp(lp) * AGGREGATE[aggregation](r) for tokens, lp, r in paths}
+    z = sum(mass.values())
+    return {tokens: m / z for tokens, m in mass.items()}, float(np.log(z))
+
+
+def make_ssm(num_groups, weighting, temperature=1.0, correction=False, verifier=letter_verifier):
+    settings = StepSettings(
+        delimiter="\n",
+        max_step_tokens=STEP_CAP,
+        max_steps=MAX_STEPS,
+        sampling=SamplingParams(temperature=temperature),
+    )
+    return ReasoningSSM(
+        language_model(), [PROMPT] * num_groups, verifier, weighting, settings, correction
+    )
+
+
+@pytest.mark.parametrize(
+    ("aggregation", "temperature", "correction"),
+    [("product", 1.0, False), ("min", 1.0, False), ("last", 1.0, False), ("product", 0.7, True)],
+)
+def test_particle_filter_matches_enumeration(aggregation, temperature, correction):
+    posterior, log_z = exact_posterior(aggregation)
+    groups, particles = 500, 8
+    ssm = make_ssm(groups, RewardWeighting("bernoulli", aggregation), temperature, correction)
+    result = host_smc.run(
+        jax.random.key(1),
+        ssm,
+        ssm.start(particles),
+        MAX_STEPS,
+        ess_threshold=1.0,
+        progress=False,
+    )
+    assert abs(evidence_ratio_z(result.log_evidence, log_z)) < Z_BOUND
+    # Z_hat * Σ_i W_i 1[x_i = s] is unbiased for Z * π(s)
+    paths = ssm.token_ids(result.state.particles.generations)
+    weights = np.exp(result.log_weights) * np.exp(result.log_evidence - log_z)[:, None]
+    keys = sorted(posterior)
+    index = {tokens: k for k, tokens in enumerate(keys)}
+    estimates = np.zeros((groups, len(keys)))
+    for row, tokens in enumerate(paths):
+        estimates[row // particles, index[tuple(tokens)]] += weights.reshape(-1)[row]
+    target = np.asarray([posterior[k] for k in keys])
+    # sequences with posterior >= 1% one by one (>= 40 expected hits), the rest pooled
+    common = target >= 0.01
+    pooled = np.column_stack([estimates[:, common], estimates[:, ~common].sum(axis=1)])
+    pooled_target = np.append(target[common], target[~common].sum())
+    assert np.all(np.abs(mean_z(pooled, pooled_target)) < Z_BOUND + 0.5)
+
+
+def test_gathered_cache_gives_the_same_next_token_distribution_as_recomputation():
+    lm = language_model()
+    ssm = ReasoningSSM(
+        lm,
+        ["ab", "b"],
+        letter_verifier,
+        settings=StepSettings(delimiter="\n", max_step_tokens=4, max_steps=3),
+    )
+    particles = ssm.extend(jax.random.key(2), ssm.start(4))
+    ancestors = np.asarray([3, 3, 0, 1, 6, 4, 4, 5])
+    gathered = ssm.gather(particles, ancestors)
+    extended = ssm.extend(jax.random.key(3), gathered)
+    for state in (gathered, extended):
+        generations = state.generations
+        for row, tokens in enumerate(ssm.token_ids(generations)):
+            prompt = lm.tokenizer.encode(ssm.prompts[row // 4])
+            expected = lm.logits(prompt + tokens)[-1]
+            np.testing.assert_allclose(generations.logits[row], expected, atol=2e-5)
+
+
+def test_budget_counts_what_was_generated_and_scored():
+    ssm = make_ssm(3, RewardWeighting())
+    result = host_smc.run(
+        jax.random.key(4), ssm, ssm.start(5), MAX_STEPS, ess_threshold=0.0, progress=False
+    )
+    generations = result.state.particles.generations  # no resampling: rows are lineages
+    per_group = lambda x: np.asarray(x).reshape(3, 5).sum(axis=1)  # noqa: E731
+    assert ssm.spent.generations.tolist() == [5, 5, 5]
+    assert ssm.spent.tokens.tolist() == per_group(generations.num_tokens).tolist()
+    assert ssm.spent.steps.tolist() == per_group(generations.num_steps).tolist()
+    assert ssm.spent.verifier_calls.tolist() == ssm.spent.steps.tolist()
+
+
+def test_zero_and_nan_rewards_are_reported_not_raised():
+    def verifier(candidates):  # prompt group 0: every reward 0; group 1: NaN for one row
+        rewards = np.where(candidates.groups == 0, 0.0, 0.5)
+        rewards[candidates.rows == 5] = np.nan
+        return rewards
+
+    ssm = make_ssm(2, RewardWeighting(), verifier=verifier)
+    result = host_smc.run(jax.random.key(5), ssm, ssm.start(4), MAX_STEPS, progress=False)
+    assert result.all_dead.tolist() == [True, False]
+    assert result.infos[0].num_nan.tolist() == [0, 1]
+    assert np.isfinite(result.log_evidence[1])
+
+
+def test_verifier_output_is_checked():
+    ssm = make_ssm(1, RewardWeighting(), verifier=lambda c: np.full(len(c), 2.0))
+    with pytest.raises(ValueError, match="outside"):
+        ssm.extend(jax.random.key(0), ssm.start(2))
+
+
+def test_prompt_longer_than_the_context_is_a_clear_error():
+    with pytest.raises(ContextLengthError, match="context length"):
+        ReasoningSSM(language_model(), ["ab" * 40], letter_verifier)

@@ -1,0 +1,81 @@
+"""The reasoning methods at a common budget: each spends what it claims, per problem."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from models.lm.sampling import SamplingParams
+from models.lm.tiny import alphabet_language_model
+from models.reasoning.ssm import StepSettings
+from ppl.experiments import reasoning
+from ppl.reward_weighting import RewardWeighting
+
+SETTINGS = StepSettings(
+    delimiter="\n", max_step_tokens=3, max_steps=3, sampling=SamplingParams(temperature=1.0)
+)
+
+
+@functools.cache
+def language_model():
+    return alphabet_language_model(jax.random.key(0), scale=0.3)
+
+
+def a_fraction(candidates):
+    return np.asarray([0.1 + 0.8 * t.count("a") / max(1, len(t)) for t in candidates.texts])
+
+
+def run(method, budget, prompts=("ab", "ba")):
+    key = jax.random.key(7)
+    if method == "pf":
+        return reasoning.particle_filtering(
+            key, language_model(), prompts, a_fraction, budget, settings=SETTINGS
+        )
+    return reasoning.independent_samples(
+        method, key, language_model(), prompts, a_fraction, budget, settings=SETTINGS
+    )
+
+
+@pytest.mark.parametrize("method", ["pf", "bon", "wbon", "sc"])
+@pytest.mark.parametrize("budget", [1, 4])
+def test_every_method_spends_its_budget(method, budget):
+    outcomes = run(method, budget)
+    assert [o.problem for o in outcomes] == [0, 1]
+    for outcome in outcomes:
+        assert outcome.method == method and outcome.budget == budget
+        assert outcome.spent["generations"] == budget
+        assert len(outcome.candidates) == len(outcome.scores) == budget
+        # every step is scored once, and a step has 1..max_step_tokens tokens
+        assert outcome.spent["verifier_calls"] == outcome.spent["steps"]
+        assert budget <= outcome.spent["steps"] <= budget * SETTINGS.max_steps
+        assert outcome.spent["steps"] <= outcome.spent["tokens"]
+        assert outcome.spent["tokens"] <= SETTINGS.max_step_tokens * outcome.spent["steps"]
+
+
+def test_particle_filtering_concentrates_on_the_verifier_preferred_text():
+    """A verifier that favours 'a': particle filtering's weighted final particles hold more
+    'a' than independent samples at the same budget."""
+    lm, prompts, key = language_model(), ["ab"] * 16, jax.random.key(3)
+    sharp = lambda c: a_fraction(c) ** 4  # noqa: E731
+    pf = reasoning.particle_filtering(key, lm, prompts, sharp, 8, settings=SETTINGS)
+    sc = reasoning.independent_samples("sc", key, lm, prompts, sharp, 8, settings=SETTINGS)
+
+    def fraction(text):
+        return text.count("a") / max(1, len(text))
+
+    pf_mean = np.mean(
+        [np.exp(o.scores) @ np.asarray([fraction(t) for t in o.texts]) for o in pf]
+    )
+    sc_mean = np.mean([np.mean([fraction(t) for t in o.texts]) for o in sc])
+    assert pf_mean > sc_mean + 0.1
+    assert all(o.log_evidence is not None and not o.all_dead for o in pf)
+
+
+def test_unknown_method_is_named():
+    with pytest.raises(ValueError, match="unknown method"):
+        reasoning.independent_samples(
+            "dvts", jax.random.key(0), language_model(), ["a"], a_fraction, 2
+        )
