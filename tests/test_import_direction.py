@@ -1,5 +1,6 @@
 """The import direction of DESIGN.md: samplers and models import ppl; ppl's core imports
-neither (only the CLI and the experiment runners, the top of the stack, wire models in); samplers never import models."""
+neither (only the CLI and the experiment runners, the top of the stack, wire models in);
+samplers never import models."""
 
 from __future__ import annotations
 

@@ -9,11 +9,15 @@ tokens, reasoning steps, verifier calls) as metered by `models.reasoning.ssm.Rea
     bon   best-of-N: N independent generations, the answer of the highest aggregated reward
     wbon  weighted best-of-N: N independent generations, votes weighted by reward
     sc    self-consistency: N independent generations, majority vote
+    bom   Best-of-Majority: N independent generations, the best reward among frequent answers
+    beam  beam search on the cumulative log potential: keep N / M beams, expand each M times
+    dvts  diverse verifier tree search: N / M subtrees of width M, each keeps its best beam
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 
 import jax
@@ -24,7 +28,7 @@ from models.reasoning.answers import answer_ids, extract_answer
 from models.reasoning.ssm import ReasoningParticles, ReasoningSSM, StepSettings
 from models.reasoning.verifiers import Verifier
 from ppl.reward_weighting import RewardWeighting
-from samplers import host_smc
+from samplers import beam_search, host_smc
 from samplers.selection import ANSWER_SELECTIONS
 
 
@@ -132,9 +136,15 @@ def independent_samples(
     settings: StepSettings | None = None,
     progress: bool = False,
 ) -> list[ProblemOutcome]:
-    """Best-of-N (`bon`), weighted best-of-N (`wbon`) or self-consistency (`sc`) on N
-    independent generations per prompt, scored by the verifier's aggregated reward."""
-    selection = {"bon": "argmax_weight", "wbon": "weighted_vote", "sc": "majority_vote"}
+    """Best-of-N (`bon`), weighted best-of-N (`wbon`), self-consistency (`sc`) or
+    Best-of-Majority (`bom`) on N independent generations per prompt, scored by the
+    verifier's aggregated reward."""
+    selection = {
+        "bon": "argmax_weight",
+        "wbon": "weighted_vote",
+        "sc": "majority_vote",
+        "bom": "best_of_majority",
+    }
     if method not in selection:
         raise ValueError(f"unknown method {method!r}; choose from {sorted(selection)}")
     ssm = ReasoningSSM(lm, prompts, verifier, weighting, settings)
@@ -150,6 +160,41 @@ def independent_samples(
     particles = result.state.particles
     scores = np.asarray(particles.log_value, np.float64)  # the aggregated log reward
     return _outcomes(method, num_samples, ssm, particles, scores, selection[method], key_select)
+
+
+def tree_search(
+    method: str,
+    rng_key: jax.Array,
+    lm: LanguageModel,
+    prompts: Sequence[str],
+    verifier: Verifier,
+    num_beams: int,
+    weighting: RewardWeighting | None = None,
+    settings: StepSettings | None = None,
+    expansions: int = 4,
+    progress: bool = False,
+) -> list[ProblemOutcome]:
+    """Beam search (`beam`) or DVTS (`dvts`) with N = `num_beams` rows per prompt and M =
+    gcd(N, `expansions`) expansions per kept beam; the answer of the best final beam."""
+    if method not in ("beam", "dvts"):
+        raise ValueError(f"unknown method {method!r}; choose from ['beam', 'dvts']")
+    weighting = weighting or RewardWeighting()
+    if weighting.rule != "bernoulli":
+        raise ValueError("tree search ranks by cumulative log potentials: use the bernoulli rule")
+    ssm = ReasoningSSM(lm, prompts, verifier, weighting, settings)
+    key_run, key_select = jax.random.split(rng_key)
+    result = beam_search.run(
+        key_run,
+        ssm,
+        ssm.start(num_beams),
+        ssm.settings.max_steps,
+        math.gcd(num_beams, expansions),
+        diverse=method == "dvts",
+        progress=progress,
+    )
+    return _outcomes(
+        method, num_beams, ssm, result.particles, result.scores, "argmax_weight", key_select
+    )
 
 
 Method = Callable[..., list[ProblemOutcome]]

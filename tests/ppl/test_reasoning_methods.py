@@ -12,7 +12,6 @@ from models.lm.sampling import SamplingParams
 from models.lm.tiny import alphabet_language_model
 from models.reasoning.ssm import StepSettings
 from ppl.experiments import reasoning
-from ppl.reward_weighting import RewardWeighting
 
 SETTINGS = StepSettings(
     delimiter="\n", max_step_tokens=3, max_steps=3, sampling=SamplingParams(temperature=1.0)
@@ -34,12 +33,16 @@ def run(method, budget, prompts=("ab", "ba")):
         return reasoning.particle_filtering(
             key, language_model(), prompts, a_fraction, budget, settings=SETTINGS
         )
+    if method in ("beam", "dvts"):
+        return reasoning.tree_search(
+            method, key, language_model(), prompts, a_fraction, budget, settings=SETTINGS
+        )
     return reasoning.independent_samples(
         method, key, language_model(), prompts, a_fraction, budget, settings=SETTINGS
     )
 
 
-@pytest.mark.parametrize("method", ["pf", "bon", "wbon", "sc"])
+@pytest.mark.parametrize("method", ["pf", "bon", "wbon", "sc", "bom", "beam", "dvts"])
 @pytest.mark.parametrize("budget", [1, 4])
 def test_every_method_spends_its_budget(method, budget):
     outcomes = run(method, budget)
@@ -66,9 +69,7 @@ def test_particle_filtering_concentrates_on_the_verifier_preferred_text():
     def fraction(text):
         return text.count("a") / max(1, len(text))
 
-    pf_mean = np.mean(
-        [np.exp(o.scores) @ np.asarray([fraction(t) for t in o.texts]) for o in pf]
-    )
+    pf_mean = np.mean([np.exp(o.scores) @ np.asarray([fraction(t) for t in o.texts]) for o in pf])
     sc_mean = np.mean([np.mean([fraction(t) for t in o.texts]) for o in sc])
     assert pf_mean > sc_mean + 0.1
     assert all(o.log_evidence is not None and not o.all_dead for o in pf)
