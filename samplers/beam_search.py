@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -89,7 +90,7 @@ def run(
             ranked = np.where(duplicate, -np.inf, scores)
             ancestors = select_top(ranked, block, expansions)
             finished = np.asarray(model.finished(particles))
-            particles = model.gather(particles, ancestors)
+            particles = model.gather(particles, jnp.asarray(ancestors))
             scores = ranked[ancestors]
             duplicate = finished[ancestors] & ~first_copy
     return BeamResult(particles, np.where(duplicate, -np.inf, scores), steps)
