@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -92,6 +93,52 @@ def _fetch_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scale(args: argparse.Namespace) -> int:
+    from models.reasoning.tasks import get_task
+    from ppl.experiments.plots import accuracy_table, format_table
+    from ppl.experiments.sweep import VerifierSpec, read_results, run_sweep
+    from ppl.reward_weighting import RewardWeighting
+
+    task = get_task(args.task)
+    lm = _load(args) if args.model else None
+    out = run_sweep(
+        task,
+        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+        budgets=[int(b) for b in args.budgets.split(",")],
+        num_problems=args.problems,
+        seed=args.seed,
+        out=args.out,
+        lm=lm,
+        verifier=VerifierSpec(
+            args.verifier, args.false_positive_rate, args.false_negative_rate, args.epsilon
+        ),
+        weighting=RewardWeighting(args.weighting, args.aggregation, args.softmax_temperature),
+        max_rows=args.max_rows,
+        progress=not args.quiet,
+    )
+    print(format_table(accuracy_table(read_results(out))))
+    print(f"results: {out}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from ppl.experiments.plots import accuracy_table, budget_ratios, format_table, plot_accuracy
+    from ppl.experiments.sweep import read_results
+
+    records = read_results(args.results)
+    if not records:
+        raise ValueError(f"no results in {args.results}")
+    table = accuracy_table(records)
+    out = args.out or str(Path(args.results).with_suffix(".png"))
+    plot_accuracy(table, out, title=args.title or Path(args.results).stem)
+    print(format_table(table))
+    for other, ratio in budget_ratios(table, args.reference).items():
+        text = "never matched" if ratio is None else f"{ratio:.2f}x less budget"
+        print(f"{args.reference} vs {other}: {text}")
+    print(f"figure: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppl", description="ppl-jax command line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +168,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     fetch = commands.add_parser("fetch-model", help="download and cache the default model")
     fetch.set_defaults(func=_fetch_model)
+
+    scale = commands.add_parser(
+        "scale", help="accuracy against budget of inference-scaling methods (JSONL, resumable)"
+    )
+    scale.add_argument("--task", default=None, help="default: chained_arithmetic (the organism)")
+    scale.add_argument("--methods", default="bon,wbon,sc,beam,dvts,pf")
+    scale.add_argument("--budgets", default="1,2,4,8,16,32")
+    scale.add_argument("--problems", type=int, default=50)
+    scale.add_argument("--seed", type=int, default=0)
+    scale.add_argument("--out", default="results.jsonl")
+    scale.add_argument("--model", default=None, help="a GGUF file or checkpoint directory")
+    scale.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    scale.add_argument("--verifier", default="arithmetic", choices=["arithmetic", "outcome"])
+    scale.add_argument("--false-positive-rate", type=float, default=0.0)
+    scale.add_argument("--false-negative-rate", type=float, default=0.0)
+    scale.add_argument("--epsilon", type=float, default=0.05, help="softening of 0/1 verdicts")
+    scale.add_argument("--weighting", default="bernoulli", choices=["bernoulli", "softmax"])
+    scale.add_argument("--aggregation", default="product", choices=["product", "min", "last"])
+    scale.add_argument("--softmax-temperature", type=float, default=1.0)
+    scale.add_argument("--max-rows", type=int, default=256, help="prompts x budget per batch")
+    scale.add_argument("--quiet", action="store_true", help="no progress bar")
+    scale.set_defaults(func=_scale)
+
+    plot = commands.add_parser("plot", help="plot accuracy against budget from a sweep")
+    plot.add_argument("results")
+    plot.add_argument("--out", default=None, help="figure path (default: results .png)")
+    plot.add_argument("--title", default=None)
+    plot.add_argument("--reference", default="pf", help="method for the budget ratios")
+    plot.set_defaults(func=_plot)
     return parser
 
 

@@ -1,0 +1,112 @@
+"""Reasoning tasks for inference-scaling sweeps: problems with reference answers, a default
+generator, a default process verifier and step settings.
+
+    chained_arithmetic   the in-repo model organism on "Start with 7. Add 5. ..." problems
+                         (the default benchmark task: informative single-sample accuracy)
+    word_arithmetic      two-step arithmetic word problems for SmolLM2-135M-Instruct in its
+                         chat template (the embedded default model; it rarely solves them)
+
+Every method runs unchanged on any task and any checkpoint the loaders read (`--model`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from models.lm.language_model import LanguageModel
+from models.lm.sampling import SamplingParams
+from models.reasoning import chained_arithmetic
+from models.reasoning.ssm import StepSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskProblem:
+    prompt: str  # the text the generator is conditioned on (before any chat template)
+    answer: str  # the reference final answer
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    description: str
+    make_problems: Callable[[int, int], list[TaskProblem]]  # (seed, count)
+    load_model: Callable[[], LanguageModel]
+    settings: StepSettings
+
+
+def _chained_problems(seed: int, count: int) -> list[TaskProblem]:
+    return [
+        TaskProblem(chained_arithmetic.prompt_text(p), str(p.answer))
+        for p in chained_arithmetic.make_problems(seed, count)
+    ]
+
+
+def _load_organism() -> LanguageModel:
+    from models.reasoning.organism import load_organism
+
+    return load_organism()
+
+
+_ITEMS = ("apples", "books", "coins", "marbles", "stickers", "pencils")
+_NAMES = ("Ana", "Ben", "Chloe", "Dev", "Ema", "Femi")
+
+
+def _word_problems(seed: int, count: int) -> list[TaskProblem]:
+    """ "Ana has 12 apples. She buys 3 bags of 4 apples. How many apples does she have now?"
+    style problems: a + b * c, solved in two steps."""
+    rng = np.random.default_rng(seed)
+    problems = []
+    for _ in range(count):
+        name, item = _NAMES[rng.integers(len(_NAMES))], _ITEMS[rng.integers(len(_ITEMS))]
+        a, b, c = (int(x) for x in rng.integers((5, 2, 2), (40, 6, 10)))
+        prompt = (
+            f"{name} has {a} {item}. {name} buys {b} bags with {c} {item} in each bag. How "
+            f"many {item} does {name} have now? Solve it step by step, one step per "
+            'paragraph, and end with "The answer is N."'
+        )
+        problems.append(TaskProblem(prompt, str(a + b * c)))
+    return problems
+
+
+def _load_default() -> LanguageModel:
+    return LanguageModel.load()
+
+
+TASKS: dict[str, Task] = {
+    "chained_arithmetic": Task(
+        name="chained_arithmetic",
+        description="chained +, -, * on integers; the in-repo organism (default task)",
+        make_problems=_chained_problems,
+        load_model=_load_organism,
+        settings=StepSettings(
+            delimiter="\n\n",
+            max_step_tokens=24,
+            max_steps=6,
+            sampling=SamplingParams(temperature=1.0),
+        ),
+    ),
+    "word_arithmetic": Task(
+        name="word_arithmetic",
+        description="two-step word problems in the chat template; SmolLM2-135M-Instruct",
+        make_problems=_word_problems,
+        load_model=_load_default,
+        settings=StepSettings(
+            delimiter="\n\n",
+            max_step_tokens=64,
+            max_steps=6,
+            sampling=SamplingParams(temperature=0.7),
+            chat=True,
+        ),
+    ),
+}
+DEFAULT_TASK = "chained_arithmetic"
+
+
+def get_task(name: str | None) -> Task:
+    name = name or DEFAULT_TASK
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}")
+    return TASKS[name]

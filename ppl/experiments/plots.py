@@ -1,0 +1,101 @@
+"""Accuracy against budget from sweep records: a table, a figure and budget ratios."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ppl.scaling import accuracy_standard_error, budget_ratio
+
+
+def accuracy_table(records: Sequence[dict[str, Any]]) -> dict[str, dict[int, dict[str, float]]]:
+    """method -> budget -> {accuracy, standard_error, problems, tokens, verifier_calls}
+    (means per problem; problems that errored count as wrong)."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        groups[(record["method"], int(record["budget"]))].append(record)
+    table: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
+    for (method, budget), rows in sorted(groups.items()):
+        correct = np.asarray([bool(r.get("correct")) for r in rows], np.float64)
+        spent = [r.get("spent") or {} for r in rows]
+        table[method][budget] = {
+            "accuracy": float(correct.mean()),
+            "standard_error": float(accuracy_standard_error(correct)),
+            "problems": len(rows),
+            "tokens": float(np.mean([s.get("tokens", 0) for s in spent])),
+            "verifier_calls": float(np.mean([s.get("verifier_calls", 0) for s in spent])),
+            "errors": sum(1 for r in rows if r.get("error")),
+        }
+    return dict(table)
+
+
+def budget_ratios(
+    table: dict[str, dict[int, dict[str, float]]], method: str = "pf", at_budget: int | None = None
+) -> dict[str, float | None]:
+    """How many times less budget `method` needs to match each other method's accuracy at
+    `at_budget` (default: the largest budget measured), interpolating in log budget."""
+    if method not in table:
+        return {}
+    ours = sorted(table[method])
+    results: dict[str, float | None] = {}
+    for other, curve in table.items():
+        if other == method:
+            continue
+        budgets = sorted(curve)
+        at = at_budget or budgets[-1]
+        if at not in curve:
+            results[other] = None
+            continue
+        results[other] = budget_ratio(
+            ours,
+            [table[method][b]["accuracy"] for b in ours],
+            budgets,
+            [curve[b]["accuracy"] for b in budgets],
+            at,
+        )
+    return results
+
+
+def plot_accuracy(
+    table: dict[str, dict[int, dict[str, float]]], path: str | Path, title: str = ""
+) -> Path:
+    """Accuracy against budget per method (log2 budget axis, +-1 standard error bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, curve in sorted(table.items()):
+        budgets = sorted(curve)
+        accuracy = [curve[b]["accuracy"] for b in budgets]
+        error = [curve[b]["standard_error"] for b in budgets]
+        ax.errorbar(budgets, accuracy, yerr=error, marker="o", capsize=3, label=method)
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="budget (generations per problem)", ylabel="accuracy", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def format_table(table: dict[str, dict[int, dict[str, float]]]) -> str:
+    budgets = sorted({b for curve in table.values() for b in curve})
+    lines = ["method  " + "".join(f"{f'N={b}':>14}" for b in budgets)]
+    for method, curve in sorted(table.items()):
+        cells = []
+        for b in budgets:
+            row = curve.get(b)
+            cells.append(
+                f"{row['accuracy']:>8.3f}±{row['standard_error']:.3f}" if row else " " * 14
+            )
+        lines.append(f"{method:<8}" + "".join(f"{c:>14}" for c in cells))
+    return "\n".join(lines)

@@ -1,0 +1,242 @@
+"""Accuracy-against-budget sweeps of reasoning methods, written to JSONL as they go.
+
+`run_sweep` evaluates every (method, budget) on the same problems and appends one JSON line
+per (problem, method, budget) to `out` as soon as a batch of problems is done, flushing each
+line. Re-running with the same arguments skips the lines already in the file, so a crash
+loses nothing finished. Problems run in batches of prompts x budget rows (`max_rows`).
+A batch that fails (for example a prompt longer than the context) is recorded per problem
+with its error and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+from tqdm.auto import tqdm
+
+from models.lm.errors import ContextLengthError
+from models.lm.language_model import LanguageModel
+from models.reasoning.answers import answers_match
+from models.reasoning.tasks import Task, TaskProblem
+from models.reasoning.verifiers import (
+    ArithmeticSteps,
+    Imperfect,
+    OutcomeCorrect,
+    Softened,
+    Verifier,
+)
+from ppl.experiments import reasoning
+from ppl.reward_weighting import RewardWeighting
+
+METHODS = ("pf", "bon", "wbon", "sc", "bom", "beam", "dvts")
+VERIFIERS = ("arithmetic", "outcome")
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifierSpec:
+    name: str = "arithmetic"
+    false_positive_rate: float = 0.0
+    false_negative_rate: float = 0.0
+    epsilon: float = 0.05  # softening of hard verdicts, so that no particle gets weight 0
+
+    def build(self, problems: Sequence[TaskProblem]) -> Verifier:
+        base: Verifier
+        if self.name == "arithmetic":
+            base = ArithmeticSteps(self.epsilon)
+        elif self.name == "outcome":
+            base = OutcomeCorrect(tuple(p.answer for p in problems))
+        else:
+            raise ValueError(f"unknown verifier {self.name!r}; choose from {VERIFIERS}")
+        if self.false_positive_rate or self.false_negative_rate:
+            imperfect = Imperfect(base, self.false_positive_rate, self.false_negative_rate)
+            return Softened(imperfect, self.epsilon)
+        return base
+
+    def label(self) -> str:
+        if self.false_positive_rate or self.false_negative_rate:
+            rates = f"fp={self.false_positive_rate},fn={self.false_negative_rate}"
+            return f"{self.name}({rates})"
+        return self.name
+
+
+def run_method(
+    method: str,
+    rng_key: jax.Array,
+    lm: LanguageModel,
+    prompts: Sequence[str],
+    verifier: Verifier,
+    budget: int,
+    task: Task,
+    weighting: RewardWeighting,
+) -> list[reasoning.ProblemOutcome]:
+    settings = task.settings
+    if method == "pf":
+        return reasoning.particle_filtering(
+            rng_key, lm, prompts, verifier, budget, weighting, settings
+        )
+    if method in ("bon", "wbon", "sc", "bom"):
+        return reasoning.independent_samples(
+            method, rng_key, lm, prompts, verifier, budget, weighting, settings
+        )
+    if method in ("beam", "dvts"):
+        return reasoning.tree_search(
+            method, rng_key, lm, prompts, verifier, budget, weighting, settings
+        )
+    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+
+
+def _done_keys(out: Path) -> set[tuple]:
+    done: set[tuple] = set()
+    if not out.exists():
+        return done
+    for line in out.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a crash: run that problem again
+            continue
+        done.add(_key(record))
+    return done
+
+
+def _key(record: dict[str, Any]) -> tuple:
+    fields = ("task", "model", "verifier", "seed", "method", "budget", "problem")
+    return tuple(record[f] for f in fields)
+
+
+def _batches(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def run_sweep(
+    task: Task,
+    methods: Sequence[str],
+    budgets: Sequence[int],
+    num_problems: int,
+    seed: int,
+    out: str | Path,
+    lm: LanguageModel | None = None,
+    verifier: VerifierSpec | None = None,
+    weighting: RewardWeighting | None = None,
+    max_rows: int = 256,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Run every method at every budget on `num_problems` problems of `task` (drawn with
+    `seed`), appending JSON lines to `out`; returns the path."""
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if not budgets or min(budgets) < 1:
+        raise ValueError(f"budgets must be positive integers, got {list(budgets)}")
+    verifier = verifier or VerifierSpec()
+    weighting = (weighting or RewardWeighting()).validate()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lm = lm or task.load_model()
+    problems = task.make_problems(seed, num_problems)
+    base = {"task": task.name, "model": lm.name, "verifier": verifier.label(), "seed": seed}
+    done = _done_keys(out)
+    work = []
+    for m, method in enumerate(methods):
+        for budget in budgets:
+            pending = [
+                i
+                for i in range(num_problems)
+                if _key({**base, "method": method, "budget": budget, "problem": i}) not in done
+            ]
+            work.append((m, method, budget, pending))
+    total = sum(len(p) for *_, p in work)
+    if total < num_problems * len(methods) * len(budgets):
+        log(f"resuming: {num_problems * len(methods) * len(budgets) - total} results in {out}")
+    root = jax.random.key(seed)
+    if out.exists() and out.stat().st_size and not out.read_bytes().endswith(b"\n"):
+        with out.open("a") as sink:  # end a line cut short by a crash; readers skip it
+            sink.write("\n")
+    with (
+        out.open("a") as sink,
+        tqdm(total=total, desc="sweep", unit="problem", disable=not progress) as bar,
+    ):
+        for m, method, budget, pending in work:
+            bar.set_postfix_str(f"{method} N={budget}")
+            for batch in _batches(pending, max(1, max_rows // budget)):
+                key = jax.random.fold_in(jax.random.fold_in(root, m), budget)
+                key = jax.random.fold_in(key, batch[0])
+                records = _run_batch(
+                    method, key, lm, problems, batch, budget, task, verifier, weighting
+                )
+                for problem, record in zip(batch, records, strict=True):
+                    line = {**base, "method": method, "budget": budget, "problem": problem}
+                    sink.write(json.dumps({**line, **record}) + "\n")
+                sink.flush()
+                bar.update(len(batch))
+    return out
+
+
+def _run_batch(
+    method: str,
+    rng_key: jax.Array,
+    lm: LanguageModel,
+    problems: Sequence[TaskProblem],
+    batch: Sequence[int],
+    budget: int,
+    task: Task,
+    verifier: VerifierSpec,
+    weighting: RewardWeighting,
+) -> list[dict[str, Any]]:
+    chosen = [problems[i] for i in batch]
+    start = time.perf_counter()
+    try:
+        outcomes = run_method(
+            method,
+            rng_key,
+            lm,
+            [p.prompt for p in chosen],
+            verifier.build(chosen),
+            budget,
+            task,
+            weighting,
+        )
+    except (ContextLengthError, ValueError) as error:
+        if len(batch) > 1:  # isolate the problem that fails; the others still run
+            return [
+                record
+                for i in batch
+                for record in _run_batch(
+                    method, rng_key, lm, problems, [i], budget, task, verifier, weighting
+                )
+            ]
+        return [{"reference": chosen[0].answer, "correct": False, "error": str(error)}]
+    seconds = (time.perf_counter() - start) / len(batch)
+    return [
+        {
+            "reference": problem.answer,
+            "answer": outcome.answer,
+            "correct": answers_match(outcome.answer, problem.answer),
+            "candidates": outcome.candidates,
+            "scores": outcome.scores,
+            "spent": outcome.spent,
+            "all_dead": outcome.all_dead,
+            "num_nan": outcome.num_nan,
+            "log_evidence": outcome.log_evidence,
+            "seconds": seconds,
+        }
+        for problem, outcome in zip(chosen, outcomes, strict=True)
+    ]
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a sweep file (lines cut short by a crash are skipped)."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

@@ -1,0 +1,112 @@
+"""Sweeps: one JSON line per (problem, method, budget), resumable after a crash, errors
+recorded per problem; the plot command reads them back."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from models.lm.sampling import SamplingParams
+from models.lm.tiny import alphabet_language_model
+from models.reasoning.ssm import StepSettings
+from models.reasoning.tasks import Task, TaskProblem
+from ppl import cli
+from ppl.experiments.plots import accuracy_table, budget_ratios
+from ppl.experiments.sweep import read_results, run_sweep
+
+
+def letters_task(long_prompt_at: int | None = None) -> Task:
+    def problems(seed, count):
+        rng = np.random.default_rng(seed)
+        out = [TaskProblem("ab"[rng.integers(2)] + "b", "a") for _ in range(count)]
+        if long_prompt_at is not None:
+            out[long_prompt_at] = TaskProblem("ab" * 40, "a")
+        return out
+
+    return Task(
+        name="letters",
+        description="test task",
+        make_problems=problems,
+        load_model=lambda: alphabet_language_model(jax.random.key(0), scale=0.3),
+        settings=StepSettings(
+            delimiter="\n", max_step_tokens=2, max_steps=2, sampling=SamplingParams(1.0)
+        ),
+    )
+
+
+def sweep(tmp_path, task, **overrides):
+    arguments = dict(
+        methods=["pf", "bon"],
+        budgets=[1, 2],
+        num_problems=3,
+        seed=0,
+        out=tmp_path / "results.jsonl",
+        progress=False,
+        log=lambda message: None,
+    )
+    arguments.update(overrides)
+    return run_sweep(task, **arguments)
+
+
+def test_one_line_per_problem_method_and_budget(tmp_path):
+    out = sweep(tmp_path, letters_task())
+    records = read_results(out)
+    keys = {(r["method"], r["budget"], r["problem"]) for r in records}
+    assert len(records) == len(keys) == 2 * 2 * 3
+    for record in records:
+        assert record["spent"]["generations"] == record["budget"]
+        assert record["reference"] == "a" and record["correct"] is False  # no answer lines
+
+
+def test_resumes_after_a_crash_without_duplicates(tmp_path):
+    task = letters_task()
+    out = sweep(tmp_path, task)
+    complete = out.read_text().splitlines()
+    out.write_text("\n".join(complete[:5]) + "\n" + complete[5][:20])  # a crash mid-line
+    sweep(tmp_path, task)
+    records = read_results(out)
+    keys = [(r["method"], r["budget"], r["problem"]) for r in records]
+    assert len(keys) == len(set(keys)) == 12
+
+
+def test_a_failing_problem_is_recorded_and_the_others_run(tmp_path):
+    out = sweep(tmp_path, letters_task(long_prompt_at=1), methods=["pf"], budgets=[2])
+    records = sorted(read_results(out), key=lambda r: r["problem"])
+    assert "context length" in records[1]["error"] and records[1]["correct"] is False
+    assert "error" not in records[0] and "error" not in records[2]
+
+
+def test_plot_command_reads_a_sweep(tmp_path, capsys):
+    out = sweep(tmp_path, letters_task())
+    figure = tmp_path / "figure.png"
+    assert cli.main(["plot", str(out), "--out", str(figure)]) == 0
+    assert figure.stat().st_size > 0
+    assert "pf vs bon" in capsys.readouterr().out
+
+
+def test_budget_ratio_from_a_table():
+    records = [
+        {"method": m, "budget": b, "correct": c}
+        for m, curve in {"pf": [0.2, 0.6, 0.8], "bon": [0.2, 0.4, 0.6]}.items()
+        for b, accuracy in zip([1, 4, 16], curve, strict=True)
+        for c in [True] * int(accuracy * 10) + [False] * (10 - int(accuracy * 10))
+    ]
+    table = accuracy_table(records)
+    assert table["pf"][4]["accuracy"] == pytest.approx(0.6)
+    assert budget_ratios(table)["bon"] == pytest.approx(4.0)  # pf reaches 0.6 at N = 4
+
+
+def test_bad_method_is_named(tmp_path):
+    with pytest.raises(ValueError, match="unknown method"):
+        sweep(tmp_path, letters_task(), methods=["magic"])
+
+
+def test_records_are_json(tmp_path):
+    out = sweep(tmp_path, letters_task(), methods=["bon"], budgets=[1], num_problems=1)
+    record = json.loads(out.read_text().splitlines()[0])
+    assert set(record) >= {"task", "model", "verifier", "seed", "answer", "spent", "seconds"}
+    assert dataclasses.is_dataclass(letters_task())
