@@ -19,8 +19,9 @@ from models.lm.cache import KVCache, gather_cache
 from models.lm.config import LlamaConfig
 from models.lm.decoding import FINISH_EOS, NO_TOKEN, decode
 from models.lm.params import Params
-from models.lm.sampling import SamplingParams
+from models.lm.sampling import SamplingParams, filtered_logits
 from models.lm.stopping import StopAutomata
+from models.lm.transformer import forward, output_logits
 
 RUNNING = 0
 FINISHED_EOS = 1  # the row emitted an end-of-sequence token
@@ -36,6 +37,7 @@ class Generations(NamedTuple):
     num_tokens: jax.Array  # [B] generated tokens so far
     num_steps: jax.Array  # [B] reasoning steps so far
     step_start: jax.Array  # [B] index in `tokens` where the latest step begins
+    step_ends: jax.Array  # [B, max_steps] num_tokens after each step (0 for steps not taken)
     finished: jax.Array  # [B] bool
     finish_reason: jax.Array  # [B] RUNNING / FINISHED_EOS / FINISHED_MAX_STEPS
     model_logprob: jax.Array  # [B] log p of the generated tokens under the untempered model
@@ -46,7 +48,9 @@ class Generations(NamedTuple):
     logits: jax.Array  # [B, V] next-token logits after each row's last token
 
 
-def start_generations(cache: KVCache, logits: jax.Array, max_tokens: int) -> Generations:
+def start_generations(
+    cache: KVCache, logits: jax.Array, max_tokens: int, max_steps: int
+) -> Generations:
     """Empty generations after prompts already in `cache` (next-token `logits` [B, V])."""
     batch = logits.shape[0]
     zeros_f = jnp.zeros((batch,), jnp.float32)
@@ -56,6 +60,7 @@ def start_generations(cache: KVCache, logits: jax.Array, max_tokens: int) -> Gen
         num_tokens=zeros_i,
         num_steps=zeros_i,
         step_start=zeros_i,
+        step_ends=jnp.zeros((batch, max_steps), jnp.int32),
         finished=jnp.zeros((batch,), bool),
         finish_reason=zeros_i,
         model_logprob=zeros_f,
@@ -116,25 +121,111 @@ def extend_generations(
     positions = jnp.where(offsets < out.num_tokens[:, None], positions, capacity)  # dropped
     rows = jnp.arange(live.shape[0])[:, None]
     tokens = generations.tokens.at[rows, positions].set(out.tokens, mode="drop")
+    return _finish_step(
+        generations,
+        live,
+        tokens,
+        out.num_tokens,
+        out.finish_reason == FINISH_EOS,
+        jnp.sum(out.model_logprobs, axis=1),  # zeros for rows that did not run
+        jnp.sum(out.sampling_logprobs, axis=1),
+        out.cache,
+        out.last_logits,
+        max_steps,
+    )
+
+
+def _finish_step(
+    generations: Generations,
+    live: jax.Array,
+    tokens: jax.Array,
+    step_tokens: jax.Array,
+    ended_with_eos: jax.Array,
+    step_model: jax.Array,
+    step_sampling: jax.Array,
+    cache: KVCache,
+    logits: jax.Array,
+    max_steps: int,
+) -> Generations:
+    """The bookkeeping after `step_tokens` [B] new tokens were written for the `live` rows."""
+    num_tokens = generations.num_tokens + step_tokens
     num_steps = generations.num_steps + live
-    eos = live & (out.finish_reason == FINISH_EOS)
+    eos = live & ended_with_eos
     out_of_steps = live & ~eos & (num_steps >= max_steps)
     finish_reason = jnp.where(
         eos, FINISHED_EOS, jnp.where(out_of_steps, FINISHED_MAX_STEPS, generations.finish_reason)
     )
-    step_model = jnp.sum(out.model_logprobs, axis=1)  # zeros for rows that did not run
-    step_sampling = jnp.sum(out.sampling_logprobs, axis=1)
+    rows = jnp.arange(live.shape[0])
+    slot = jnp.where(live, generations.num_steps, max_steps)  # out of range: dropped
     return Generations(
         tokens=tokens,
-        num_tokens=generations.num_tokens + out.num_tokens,
+        num_tokens=num_tokens,
         num_steps=num_steps,
         step_start=jnp.where(live, generations.num_tokens, generations.step_start),
+        step_ends=generations.step_ends.at[rows, slot].set(num_tokens, mode="drop"),
         finished=generations.finished | eos | out_of_steps,
         finish_reason=finish_reason,
         model_logprob=generations.model_logprob + step_model,
         sampling_logprob=generations.sampling_logprob + step_sampling,
         step_model_logprob=jnp.where(live, step_model, generations.step_model_logprob),
         step_sampling_logprob=jnp.where(live, step_sampling, generations.step_sampling_logprob),
-        cache=out.cache,
-        logits=out.last_logits,
+        cache=cache,
+        logits=logits,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("config", "max_steps", "sampling"))
+def replay_step(
+    params: Params,
+    config: LlamaConfig,
+    generations: Generations,
+    forced: jax.Array,
+    step_tokens: jax.Array,
+    *,
+    max_steps: int,
+    sampling: SamplingParams,
+    eos_token_ids: jax.Array,
+) -> Generations:
+    """Append given steps to the `forced` rows [B] instead of sampling them (conditional SMC).
+
+    `step_tokens` [B, S] holds each forced row's next step, right-padded with NO_TOKEN. One
+    forward pass over the chunk updates the cache and the next-token logits; the log p and
+    log q of the forced tokens are computed as if they had been sampled. Other rows are left
+    as they are.
+    """
+    lengths = jnp.where(forced, jnp.sum(step_tokens != NO_TOKEN, axis=1), 0).astype(jnp.int32)
+    chunk = jnp.where(step_tokens == NO_TOKEN, 0, step_tokens)
+    hidden, cache = forward(params, config, chunk, generations.cache, lengths)
+    chunk_logits = output_logits(params, hidden)  # [B, S, V]: position s predicts s + 1
+    before = jnp.concatenate([generations.logits[:, None], chunk_logits[:, :-1]], axis=1)
+    valid = jnp.arange(chunk.shape[1])[None, :] < lengths[:, None]
+
+    def logprob_of(logits: jax.Array) -> jax.Array:
+        logprobs = jax.nn.log_softmax(logits, axis=-1)
+        picked = jnp.take_along_axis(logprobs, chunk[..., None], axis=-1)[..., 0]
+        return jnp.sum(jnp.where(valid, picked, 0.0), axis=1)
+
+    step_model = logprob_of(before)
+    step_sampling = logprob_of(filtered_logits(before, sampling)) if not sampling.greedy else 0.0
+    step_sampling = step_sampling * jnp.ones_like(step_model)
+    capacity = generations.tokens.shape[1]
+    positions = generations.num_tokens[:, None] + jnp.arange(chunk.shape[1])[None, :]
+    positions = jnp.where(valid, positions, capacity)
+    rows = jnp.arange(chunk.shape[0])[:, None]
+    tokens = generations.tokens.at[rows, positions].set(step_tokens, mode="drop")
+    last = jnp.take_along_axis(step_tokens, jnp.maximum(lengths - 1, 0)[:, None], axis=1)[:, 0]
+    new_logits = jnp.take_along_axis(
+        chunk_logits, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1
+    )[:, 0]
+    return _finish_step(
+        generations,
+        forced & ~generations.finished,
+        tokens,
+        lengths,
+        jnp.isin(last, eos_token_ids) & (lengths > 0),
+        step_model,
+        step_sampling,
+        cache,
+        jnp.where(forced[:, None], new_logits, generations.logits),
+        max_steps,
     )

@@ -19,6 +19,7 @@ generated, reasoning steps and verifier calls (one per live row per step).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -35,6 +36,7 @@ from models.reasoning.generations import (
     Generations,
     extend_generations,
     gather_generations,
+    replay_step,
     start_generations,
 )
 from models.reasoning.verifiers import Candidates, Verifier, call_verifier
@@ -137,7 +139,10 @@ class ReasoningSSM:
         logits, cache = self.lm.prefill(self.prompt_ids, capacity)
         rows = jnp.repeat(jnp.arange(self.num_groups), num_particles)
         generations = start_generations(
-            gather_cache(cache, rows), logits[rows], self.settings.max_tokens
+            gather_cache(cache, rows),
+            logits[rows],
+            self.settings.max_tokens,
+            self.settings.max_steps,
         )
         batch = self.num_groups * num_particles
         self.spent.generations += num_particles
@@ -147,22 +152,84 @@ class ReasoningSSM:
 
     # The StepwiseModel protocol ------------------------------------------------------------
     def extend(self, rng_key: jax.Array, particles: ReasoningParticles) -> ReasoningParticles:
+        generations = self._sample_step(rng_key, particles.generations)
+        return self._score(particles, generations)
+
+    def extend_conditional(
+        self,
+        rng_key: jax.Array,
+        particles: ReasoningParticles,
+        reference_rows: np.ndarray,
+        reference: Sequence[Sequence[Sequence[int]]],
+    ) -> ReasoningParticles:
+        """`extend`, except that row `reference_rows[g]` replays the next step of the path
+        `reference[g]` (a list of steps, each a list of token ids) instead of sampling."""
         previous = particles.generations
-        generations = extend_generations(
+        forced = np.zeros(previous.finished.shape[0], bool)
+        forced[np.asarray(reference_rows)] = True
+        finished = np.asarray(previous.finished)
+        num_steps = np.asarray(previous.num_steps)
+        width = self.settings.max_step_tokens
+        step_tokens = np.full((forced.size, width), -1, np.int32)
+        for row, path in zip(np.asarray(reference_rows), reference, strict=True):
+            if not finished[row] and num_steps[row] < len(path):
+                step = list(path[num_steps[row]])[:width]
+                step_tokens[row, : len(step)] = step
+        sampled = self._sample_step(
+            rng_key, previous._replace(finished=previous.finished | jnp.asarray(forced))
+        )
+        sampled = sampled._replace(finished=jnp.where(forced, previous.finished, sampled.finished))
+        generations = replay_step(
+            self.lm.params,
+            self.lm.config,
+            sampled,
+            jnp.asarray(forced),
+            jnp.asarray(step_tokens),
+            max_steps=self.settings.max_steps,
+            sampling=self.settings.sampling,
+            eos_token_ids=self._eos,
+        )
+        return self._score(particles, generations, replayed=forced)
+
+    def trace(self, particles: ReasoningParticles, rows: Sequence[int]) -> list[list[list[int]]]:
+        """The reasoning steps (token ids) of `rows`, to replay with `extend_conditional`."""
+        generations = particles.generations
+        tokens, ends = np.asarray(generations.tokens), np.asarray(generations.step_ends)
+        counts = np.asarray(generations.num_steps)
+        paths = []
+        for row in rows:
+            bounds = [0, *ends[row, : counts[row]].tolist()]
+            paths.append([tokens[row, a:b].tolist() for a, b in itertools.pairwise(bounds)])
+        return paths
+
+    def _sample_step(self, rng_key: jax.Array, generations: Generations) -> Generations:
+        return extend_generations(
             self.lm.params,
             self.lm.config,
             rng_key,
-            previous,
+            generations,
             max_step_tokens=self.settings.max_step_tokens,
             max_steps=self.settings.max_steps,
             sampling=self.settings.sampling,
             eos_token_ids=self._eos,
             delimiter=self._delimiter,
         )
+
+    def _score(
+        self,
+        particles: ReasoningParticles,
+        generations: Generations,
+        replayed: np.ndarray | None = None,
+    ) -> ReasoningParticles:
+        """Meter the step, call the verifier on the rows that moved and aggregate rewards.
+        Tokens of `replayed` rows are not counted as generated."""
+        previous = particles.generations
         moved = ~np.asarray(previous.finished)
         rows = np.flatnonzero(moved)
         groups = self.groups()
         new_tokens = np.asarray(generations.num_tokens) - np.asarray(previous.num_tokens)
+        if replayed is not None:
+            new_tokens = np.where(replayed, 0, new_tokens)
         np.add.at(self.spent.tokens, groups, new_tokens)
         np.add.at(self.spent.steps, groups[rows], 1)
         np.add.at(self.spent.verifier_calls, groups[rows], 1)

@@ -12,6 +12,7 @@ tokens, reasoning steps, verifier calls) as metered by `models.reasoning.ssm.Rea
     bom   Best-of-Majority: N independent generations, the best reward among frequent answers
     beam  beam search on the cumulative log potential: keep N / M beams, expand each M times
     dvts  diverse verifier tree search: N / M subtrees of width M, each keeps its best beam
+    pg    particle Gibbs (Puri et al.): sweeps of conditional SMC around a kept reference
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from models.reasoning.answers import answer_ids, extract_answer
 from models.reasoning.ssm import ReasoningParticles, ReasoningSSM, StepSettings
 from models.reasoning.verifiers import Verifier
 from ppl.reward_weighting import RewardWeighting
-from samplers import beam_search, host_smc
+from samplers import beam_search, host_particle_gibbs, host_smc
 from samplers.selection import ANSWER_SELECTIONS
 
 
@@ -53,42 +54,46 @@ def _outcomes(
     method: str,
     budget: int,
     ssm: ReasoningSSM,
-    particles: ReasoningParticles,
+    texts: Sequence[Sequence[str]],
     scores: np.ndarray,
     selection: str,
     rng_key: jax.Array,
-    result: host_smc.HostSMCResult | None = None,
+    results: Sequence[host_smc.HostSMCResult] = (),
 ) -> list[ProblemOutcome]:
-    texts = ssm.texts(particles)
-    answers = [extract_answer(t) for t in texts]
+    """Select an answer per prompt from its candidates `texts[g]` with `scores` [G, K]."""
     select = ANSWER_SELECTIONS[selection]
     outcomes = []
     for g in range(ssm.num_groups):
-        rows = slice(g * budget, (g + 1) * budget)
-        ids, names = answer_ids(answers[rows])
-        chosen = select(jax.random.fold_in(rng_key, g), ids, scores[rows])
-        nan = sum(int(info.num_nan[g]) for info in result.infos) if result else 0
+        answers = [extract_answer(t) for t in texts[g]]
+        ids, names = answer_ids(answers)
+        chosen = select(jax.random.fold_in(rng_key, g), ids, scores[g])
         outcomes.append(
             ProblemOutcome(
                 method=method,
                 budget=budget,
                 problem=g,
                 answer=names[chosen] if chosen >= 0 else None,
-                candidates=answers[rows],
-                texts=texts[rows],
-                scores=[float(s) for s in scores[rows]],
+                candidates=answers,
+                texts=list(texts[g]),
+                scores=[float(s) for s in scores[g]],
                 spent={
                     "generations": int(ssm.spent.generations[g]),
                     "tokens": int(ssm.spent.tokens[g]),
                     "steps": int(ssm.spent.steps[g]),
                     "verifier_calls": int(ssm.spent.verifier_calls[g]),
                 },
-                all_dead=bool(result.all_dead[g]) if result else False,
-                num_nan=nan,
-                log_evidence=float(result.log_evidence[g]) if result else None,
+                all_dead=any(bool(r.all_dead[g]) for r in results),
+                num_nan=sum(int(info.num_nan[g]) for r in results for info in r.infos),
+                log_evidence=float(results[0].log_evidence[g]) if results else None,
             )
         )
     return outcomes
+
+
+def _by_group(ssm: ReasoningSSM, particles: ReasoningParticles) -> list[list[str]]:
+    texts = ssm.texts(particles)
+    size = len(texts) // ssm.num_groups
+    return [texts[g * size : (g + 1) * size] for g in range(ssm.num_groups)]
 
 
 def particle_filtering(
@@ -119,9 +124,9 @@ def particle_filtering(
         threshold,
         progress=progress,
     )
-    scores = result.log_weights.reshape(-1)
+    texts = _by_group(ssm, result.state.particles)
     return _outcomes(
-        "pf", num_particles, ssm, result.state.particles, scores, selection, key_select, result
+        "pf", num_particles, ssm, texts, result.log_weights, selection, key_select, [result]
     )
 
 
@@ -158,8 +163,9 @@ def independent_samples(
         progress=progress,
     )
     particles = result.state.particles
-    scores = np.asarray(particles.log_value, np.float64)  # the aggregated log reward
-    return _outcomes(method, num_samples, ssm, particles, scores, selection[method], key_select)
+    scores = np.asarray(particles.log_value, np.float64).reshape(ssm.num_groups, -1)
+    texts = _by_group(ssm, particles)
+    return _outcomes(method, num_samples, ssm, texts, scores, selection[method], key_select)
 
 
 def tree_search(
@@ -192,9 +198,51 @@ def tree_search(
         diverse=method == "dvts",
         progress=progress,
     )
-    return _outcomes(
-        method, num_beams, ssm, result.particles, result.scores, "argmax_weight", key_select
+    scores = result.scores.reshape(ssm.num_groups, -1)
+    texts = _by_group(ssm, result.particles)
+    return _outcomes(method, num_beams, ssm, texts, scores, "argmax_weight", key_select)
+
+
+def particle_gibbs(
+    rng_key: jax.Array,
+    lm: LanguageModel,
+    prompts: Sequence[str],
+    verifier: Verifier,
+    budget: int,
+    weighting: RewardWeighting | None = None,
+    settings: StepSettings | None = None,
+    num_sweeps: int = 2,
+    selection: str = "weighted_vote",
+    progress: bool = False,
+) -> list[ProblemOutcome]:
+    """Particle Gibbs over reasoning steps: `num_sweeps` sweeps of N / `num_sweeps` particles
+    (a particle filter, then conditional SMC around a reference drawn from the previous
+    sweep), so that the budget N counts every particle slot of every sweep (the replayed
+    reference included; its tokens are not counted as generated). With N not divisible by
+    `num_sweeps` or fewer than 2 particles per sweep it runs one sweep (a particle filter).
+    The answer is selected from the final particles of all sweeps, each sweep's normalized
+    weights divided by the number of sweeps."""
+    sweeps = num_sweeps if budget % num_sweeps == 0 and budget // num_sweeps >= 2 else 1
+    per_sweep = budget // sweeps
+    ssm = ReasoningSSM(lm, prompts, verifier, weighting, settings)
+    key_run, key_select = jax.random.split(rng_key)
+    results = host_particle_gibbs.particle_gibbs(
+        key_run,
+        ssm,
+        lambda reference: (ssm.start(per_sweep), None),
+        sweeps,
+        ssm.settings.max_steps,
+        progress,
     )
+    groups = ssm.num_groups
+    texts = [[] for _ in range(groups)]  # type: list[list[str]]
+    scores = []
+    for result in results:
+        for g, group_texts in enumerate(_by_group(ssm, result.state.particles)):
+            texts[g] += group_texts
+        scores.append(result.log_weights - np.log(sweeps))
+    pooled = np.concatenate(scores, axis=1)
+    return _outcomes("pg", budget, ssm, texts, pooled, selection, key_select, results)
 
 
 Method = Callable[..., list[ProblemOutcome]]

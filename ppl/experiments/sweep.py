@@ -34,7 +34,7 @@ from models.reasoning.verifiers import (
 from ppl.experiments import reasoning
 from ppl.reward_weighting import RewardWeighting
 
-METHODS = ("pf", "bon", "wbon", "sc", "bom", "beam", "dvts")
+METHODS = ("pf", "pg", "bon", "wbon", "sc", "bom", "beam", "dvts")
 VERIFIERS = ("arithmetic", "outcome")
 
 
@@ -80,6 +80,8 @@ def run_method(
         return reasoning.particle_filtering(
             rng_key, lm, prompts, verifier, budget, weighting, settings
         )
+    if method == "pg":
+        return reasoning.particle_gibbs(rng_key, lm, prompts, verifier, budget, weighting, settings)
     if method in ("bon", "wbon", "sc", "bom"):
         return reasoning.independent_samples(
             method, rng_key, lm, prompts, verifier, budget, weighting, settings

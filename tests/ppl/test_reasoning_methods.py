@@ -33,6 +33,10 @@ def run(method, budget, prompts=("ab", "ba")):
         return reasoning.particle_filtering(
             key, language_model(), prompts, a_fraction, budget, settings=SETTINGS
         )
+    if method == "pg":
+        return reasoning.particle_gibbs(
+            key, language_model(), prompts, a_fraction, budget, settings=SETTINGS
+        )
     if method in ("beam", "dvts"):
         return reasoning.tree_search(
             method, key, language_model(), prompts, a_fraction, budget, settings=SETTINGS
@@ -42,7 +46,7 @@ def run(method, budget, prompts=("ab", "ba")):
     )
 
 
-@pytest.mark.parametrize("method", ["pf", "bon", "wbon", "sc", "bom", "beam", "dvts"])
+@pytest.mark.parametrize("method", ["pf", "pg", "bon", "wbon", "sc", "bom", "beam", "dvts"])
 @pytest.mark.parametrize("budget", [1, 4])
 def test_every_method_spends_its_budget(method, budget):
     outcomes = run(method, budget)
@@ -50,7 +54,7 @@ def test_every_method_spends_its_budget(method, budget):
     for outcome in outcomes:
         assert outcome.method == method and outcome.budget == budget
         assert outcome.spent["generations"] == budget
-        assert len(outcome.candidates) == len(outcome.scores) == budget
+        assert len(outcome.candidates) == len(outcome.scores) == budget  # pg pools sweeps
         # every step is scored once, and a step has 1..max_step_tokens tokens
         assert outcome.spent["verifier_calls"] == outcome.spent["steps"]
         assert budget <= outcome.spent["steps"] <= budget * SETTINGS.max_steps
