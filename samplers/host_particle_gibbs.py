@@ -67,6 +67,7 @@ def conditional_step(
         )
     )
     ancestors[rows] = rows
+    ancestors = host_smc.survivors_in_place(ancestors, num_particles)
     particles = model.gather(state.particles, jnp.asarray(ancestors))
     uniform = np.full(state.log_weights.shape, -np.log(num_particles))
     extended = model.extend_conditional(key_extend, particles, rows, reference)

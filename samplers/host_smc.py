@@ -82,6 +82,29 @@ def _resample_groups(
 _reweight_groups = jax.jit(jax.vmap(reweight))
 
 
+def survivors_in_place(ancestors: np.ndarray, num_particles: int) -> np.ndarray:
+    """Relabel global ancestors [B] within each group of `num_particles` rows so that every
+    row with offspring keeps one copy in its own slot (a_j = j); the extra copies fill the
+    slots of rows without offspring, in order.
+
+    A permutation of the particle labels within a group, so the particle system has the same
+    law (particles are exchangeable after resampling); it lets a model gather in place by
+    overwriting only the rows that died (`models.reasoning` copies a KV-cache row only then).
+    """
+    out = np.array(ancestors)
+    for start in range(0, out.shape[0], num_particles):
+        group = out[start : start + num_particles]
+        counts = np.bincount(group - start, minlength=num_particles)
+        slots = np.arange(start, start + num_particles)
+        survivors = slots[counts > 0]
+        extra = np.repeat(slots, np.maximum(counts - 1, 0))
+        relabelled = slots.copy()
+        relabelled[counts == 0] = extra
+        relabelled[survivors - start] = survivors
+        out[start : start + num_particles] = relabelled
+    return out
+
+
 def init(
     model: StepwiseModel, particles: Particles, log_potentials: np.ndarray | None = None
 ) -> tuple[HostSMCState, HostSMCInfo]:
@@ -126,10 +149,13 @@ def step(
     particles, log_weights = state.particles, state.log_weights
     ancestors = np.arange(num_groups * num_particles)
     if do_resample.any():  # concrete host values: skip the gather when no group resamples
-        ancestors = np.asarray(
-            _resample_groups(
-                key_resample, jnp.asarray(log_weights), jnp.asarray(do_resample), resampling
-            )
+        ancestors = survivors_in_place(
+            np.asarray(
+                _resample_groups(
+                    key_resample, jnp.asarray(log_weights), jnp.asarray(do_resample), resampling
+                )
+            ),
+            num_particles,
         )
         particles = model.gather(particles, jnp.asarray(ancestors))
         log_weights = np.where(do_resample[:, None], -np.log(num_particles), log_weights)

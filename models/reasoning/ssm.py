@@ -35,7 +35,7 @@ from models.reasoning.generations import (
     FINISH_NAMES,
     Generations,
     extend_generations,
-    gather_generations,
+    gather_generations_in_place,
     replay_step,
     start_generations,
 )
@@ -265,10 +265,14 @@ class ReasoningSSM:
         return np.asarray(particles.generations.finished)
 
     def gather(self, particles: ReasoningParticles, ancestors: jax.Array) -> ReasoningParticles:
+        """Rows `ancestors` of the batch. Consumes `particles`: KV-cache rows are copied in
+        place where the layout allows it (`gather_generations_in_place`)."""
+        rows = np.asarray(ancestors)
+        index = jnp.asarray(rows)
         return ReasoningParticles(
-            gather_generations(particles.generations, ancestors),
-            particles.log_value[ancestors],
-            particles.reward[ancestors],
+            gather_generations_in_place(particles.generations, rows),
+            particles.log_value[index],
+            particles.reward[index],
         )
 
     # Views ---------------------------------------------------------------------------------

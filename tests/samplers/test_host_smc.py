@@ -125,3 +125,14 @@ def test_bad_arguments():
         host_smc.run(jax.random.key(0), ConstantRows(np.zeros_like), rows, 2, progress=False)
     with pytest.raises(ValueError, match="resampling"):
         host_smc.run(jax.random.key(0), ConstantRows(np.zeros_like), rows, 2, "bogus")
+
+
+def test_survivors_keep_their_own_slots():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        ancestors = np.concatenate([np.sort(rng.integers(0, 5, 5)), 5 + rng.integers(0, 5, 5)])
+        out = host_smc.survivors_in_place(ancestors, 5)
+        for g in range(2):
+            block, original = out[5 * g : 5 * g + 5], ancestors[5 * g : 5 * g + 5]
+            assert sorted(block) == sorted(original)  # the same offspring counts
+            assert np.all(out[block] == block)  # every parent keeps its own slot

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -248,3 +249,17 @@ def test_conditional_kernel_leaves_the_exact_posterior_invariant():
     pooled = np.column_stack([hits[:, common], hits[:, ~common].sum(axis=1)])
     target = np.append(probs[common], probs[~common].sum())
     assert np.all(np.abs(mean_z(pooled, target)) < Z_BOUND + 0.5)
+
+
+def test_in_place_gather_equals_the_full_gather():
+    from models.reasoning.generations import gather_generations, gather_generations_in_place
+
+    ssm = make_ssm(2, RewardWeighting())
+    particles = ssm.extend(jax.random.key(1), ssm.start(4))
+    for ancestors in ([0, 0, 2, 2, 4, 5, 5, 5], [1, 1, 2, 3, 4, 5, 6, 7], [3, 2, 1, 0, 4, 5, 6, 7]):
+        expected = jax.tree.map(
+            np.asarray, gather_generations(particles.generations, jnp.asarray(ancestors))
+        )
+        copy = jax.tree.map(jnp.copy, particles.generations)  # the in-place gather consumes it
+        result = gather_generations_in_place(copy, np.asarray(ancestors))
+        jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, result), expected)
