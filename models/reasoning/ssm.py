@@ -101,9 +101,16 @@ class ReasoningSSM:
         weighting: RewardWeighting | None = None,
         settings: StepSettings | None = None,
         proposal_correction: bool = False,
+        inverse_temperatures: Sequence[float] | None = None,
     ) -> None:
+        """`inverse_temperatures` [G] (default 1) temper each prompt group's verifier
+        potential: group g targets p(x) exp(beta_g v_T(x)), its log G_t scaled by beta_g."""
         if isinstance(prompts, str) or not prompts:
             raise ValueError("prompts must be a non-empty sequence of strings")
+        betas = np.ones(len(prompts)) if inverse_temperatures is None else inverse_temperatures
+        self.inverse_temperatures = np.asarray(betas, np.float64)
+        if self.inverse_temperatures.shape != (len(prompts),):
+            raise ValueError("inverse_temperatures needs one value per prompt")
         self.lm = lm
         self.prompts = list(prompts)
         self.verifier = verifier
@@ -253,6 +260,8 @@ class ReasoningSSM:
         increments = log_potentials(
             self.weighting, np.asarray(previous.log_value), np.asarray(particles.log_value), moved
         )
+        betas = self.inverse_temperatures[self.groups()]
+        increments = np.where(betas == 1.0, increments, betas * increments)
         if self.proposal_correction:
             generations = particles.generations
             ratio = np.asarray(generations.step_model_logprob) - np.asarray(
@@ -260,6 +269,11 @@ class ReasoningSSM:
             )
             increments = increments + np.where(moved, ratio, 0.0)
         return increments
+
+    def path_log_potential(self, particles: ReasoningParticles, rows: Sequence[int]) -> np.ndarray:
+        """V(x) = v_T(x), the untempered aggregated log reward of the paths in `rows` (the sum
+        of their Bernoulli log potentials), for tempering swaps."""
+        return np.asarray(particles.log_value, np.float64)[np.asarray(rows)]
 
     def finished(self, particles: ReasoningParticles) -> np.ndarray:
         return np.asarray(particles.generations.finished)

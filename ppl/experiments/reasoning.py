@@ -13,6 +13,7 @@ tokens, reasoning steps, verifier calls) as metered by `models.reasoning.ssm.Rea
     beam  beam search on the cumulative log potential: keep N / M beams, expand each M times
     dvts  diverse verifier tree search: N / M subtrees of width M, each keeps its best beam
     pg    particle Gibbs (Puri et al.): sweeps of conditional SMC around a kept reference
+    pgpt  particle Gibbs with parallel tempering: tempered chains with reference swaps
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from models.reasoning.answers import answer_ids, extract_answer
 from models.reasoning.ssm import ReasoningParticles, ReasoningSSM, StepSettings
 from models.reasoning.verifiers import Verifier
 from ppl.reward_weighting import RewardWeighting
-from samplers import beam_search, host_particle_gibbs, host_smc
+from samplers import beam_search, host_parallel_tempering, host_particle_gibbs, host_smc
 from samplers.selection import ANSWER_SELECTIONS
 
 
@@ -243,6 +244,91 @@ def particle_gibbs(
         scores.append(result.log_weights - np.log(sweeps))
     pooled = np.concatenate(scores, axis=1)
     return _outcomes("pg", budget, ssm, texts, pooled, selection, key_select, results)
+
+
+def particle_gibbs_tempering(
+    rng_key: jax.Array,
+    lm: LanguageModel,
+    prompts: Sequence[str],
+    verifier: Verifier,
+    budget: int,
+    weighting: RewardWeighting | None = None,
+    settings: StepSettings | None = None,
+    inverse_temperatures: Sequence[float] = (1.0, 0.5),
+    num_sweeps: int = 2,
+    selection: str = "weighted_vote",
+    progress: bool = False,
+) -> list[ProblemOutcome]:
+    """Particle Gibbs with parallel tempering: per problem, K = len(inverse_temperatures)
+    chains with tempered verifier potentials, `num_sweeps` sweeps of P particles each and
+    reference swaps between neighbouring temperatures; the budget N = K x sweeps x P counts
+    every particle slot of every chain. The answer is selected from the beta = 1 chain's final
+    particles of all sweeps. With N < 2 K x sweeps it runs particle Gibbs (`particle_gibbs`)."""
+    levels = len(inverse_temperatures)
+    per_sweep = budget // (levels * num_sweeps)
+    if budget % (levels * num_sweeps) or per_sweep < 2:
+        outcomes = particle_gibbs(
+            rng_key, lm, prompts, verifier, budget, weighting, settings, num_sweeps, selection
+        )
+        return [dataclasses.replace(o, method="pgpt") for o in outcomes]
+    betas = np.tile(np.asarray(inverse_temperatures, np.float64), len(prompts))
+    ssm = ReasoningSSM(
+        lm,
+        [p for p in prompts for _ in range(levels)],
+        verifier,
+        weighting,
+        settings,
+        inverse_temperatures=betas.tolist(),
+    )
+    key_run, key_select = jax.random.split(rng_key)
+    result = host_parallel_tempering.particle_gibbs_tempering(
+        key_run,
+        ssm,
+        lambda references: (ssm.start(per_sweep), None),
+        ssm.path_log_potential,
+        np.arange(len(prompts) * levels).reshape(-1, levels),
+        betas,
+        num_sweeps,
+        ssm.settings.max_steps,
+        progress=progress,
+    )
+    texts: list[list[str]] = [[] for _ in prompts]
+    scores: list[list[float]] = [[] for _ in prompts]
+    for sweep in result.sweeps:
+        for g, group_texts in enumerate(_by_group(ssm, sweep.state.particles)):
+            if g % levels == 0:  # the target chain of problem g // levels
+                texts[g // levels] += group_texts
+                scores[g // levels] += list(sweep.log_weights[g] - np.log(num_sweeps))
+    outcomes = []
+    select = ANSWER_SELECTIONS[selection]
+    for problem in range(len(prompts)):
+        answers = [extract_answer(t) for t in texts[problem]]
+        ids, names = answer_ids(answers)
+        chosen = select(jax.random.fold_in(key_select, problem), ids, np.asarray(scores[problem]))
+        chains = slice(problem * levels, (problem + 1) * levels)
+        outcomes.append(
+            ProblemOutcome(
+                method="pgpt",
+                budget=budget,
+                problem=problem,
+                answer=names[chosen] if chosen >= 0 else None,
+                candidates=answers,
+                texts=texts[problem],
+                scores=scores[problem],
+                spent={
+                    "generations": int(ssm.spent.generations[chains].sum()),
+                    "tokens": int(ssm.spent.tokens[chains].sum()),
+                    "steps": int(ssm.spent.steps[chains].sum()),
+                    "verifier_calls": int(ssm.spent.verifier_calls[chains].sum()),
+                },
+                all_dead=any(bool(r.all_dead[problem * levels]) for r in result.sweeps),
+                num_nan=sum(
+                    int(info.num_nan[chains].sum()) for r in result.sweeps for info in r.infos
+                ),
+                log_evidence=float(result.sweeps[0].log_evidence[problem * levels]),
+            )
+        )
+    return outcomes
 
 
 Method = Callable[..., list[ProblemOutcome]]

@@ -34,7 +34,7 @@ from models.reasoning.verifiers import (
 from ppl.experiments import reasoning
 from ppl.reward_weighting import RewardWeighting
 
-METHODS = ("pf", "pg", "bon", "wbon", "sc", "bom", "beam", "dvts")
+METHODS = ("pf", "pg", "pgpt", "bon", "wbon", "sc", "bom", "beam", "dvts")
 VERIFIERS = ("arithmetic", "outcome")
 
 

@@ -37,6 +37,10 @@ def run(method, budget, prompts=("ab", "ba")):
         return reasoning.particle_gibbs(
             key, language_model(), prompts, a_fraction, budget, settings=SETTINGS
         )
+    if method == "pgpt":
+        return reasoning.particle_gibbs_tempering(
+            key, language_model(), prompts, a_fraction, budget, settings=SETTINGS
+        )
     if method in ("beam", "dvts"):
         return reasoning.tree_search(
             method, key, language_model(), prompts, a_fraction, budget, settings=SETTINGS
@@ -46,15 +50,17 @@ def run(method, budget, prompts=("ab", "ba")):
     )
 
 
-@pytest.mark.parametrize("method", ["pf", "pg", "bon", "wbon", "sc", "bom", "beam", "dvts"])
-@pytest.mark.parametrize("budget", [1, 4])
+@pytest.mark.parametrize("method", ["pf", "pg", "pgpt", "bon", "wbon", "sc", "bom", "beam", "dvts"])
+@pytest.mark.parametrize("budget", [1, 4, 8])
 def test_every_method_spends_its_budget(method, budget):
     outcomes = run(method, budget)
     assert [o.problem for o in outcomes] == [0, 1]
     for outcome in outcomes:
         assert outcome.method == method and outcome.budget == budget
         assert outcome.spent["generations"] == budget
-        assert len(outcome.candidates) == len(outcome.scores) == budget  # pg pools sweeps
+        # pg pools its sweeps; pgpt pools the sweeps of its target chain only
+        pooled = budget // 2 if method == "pgpt" and budget >= 8 else budget
+        assert len(outcome.candidates) == len(outcome.scores) == pooled
         # every step is scored once, and a step has 1..max_step_tokens tokens
         assert outcome.spent["verifier_calls"] == outcome.spent["steps"]
         assert budget <= outcome.spent["steps"] <= budget * SETTINGS.max_steps

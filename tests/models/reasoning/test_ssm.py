@@ -263,3 +263,75 @@ def test_in_place_gather_equals_the_full_gather():
         copy = jax.tree.map(jnp.copy, particles.generations)  # the in-place gather consumes it
         result = gather_generations_in_place(copy, np.asarray(ancestors))
         jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, result), expected)
+
+
+def tempered_posterior(beta: float) -> dict:
+    paths = enumerate_generations()
+    mass = {tokens: np.exp(lp) * np.prod(r) ** beta for tokens, lp, r in paths}
+    total = sum(mass.values())
+    return {tokens: m / total for tokens, m in mass.items()}
+
+
+def test_parallel_tempering_sweep_leaves_the_tempered_posteriors_invariant():
+    """Two-level ladders (beta 1 and 0.3) started from exact draws of each level's posterior:
+    after one conditional sweep and a swap move, each level still draws from its posterior."""
+    from samplers import host_parallel_tempering as pt
+
+    ladders_count, particles, betas = 1000, 4, (1.0, 0.3)
+    tokenizer = language_model().tokenizer
+    newline, eos = tokenizer.encode("\n")[0], tokenizer.eos_token_ids[0]
+
+    def steps_of(tokens):
+        steps, current = [], []
+        for token in tokens:
+            current.append(token)
+            if token in (newline, eos) or len(current) == STEP_CAP:
+                steps.append(current)
+                current = []
+        return steps
+
+    rng = np.random.default_rng(1)
+    posteriors = [tempered_posterior(b) for b in betas]
+    keys = sorted(posteriors[0])
+    references = []
+    for _ in range(ladders_count):
+        for posterior in posteriors:
+            probs = np.asarray([posterior[k] for k in keys])
+            references.append(steps_of(keys[rng.choice(len(keys), p=probs)]))
+    inverse_temperatures = np.tile(betas, ladders_count)
+    settings = StepSettings(
+        delimiter="\n", max_step_tokens=STEP_CAP, max_steps=MAX_STEPS, sampling=SamplingParams()
+    )
+    ssm = ReasoningSSM(
+        language_model(),
+        [PROMPT] * (2 * ladders_count),
+        letter_verifier,
+        RewardWeighting("bernoulli", "product"),
+        settings,
+        inverse_temperatures=inverse_temperatures,
+    )
+    result = pt.particle_gibbs_tempering(
+        jax.random.key(3),
+        ssm,
+        lambda refs: (ssm.start(particles), None),
+        ssm.path_log_potential,
+        np.arange(2 * ladders_count).reshape(-1, 2),
+        inverse_temperatures,
+        1,
+        MAX_STEPS,
+        initial_references=references,
+        progress=False,
+    )
+    assert 0.05 < result.swap_accepted.mean() < 0.95  # swaps happen, not always
+    states = result.references
+    index = {k: i for i, k in enumerate(keys)}
+    for level, posterior in enumerate(posteriors):
+        probs = np.asarray([posterior[k] for k in keys])
+        hits = np.zeros((ladders_count, len(keys)))
+        for ladder in range(ladders_count):
+            path = states[2 * ladder + level]
+            hits[ladder, index[tuple(t for step in path for t in step)]] = 1
+        common = probs >= 0.01
+        pooled = np.column_stack([hits[:, common], hits[:, ~common].sum(axis=1)])
+        target = np.append(probs[common], probs[~common].sum())
+        assert np.all(np.abs(mean_z(pooled, target)) < Z_BOUND + 0.5), level
