@@ -26,6 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from models.lm.cache import gather_cache
 from models.lm.errors import ContextLengthError
@@ -102,9 +103,14 @@ class ReasoningSSM:
         settings: StepSettings | None = None,
         proposal_correction: bool = False,
         inverse_temperatures: Sequence[float] | None = None,
+        mesh: Mesh | None = None,
     ) -> None:
         """`inverse_temperatures` [G] (default 1) temper each prompt group's verifier
-        potential: group g targets p(x) exp(beta_g v_T(x)), its log G_t scaled by beta_g."""
+        potential: group g targets p(x) exp(beta_g v_T(x)), its log G_t scaled by beta_g.
+
+        `mesh` (one axis) shards the prompts x particles batch over its devices: every array
+        of the generations, the KV cache included, is split along the batch axis, and the
+        compiled decode loop runs partitioned (B must be a multiple of the device count)."""
         if isinstance(prompts, str) or not prompts:
             raise ValueError("prompts must be a non-empty sequence of strings")
         betas = np.ones(len(prompts)) if inverse_temperatures is None else inverse_temperatures
@@ -117,6 +123,7 @@ class ReasoningSSM:
         self.weighting = (weighting or RewardWeighting()).validate()
         self.settings = settings or StepSettings()
         self.proposal_correction = proposal_correction
+        self.mesh = mesh
         self.spent = Budget.zeros(len(self.prompts))
         self._num_particles = 0
         self._eos = jnp.asarray(lm.tokenizer.eos_token_ids, jnp.int32)
@@ -153,8 +160,36 @@ class ReasoningSSM:
         )
         batch = self.num_groups * num_particles
         self.spent.generations += num_particles
-        return ReasoningParticles(
+        particles = ReasoningParticles(
             generations, jnp.zeros(batch, jnp.float32), jnp.full(batch, jnp.nan, jnp.float32)
+        )
+        return particles if self.mesh is None else self.shard(particles)
+
+    def shard(self, particles: ReasoningParticles) -> ReasoningParticles:
+        """Place the batch axis of every array on the devices of `mesh`."""
+        if self.mesh is None:
+            raise ValueError("this model has no mesh to shard over")
+        (axis,) = self.mesh.axis_names
+        rows = NamedSharding(self.mesh, PartitionSpec(axis))
+        layers = NamedSharding(self.mesh, PartitionSpec(None, axis))  # cache: [L, B, ...]
+        generations = particles.generations
+        cache = generations.cache
+        placed = generations._replace(
+            **{
+                name: jax.device_put(value, rows)
+                for name, value in generations._asdict().items()
+                if name != "cache"
+            },
+            cache=cache._replace(
+                keys=jax.device_put(cache.keys, layers),
+                values=jax.device_put(cache.values, layers),
+                lengths=jax.device_put(cache.lengths, rows),
+            ),
+        )
+        return ReasoningParticles(
+            placed,
+            jax.device_put(particles.log_value, rows),
+            jax.device_put(particles.reward, rows),
         )
 
     # The StepwiseModel protocol ------------------------------------------------------------
