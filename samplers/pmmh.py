@@ -229,8 +229,10 @@ def pmmh(
         log_prior: `θ -> log p(θ)` (scalar; -inf outside the support, NaN counts as -inf).
         model_fn: `θ -> FeynmanKac`, the model at θ, whose normalizing constant is the
             likelihood p(y | θ) (e.g. a bootstrap filter).
-        num_particles, num_steps, resampling, ess_threshold: the SMC run for each estimate
-            (see `samplers.smc.run`).
+        num_particles: particles of the SMC run behind each likelihood estimate.
+        num_steps: time steps of that run.
+        resampling: its resampling scheme (see `samplers.smc.run`).
+        ess_threshold: its resampling threshold.
         step_size: the Gaussian random-walk proposal: a scalar or [d] array of standard
             deviations, or a [d, d] covariance matrix.
     """

@@ -92,7 +92,8 @@ def decode(
 
     Args:
         rng_key: the key of step t is `fold_in(rng_key, t)`; rows draw independently.
-        cache, logits: the state after the prompts (from `prefill`), logits [B, V].
+        cache: the state after the prompts (from `prefill`).
+        logits: the next-token logits [B, V] after the prompts.
         eos_token_ids: [E] int32 token ids that end a sequence (E may be 0).
         stop: stop-string automata (zero stop strings allowed).
         finished: [B] bool rows that must not change (default: none).

@@ -62,11 +62,12 @@ class LMJudge:
             organism). It need not be the generator.
         template: the judge prompt, with the placeholders `{problem}` and `{steps}`
             (default `DEFAULT_TEMPLATE`, followed by `RAW_ANSWER_CUE` when `chat` is False).
-        yes, no: the two answer strings, tokenized as a continuation of the prompt (no
+        yes: the affirmative answer string, tokenized as a continuation of the prompt (no
             special tokens); they must tokenize differently. Default "Yes" / "No" with
             `chat` (the assistant turn starts with the word, no space) and " Yes" / " No"
             without (after "Answer:"). On SmolLM2 these put about half of the next-token
             mass on the two answers, while " Yes" after the chat template gets about 1e-4.
+        no: the negative answer string (default "No", or " No" without `chat`).
         chat: render the prompt as one user turn of the judge's chat template (the answer is
             then the first text of the assistant turn).
         batch_size: candidates per forward pass; bounds memory to one pass of `batch_size`
