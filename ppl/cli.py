@@ -180,7 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--out", default="results.jsonl")
     scale.add_argument("--model", default=None, help="a GGUF file or checkpoint directory")
     scale.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    scale.add_argument("--verifier", default="arithmetic", choices=["arithmetic", "outcome"])
+    scale.add_argument(
+        "--verifier",
+        default="arithmetic",
+        choices=["arithmetic", "outcome", "self_certainty", "judge"],
+        help="process verifier (judge: the generator asked whether the steps are correct)",
+    )
     scale.add_argument("--false-positive-rate", type=float, default=0.0)
     scale.add_argument("--false-negative-rate", type=float, default=0.0)
     scale.add_argument("--epsilon", type=float, default=0.05, help="softening of 0/1 verdicts")

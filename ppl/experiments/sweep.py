@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 from models.lm.errors import ContextLengthError
 from models.lm.language_model import LanguageModel
 from models.reasoning.answers import answers_match
+from models.reasoning.judge import LMJudge
+from models.reasoning.self_certainty import SelfCertainty
 from models.reasoning.tasks import Task, TaskProblem
 from models.reasoning.verifiers import (
     ArithmeticSteps,
@@ -35,7 +37,7 @@ from ppl.experiments import reasoning
 from ppl.reward_weighting import RewardWeighting
 
 METHODS = ("pf", "pg", "pgpt", "bon", "wbon", "sc", "bom", "beam", "dvts")
-VERIFIERS = ("arithmetic", "outcome")
+VERIFIERS = ("arithmetic", "outcome", "self_certainty", "judge")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,12 +47,17 @@ class VerifierSpec:
     false_negative_rate: float = 0.0
     epsilon: float = 0.05  # softening of hard verdicts, so that no particle gets weight 0
 
-    def build(self, problems: Sequence[TaskProblem]) -> Verifier:
+    def build(self, problems: Sequence[TaskProblem], lm: LanguageModel) -> Verifier:
+        """The verifier for `problems`; `judge` asks the generator `lm` itself."""
         base: Verifier
         if self.name == "arithmetic":
             base = ArithmeticSteps(self.epsilon)
         elif self.name == "outcome":
             base = OutcomeCorrect(tuple(p.answer for p in problems))
+        elif self.name == "self_certainty":
+            base = SelfCertainty()
+        elif self.name == "judge":
+            base = LMJudge(lm, chat=lm.tokenizer.chat_template is not None)
         else:
             raise ValueError(f"unknown verifier {self.name!r}; choose from {VERIFIERS}")
         if self.false_positive_rate or self.false_negative_rate:
@@ -200,7 +207,7 @@ def _run_batch(
             rng_key,
             lm,
             [p.prompt for p in chosen],
-            verifier.build(chosen),
+            verifier.build(chosen, lm),
             budget,
             task,
             weighting,

@@ -110,3 +110,23 @@ def test_records_are_json(tmp_path):
     record = json.loads(out.read_text().splitlines()[0])
     assert set(record) >= {"task", "model", "verifier", "seed", "answer", "spent", "seconds"}
     assert dataclasses.is_dataclass(letters_task())
+
+
+@pytest.mark.parametrize("name", ["self_certainty", "judge", "outcome"])
+def test_model_based_verifiers_run_in_a_sweep(tmp_path, name):
+    from models.lm.tiny import tiny_language_model
+    from ppl.experiments.sweep import VerifierSpec
+
+    task = letters_task()  # the judge needs a byte-level vocabulary: the tiny chat model
+    task = dataclasses.replace(task, load_model=lambda: tiny_language_model(jax.random.key(0)))
+    out = sweep(
+        tmp_path,
+        task,
+        methods=["pf"],
+        budgets=[2],
+        num_problems=2,
+        verifier=VerifierSpec(name),
+    )
+    records = read_results(out)
+    assert len(records) == 2 and all("error" not in r for r in records)
+    assert all(r["verifier"] == name for r in records)
