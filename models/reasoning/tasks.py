@@ -83,8 +83,8 @@ TASKS: dict[str, Task] = {
         load_model=_load_organism,
         settings=StepSettings(
             delimiter="\n\n",
-            max_step_tokens=24,
-            max_steps=6,
+            max_step_tokens=16,  # a step "a op b = c" is at most about 12 tokens
+            max_steps=8,  # six operations and the answer line
             sampling=SamplingParams(temperature=1.0),
         ),
     ),
