@@ -48,9 +48,7 @@ def main() -> None:
     # coverage of independent samples (best-of-N's candidates), pass@k and a power-law fit
     largest = max(budgets)
     bon = [r for r in records if r["method"] == "bon" and r["budget"] == largest]
-    correct = np.asarray(
-        [sum(c == r["reference"] for c in r["candidates"]) for r in bon], np.int64
-    )
+    correct = np.asarray([sum(c == r["reference"] for c in r["candidates"]) for r in bon], np.int64)
     ks = [k for k in budgets if k <= largest]
     coverage = coverage_curve(largest, correct, ks) if bon else np.zeros(len(ks))
     fit = fit_power_law_coverage(ks, coverage) if bon else None
@@ -79,8 +77,11 @@ def main() -> None:
     }
     out = ROOT / "benchmarks" / "results" / "reasoning_scaling.json"
     out.write_text(json.dumps(report, indent=2))
-    plot_accuracy(table, ROOT / "docs" / "figures" / "reasoning_scaling.png",
-                  title="chained arithmetic, organism, arithmetic verifier")
+    plot_accuracy(
+        table,
+        ROOT / "docs" / "figures" / "reasoning_scaling.png",
+        title="chained arithmetic, organism, arithmetic verifier",
+    )
     print(json.dumps({k: report[k] for k in ("pass_at_k", "power_law", "pf_matches")}, indent=2))
     print(f"{seconds:.0f} s; wrote {out}")
 
