@@ -89,6 +89,10 @@ def run_method(
         )
     if method == "pg":
         return reasoning.particle_gibbs(rng_key, lm, prompts, verifier, budget, weighting, settings)
+    if method == "pgpt":
+        return reasoning.particle_gibbs_tempering(
+            rng_key, lm, prompts, verifier, budget, weighting, settings
+        )
     if method in ("bon", "wbon", "sc", "bom"):
         return reasoning.independent_samples(
             method, rng_key, lm, prompts, verifier, budget, weighting, settings

@@ -100,6 +100,15 @@ def test_budget_ratio_from_a_table():
     assert budget_ratios(table)["bon"] == pytest.approx(4.0)  # pf reaches 0.6 at N = 4
 
 
+def test_every_method_runs_in_a_sweep(tmp_path):
+    from ppl.experiments.sweep import METHODS
+
+    out = sweep(tmp_path, letters_task(), methods=list(METHODS), budgets=[8], num_problems=1)
+    records = read_results(out)
+    assert sorted(r["method"] for r in records) == sorted(METHODS)
+    assert all("error" not in r for r in records), [r.get("error") for r in records]
+
+
 def test_bad_method_is_named(tmp_path):
     with pytest.raises(ValueError, match="unknown method"):
         sweep(tmp_path, letters_task(), methods=["magic"])
