@@ -11,6 +11,9 @@ accepting state can be reached. As a potential (the prefix/complete contract of
 so a prefix weight of -inf means no extension can succeed. `token_table` lifts the automaton to
 tokens: entry [s, v] is the state after reading token v's bytes from state s, so a batched
 sampler keeps one state per particle and masks the tokens that lead to the dead state.
+
+Built-in automata: `forbidden_bytes` (a lipogram), `max_word_length`, `regex` (through
+`interegular`'s regex-to-FSM compiler) and `intersect` (the product of two constraints).
 """
 
 from __future__ import annotations
@@ -98,3 +101,47 @@ def token_table(automaton: ByteAutomaton, token_bytes: Sequence[bytes]) -> np.nd
             current = automaton.transitions[current, byte]
         table[:, v] = current
     return table
+
+
+def regex(pattern: str) -> ByteAutomaton:
+    """Text that fully matches the regular expression `pattern` (Python syntax as parsed by
+    `interegular`; ASCII patterns, read byte by byte).
+
+    States that cannot reach an accepting state are merged into the dead state, so the prefix
+    weight is -inf exactly when no continuation can match.
+    """
+    import interegular
+    from interegular.fsm import anything_else
+
+    fsm = interegular.parse_pattern(pattern).to_fsm()
+    symbols = [
+        fsm.alphabet[chr(b)] if chr(b) in fsm.alphabet else fsm.alphabet[anything_else]
+        for b in range(NUM_BYTES)
+    ]
+    if any(isinstance(c, str) and ord(c) >= 128 for c in fsm.alphabet if c is not anything_else):
+        raise ValueError("regex constraints support ASCII patterns only")
+    states = sorted(fsm.states)
+    # live states: those from which an accepting state is reachable
+    live = set(fsm.finals)
+    changed = True
+    while changed:
+        changed = False
+        for state in states:
+            if state not in live and any(t in live for t in fsm.map.get(state, {}).values()):
+                live.add(state)
+                changed = True
+    if fsm.initial not in live:
+        raise ValueError(f"the pattern {pattern!r} matches nothing")
+    order = [fsm.initial] + [s for s in states if s in live and s != fsm.initial]
+    index = {state: i for i, state in enumerate(order)}
+    dead = len(order)
+    transitions = np.full((dead + 1, NUM_BYTES), dead, np.int32)
+    for state in order:
+        moves = fsm.map.get(state, {})
+        for byte in range(NUM_BYTES):
+            target = moves.get(symbols[byte])
+            if target is not None and target in live:
+                transitions[index[state], byte] = index[target]
+    accepting = np.zeros(dead + 1, bool)
+    accepting[[index[s] for s in fsm.finals if s in live]] = True
+    return ByteAutomaton(transitions, accepting, dead)

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from ppl.automata import forbidden_bytes, intersect, max_word_length, token_table
+from ppl.automata import forbidden_bytes, intersect, max_word_length, regex, token_table
 from ppl.sequence_potential import check_contract
 
 ALPHABET = b"ae x"
@@ -73,3 +73,26 @@ def test_token_table_walks_each_token():
 def test_bad_limit():
     with pytest.raises(ValueError, match="limit"):
         max_word_length(0)
+
+
+PATTERNS = [r"a[ex]?", r"(ax|e)+ ?", r"[ae]{2,3}x", r"x*", r"a(e|x a)*"]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_regex_matches_python_re_and_prunes_exactly(pattern):
+    import re
+
+    automaton = regex(pattern)
+    compiled = re.compile(pattern)
+    matching = [d for d in strings(6) if compiled.fullmatch(d.decode())]
+    for data in strings(4):
+        assert (automaton.complete(data) == 0.0) == bool(compiled.fullmatch(data.decode()))
+        # a live prefix has a matching continuation (within two more bytes for these patterns)
+        extendable = any(m.startswith(data) for m in matching)
+        assert (automaton.prefix(data) == 0.0) == extendable, (pattern, data)
+    assert check_contract(automaton, ALPHABET, 4) == []
+
+
+def test_regex_that_matches_nothing_is_an_error():
+    with pytest.raises(ValueError, match="matches nothing"):
+        regex(r"a[^\s\S]")
