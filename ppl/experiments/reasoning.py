@@ -60,35 +60,56 @@ def _outcomes(
     selection: str,
     rng_key: jax.Array,
     results: Sequence[host_smc.HostSMCResult] = (),
+    chains: int = 1,
 ) -> list[ProblemOutcome]:
-    """Select an answer per prompt from its candidates `texts[g]` with `scores` [G, K]."""
+    """Select an answer per problem from its candidates `texts[p]` with `scores` [P, K].
+
+    Problem p owns the `chains` consecutive groups from p * chains (tempered chains); its
+    budget is summed over them, its diagnostics are those of its first (target) group.
+    """
     select = ANSWER_SELECTIONS[selection]
     outcomes = []
-    for g in range(ssm.num_groups):
-        answers = [extract_answer(t) for t in texts[g]]
+    for problem in range(ssm.num_groups // chains):
+        target = problem * chains
+        owned = slice(target, target + chains)
+        answers = [extract_answer(t) for t in texts[problem]]
         ids, names = answer_ids(answers)
-        chosen = select(jax.random.fold_in(rng_key, g), ids, scores[g])
+        chosen = select(jax.random.fold_in(rng_key, problem), ids, scores[problem])
         outcomes.append(
             ProblemOutcome(
                 method=method,
                 budget=budget,
-                problem=g,
+                problem=problem,
                 answer=names[chosen] if chosen >= 0 else None,
                 candidates=answers,
-                texts=list(texts[g]),
-                scores=[float(s) for s in scores[g]],
+                texts=list(texts[problem]),
+                scores=[float(s) for s in scores[problem]],
                 spent={
-                    "generations": int(ssm.spent.generations[g]),
-                    "tokens": int(ssm.spent.tokens[g]),
-                    "steps": int(ssm.spent.steps[g]),
-                    "verifier_calls": int(ssm.spent.verifier_calls[g]),
+                    field.name: int(getattr(ssm.spent, field.name)[owned].sum())
+                    for field in dataclasses.fields(ssm.spent)
                 },
-                all_dead=any(bool(r.all_dead[g]) for r in results),
-                num_nan=sum(int(info.num_nan[g]) for r in results for info in r.infos),
-                log_evidence=float(results[0].log_evidence[g]) if results else None,
+                all_dead=any(bool(r.all_dead[target]) for r in results),
+                num_nan=sum(int(info.num_nan[owned].sum()) for r in results for info in r.infos),
+                log_evidence=float(results[0].log_evidence[target]) if results else None,
             )
         )
     return outcomes
+
+
+def _pool_sweeps(
+    ssm: ReasoningSSM, results: Sequence[host_smc.HostSMCResult], chains: int = 1
+) -> tuple[list[list[str]], np.ndarray]:
+    """Every sweep's final particles of each problem's target group (the first of its
+    `chains`), with each sweep's normalized log weights minus log(number of sweeps)."""
+    problems = ssm.num_groups // chains
+    texts: list[list[str]] = [[] for _ in range(problems)]
+    scores: list[list[float]] = [[] for _ in range(problems)]
+    for result in results:
+        for g, group_texts in enumerate(_by_group(ssm, result.state.particles)):
+            if g % chains == 0:
+                texts[g // chains] += group_texts
+                scores[g // chains] += list(result.log_weights[g] - np.log(len(results)))
+    return texts, np.asarray(scores)
 
 
 def _by_group(ssm: ReasoningSSM, particles: ReasoningParticles) -> list[list[str]]:
@@ -235,15 +256,8 @@ def particle_gibbs(
         ssm.settings.max_steps,
         progress,
     )
-    groups = ssm.num_groups
-    texts = [[] for _ in range(groups)]  # type: list[list[str]]
-    scores = []
-    for result in results:
-        for g, group_texts in enumerate(_by_group(ssm, result.state.particles)):
-            texts[g] += group_texts
-        scores.append(result.log_weights - np.log(sweeps))
-    pooled = np.concatenate(scores, axis=1)
-    return _outcomes("pg", budget, ssm, texts, pooled, selection, key_select, results)
+    texts, scores = _pool_sweeps(ssm, results)
+    return _outcomes("pg", budget, ssm, texts, scores, selection, key_select, results)
 
 
 def particle_gibbs_tempering(
@@ -292,43 +306,10 @@ def particle_gibbs_tempering(
         ssm.settings.max_steps,
         progress=progress,
     )
-    texts: list[list[str]] = [[] for _ in prompts]
-    scores: list[list[float]] = [[] for _ in prompts]
-    for sweep in result.sweeps:
-        for g, group_texts in enumerate(_by_group(ssm, sweep.state.particles)):
-            if g % levels == 0:  # the target chain of problem g // levels
-                texts[g // levels] += group_texts
-                scores[g // levels] += list(sweep.log_weights[g] - np.log(num_sweeps))
-    outcomes = []
-    select = ANSWER_SELECTIONS[selection]
-    for problem in range(len(prompts)):
-        answers = [extract_answer(t) for t in texts[problem]]
-        ids, names = answer_ids(answers)
-        chosen = select(jax.random.fold_in(key_select, problem), ids, np.asarray(scores[problem]))
-        chains = slice(problem * levels, (problem + 1) * levels)
-        outcomes.append(
-            ProblemOutcome(
-                method="pgpt",
-                budget=budget,
-                problem=problem,
-                answer=names[chosen] if chosen >= 0 else None,
-                candidates=answers,
-                texts=texts[problem],
-                scores=scores[problem],
-                spent={
-                    "generations": int(ssm.spent.generations[chains].sum()),
-                    "tokens": int(ssm.spent.tokens[chains].sum()),
-                    "steps": int(ssm.spent.steps[chains].sum()),
-                    "verifier_calls": int(ssm.spent.verifier_calls[chains].sum()),
-                },
-                all_dead=any(bool(r.all_dead[problem * levels]) for r in result.sweeps),
-                num_nan=sum(
-                    int(info.num_nan[chains].sum()) for r in result.sweeps for info in r.infos
-                ),
-                log_evidence=float(result.sweeps[0].log_evidence[problem * levels]),
-            )
-        )
-    return outcomes
+    texts, scores = _pool_sweeps(ssm, result.sweeps, levels)
+    return _outcomes(
+        "pgpt", budget, ssm, texts, scores, selection, key_select, result.sweeps, levels
+    )
 
 
 Method = Callable[..., list[ProblemOutcome]]
