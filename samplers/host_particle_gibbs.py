@@ -21,7 +21,6 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from ppl.feynman_kac import Particles
 from ppl.stepwise import StepwiseModel
@@ -71,17 +70,9 @@ def conditional_step(
     particles = model.gather(state.particles, jnp.asarray(ancestors))
     uniform = np.full(state.log_weights.shape, -np.log(num_particles))
     extended = model.extend_conditional(key_extend, particles, rows, reference)
-    log_potentials = np.asarray(model.log_potential(particles, extended), np.float32)
-    new = host_smc._reweight_groups(
-        jnp.asarray(uniform, jnp.float32), jnp.asarray(log_potentials).reshape(num_groups, -1)
+    return host_smc.reweight_step(
+        state, model, particles, extended, uniform, ancestors, np.ones(num_groups, bool)
     )
-    new_state = host_smc.HostSMCState(
-        extended,
-        np.asarray(new.log_weights),
-        state.log_evidence + np.asarray(new.log_increment),
-        state.step + 1,
-    )
-    return new_state, host_smc._info(ancestors, np.ones(num_groups, bool), new)
 
 
 def run_conditional(
@@ -96,15 +87,15 @@ def run_conditional(
     """Conditional SMC around `reference` (one path per group) from initial rows `particles`
     whose reference rows already hold the reference's initial state."""
     state, _ = host_smc.init(model, particles, initial_log_potentials)
-    infos = []
-    with tqdm(total=max_steps, desc="conditional SMC", disable=not progress, leave=False) as bar:
-        for t in range(1, max_steps + 1):
-            if np.all(model.finished(state.particles)):
-                break
-            state, info = conditional_step(jax.random.fold_in(rng_key, t), state, model, reference)
-            infos.append(info)
-            bar.update(1)
-    return host_smc.HostSMCResult(state, infos)
+
+    def advance(
+        key: jax.Array, state: host_smc.HostSMCState
+    ) -> tuple[host_smc.HostSMCState, host_smc.HostSMCInfo]:
+        return conditional_step(key, state, model, reference)
+
+    return host_smc.run_steps(
+        rng_key, state, model, max_steps, advance, "conditional SMC", progress
+    )
 
 
 def draw_reference(

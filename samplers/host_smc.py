@@ -16,6 +16,7 @@ and treated as zero weight. Neither stops the other groups.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 from ppl.feynman_kac import Particles
 from ppl.stepwise import StepwiseModel
 from samplers.resampling import get_scheme, resample
-from samplers.weighting import reweight
+from samplers.weighting import Reweighted, reweight
 
 
 class HostSMCState(NamedTuple):
@@ -122,15 +123,62 @@ def init(
     return state, _info(np.arange(num_rows), np.zeros(num_groups, bool), new)
 
 
-def _info(ancestors: np.ndarray, resampled: np.ndarray, new: object) -> HostSMCInfo:
+def _info(ancestors: np.ndarray, resampled: np.ndarray, new: Reweighted) -> HostSMCInfo:
     return HostSMCInfo(
         ancestors=np.asarray(ancestors),
         resampled=np.asarray(resampled),
-        ess=np.asarray(new.ess),  # type: ignore[attr-defined]
-        log_evidence_increment=np.asarray(new.log_increment),  # type: ignore[attr-defined]
-        num_nan=np.asarray(new.num_nan),  # type: ignore[attr-defined]
-        all_dead=np.asarray(new.all_dead),  # type: ignore[attr-defined]
+        ess=np.asarray(new.ess),
+        log_evidence_increment=np.asarray(new.log_increment),
+        num_nan=np.asarray(new.num_nan),
+        all_dead=np.asarray(new.all_dead),
     )
+
+
+def reweight_step(
+    state: HostSMCState,
+    model: StepwiseModel,
+    particles: Particles,
+    extended: Particles,
+    log_weights: np.ndarray,
+    ancestors: np.ndarray,
+    resampled: np.ndarray,
+) -> tuple[HostSMCState, HostSMCInfo]:
+    """Weight the step `particles -> extended` by the model's log potentials, starting from
+    the groups' `log_weights` [G, N] after resampling, and advance `state`."""
+    num_groups = log_weights.shape[0]
+    log_potentials = np.asarray(model.log_potential(particles, extended), np.float32)
+    new = _reweight_groups(
+        jnp.asarray(log_weights, jnp.float32), jnp.asarray(log_potentials).reshape(num_groups, -1)
+    )
+    new_state = HostSMCState(
+        extended,
+        np.asarray(new.log_weights),
+        state.log_evidence + np.asarray(new.log_increment),
+        state.step + 1,
+    )
+    return new_state, _info(ancestors, resampled, new)
+
+
+def run_steps(
+    rng_key: jax.Array,
+    state: HostSMCState,
+    model: StepwiseModel,
+    max_steps: int,
+    advance: Callable[[jax.Array, HostSMCState], tuple[HostSMCState, HostSMCInfo]],
+    description: str,
+    progress: bool,
+) -> HostSMCResult:
+    """Apply `advance` with key `fold_in(rng_key, t)` at t = 1, 2, ... until every row is
+    finished or `max_steps` steps were taken, with a progress bar."""
+    infos = []
+    with tqdm(total=max_steps, desc=description, disable=not progress, leave=False) as bar:
+        for t in range(1, max_steps + 1):
+            if np.all(model.finished(state.particles)):
+                break
+            state, info = advance(jax.random.fold_in(rng_key, t), state)
+            infos.append(info)
+            bar.update(1)
+    return HostSMCResult(state, infos)
 
 
 def step(
@@ -160,17 +208,7 @@ def step(
         particles = model.gather(particles, jnp.asarray(ancestors))
         log_weights = np.where(do_resample[:, None], -np.log(num_particles), log_weights)
     extended = model.extend(key_extend, particles)
-    log_potentials = np.asarray(model.log_potential(particles, extended), np.float32)
-    new = _reweight_groups(
-        jnp.asarray(log_weights, jnp.float32), jnp.asarray(log_potentials).reshape(num_groups, -1)
-    )
-    new_state = HostSMCState(
-        extended,
-        np.asarray(new.log_weights),
-        state.log_evidence + np.asarray(new.log_increment),
-        state.step + 1,
-    )
-    return new_state, _info(ancestors, do_resample, new)
+    return reweight_step(state, model, particles, extended, log_weights, ancestors, do_resample)
 
 
 def run(
@@ -197,14 +235,8 @@ def run(
         raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
     get_scheme(resampling)
     state, _ = init(model, particles, initial_log_potentials)
-    infos = []
-    with tqdm(total=max_steps, desc="SMC steps", disable=not progress, leave=False) as bar:
-        for t in range(1, max_steps + 1):
-            if np.all(model.finished(state.particles)):
-                break
-            state, info = step(
-                jax.random.fold_in(rng_key, t), state, model, resampling, ess_threshold
-            )
-            infos.append(info)
-            bar.update(1)
-    return HostSMCResult(state, infos)
+
+    def advance(key: jax.Array, state: HostSMCState) -> tuple[HostSMCState, HostSMCInfo]:
+        return step(key, state, model, resampling, ess_threshold)
+
+    return run_steps(rng_key, state, model, max_steps, advance, "SMC steps", progress)
