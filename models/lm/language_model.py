@@ -135,7 +135,9 @@ class LanguageModel:
     def stop_automata(self, stop: Sequence[str]) -> StopAutomata:
         return _stop_automata(self.tokenizer, tuple(stop))
 
-    def _check_context(self, longest_prompt: int, max_new_tokens: int) -> int:
+    def cache_capacity(self, longest_prompt: int, max_new_tokens: int) -> int:
+        """Cache positions for prompts of up to `longest_prompt` tokens and `max_new_tokens`
+        more (rounded up, at most the context length); ContextLengthError if they do not fit."""
         needed = longest_prompt + max_new_tokens
         if needed > self.config.context_length:
             raise ContextLengthError(
@@ -222,7 +224,7 @@ class LanguageModel:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         sampling = sampling or SamplingParams()
         token_ids = self.encode_prompts(prompts, chat=chat)
-        capacity = self._check_context(max(map(len, token_ids)), max_new_tokens)
+        capacity = self.cache_capacity(max(map(len, token_ids)), max_new_tokens)
         logits, cache = self.prefill(token_ids, capacity)
         rows = jnp.repeat(jnp.arange(len(token_ids)), num_samples)
         cache, logits = gather_cache(cache, rows), logits[rows]
@@ -240,7 +242,7 @@ class LanguageModel:
     def logits(self, token_ids: Sequence[int]) -> jax.Array:
         """Next-token logits [S, V] at every position of one token sequence."""
         tokens = jnp.asarray([list(token_ids)], jnp.int32)
-        self._check_context(tokens.shape[1], 0)
+        self.cache_capacity(tokens.shape[1], 0)
         cache = init_cache(self.config, 1, tokens.shape[1], self.dtype)
         out, _ = extend(self.params, self.config, tokens, jnp.asarray([tokens.shape[1]]), cache)
         return out[0]
@@ -265,7 +267,7 @@ class LanguageModel:
             )
         joined = [list(p) + list(c) for p, c in zip(prompt_ids, continuation_ids, strict=True)]
         tokens, lengths = pad_batch(joined, _PAD_MULTIPLE)
-        self._check_context(tokens.shape[1], 0)
+        self.cache_capacity(tokens.shape[1], 0)
         cache = init_cache(self.config, len(joined), tokens.shape[1], self.dtype)
         logits, _ = extend(self.params, self.config, tokens, lengths, cache)
         logprobs = np.asarray(_token_logprobs(logits, tokens))  # [B, S-1]: predicts token s+1

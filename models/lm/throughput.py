@@ -49,7 +49,7 @@ def measure(
     tokens (temperature 1, no end-of-sequence) for each of `batch` independent sequences.
     """
     prompt = benchmark_prompt(lm, prompt_tokens)
-    capacity = lm._check_context(prompt_tokens, new_tokens)
+    capacity = lm.cache_capacity(prompt_tokens, new_tokens)
     sampling = SamplingParams(1.0)
     results = []
     for batch in batch_sizes:

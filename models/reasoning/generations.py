@@ -76,12 +76,18 @@ def start_generations(
 @jax.jit
 def gather_generations(generations: Generations, ancestors: jax.Array) -> Generations:
     """Rows `ancestors` of every array and of the KV cache."""
-    rows = {
+    return Generations(
+        **_gather_rows(generations, ancestors), cache=gather_cache(generations.cache, ancestors)
+    )
+
+
+def _gather_rows(generations: Generations, ancestors: jax.Array) -> dict[str, jax.Array]:
+    """Rows `ancestors` of every array but the cache."""
+    return {
         name: jnp.take(value, ancestors, axis=0)
         for name, value in generations._asdict().items()
         if name != "cache"
     }
-    return Generations(**rows, cache=gather_cache(generations.cache, ancestors))
 
 
 @functools.partial(jax.jit, static_argnames=("config", "max_step_tokens", "max_steps", "sampling"))
@@ -270,11 +276,7 @@ def gather_generations_in_place(generations: Generations, ancestors: np.ndarray)
     if np.any(ancestors[sources] != sources):  # a source is itself replaced: not in place
         return gather_generations(generations, jnp.asarray(ancestors))
     index = jnp.asarray(ancestors)
-    rows = {
-        name: jnp.take(value, index, axis=0)
-        for name, value in generations._asdict().items()
-        if name != "cache"
-    }
+    rows = _gather_rows(generations, index)
     lengths = jnp.take(generations.cache.lengths, index)
     padded = np.zeros((2, ancestors.shape[0]), np.int32)
     padded[0, : changed.size], padded[1, : changed.size] = changed, sources

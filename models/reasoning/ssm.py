@@ -148,8 +148,7 @@ class ReasoningSSM:
         if num_particles < 1:
             raise ValueError(f"num_particles must be >= 1, got {num_particles}")
         self._num_particles = num_particles
-        capacity = max(map(len, self.prompt_ids)) + self.settings.max_tokens
-        capacity = min(-(-capacity // 64) * 64, self.lm.config.context_length)
+        capacity = self.lm.cache_capacity(max(map(len, self.prompt_ids)), self.settings.max_tokens)
         logits, cache = self.lm.prefill(self.prompt_ids, capacity)
         rows = jnp.repeat(jnp.arange(self.num_groups), num_particles)
         generations = start_generations(

@@ -77,6 +77,19 @@ def enumerate_generations() -> list[tuple[tuple[int, ...], float, list[float]]]:
     return steps_from((), 0.0, [])
 
 
+def steps_of(tokens: tuple[int, ...]) -> list[list[int]]:
+    """An enumerated generation split into its steps (as `ReasoningSSM.trace` gives them)."""
+    tokenizer = language_model().tokenizer
+    newline, eos = tokenizer.encode("\n")[0], tokenizer.eos_token_ids[0]
+    steps, current = [], []
+    for token in tokens:
+        current.append(token)
+        if token in (newline, eos) or len(current) == STEP_CAP:
+            steps.append(current)
+            current = []
+    return steps
+
+
 AGGREGATE = {"product": np.prod, "min": np.min, "last": lambda r: r[-1]}
 
 
@@ -224,18 +237,6 @@ def test_conditional_kernel_leaves_the_exact_posterior_invariant():
     groups, particles = 1500, 4
     picks = np.random.default_rng(0).choice(len(keys), size=groups, p=probs)
     ssm = make_ssm(groups, RewardWeighting("bernoulli", "product"))
-    tokenizer = language_model().tokenizer
-    newline, eos = tokenizer.encode("\n")[0], tokenizer.eos_token_ids[0]
-
-    def steps_of(tokens):  # split an enumerated path into its steps
-        steps, current = [], []
-        for token in tokens:
-            current.append(token)
-            if token in (newline, eos) or len(current) == STEP_CAP:
-                steps.append(current)
-                current = []
-        return steps
-
     reference = [steps_of(keys[i]) for i in picks]
     result = pg.run_conditional(
         jax.random.key(8), ssm, ssm.start(particles), reference, MAX_STEPS, progress=False
@@ -278,18 +279,6 @@ def test_parallel_tempering_sweep_leaves_the_tempered_posteriors_invariant():
     from samplers import host_parallel_tempering as pt
 
     ladders_count, particles, betas = 1000, 4, (1.0, 0.3)
-    tokenizer = language_model().tokenizer
-    newline, eos = tokenizer.encode("\n")[0], tokenizer.eos_token_ids[0]
-
-    def steps_of(tokens):
-        steps, current = [], []
-        for token in tokens:
-            current.append(token)
-            if token in (newline, eos) or len(current) == STEP_CAP:
-                steps.append(current)
-                current = []
-        return steps
-
     rng = np.random.default_rng(1)
     posteriors = [tempered_posterior(b) for b in betas]
     keys = sorted(posteriors[0])
