@@ -46,7 +46,7 @@ import numpy as np
 from models.reasoning.tasks import get_task
 from models.reasoning.verifiers import ArithmeticSteps, Candidates
 from ppl.experiments import reasoning
-from ppl.experiments.plots import accuracy_table, budget_ratios, format_table
+from ppl.experiments.plots import accuracy_table, budget_ratios, draw_accuracy, format_table
 from ppl.experiments.sweep import read_results, run_sweep
 
 TINY = os.environ.get("PPL_NOTEBOOK_TINY") == "1"
@@ -111,20 +111,7 @@ table = accuracy_table(read_results(out))
 print(format_table(table))
 
 fig, ax = plt.subplots(figsize=(6, 4))
-for method, curve in sorted(table.items()):
-    budgets = sorted(curve)
-    ax.errorbar(
-        budgets,
-        [curve[b]["accuracy"] for b in budgets],
-        yerr=[curve[b]["standard_error"] for b in budgets],
-        marker="o",
-        capsize=3,
-        label=method,
-    )
-ax.set_xscale("log", base=2)
-ax.set(xlabel="budget N (generations per problem)", ylabel="accuracy")
-ax.legend()
-ax.grid(alpha=0.3)
+draw_accuracy(ax, table)
 plt.show()
 
 # %% [markdown]

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ppl.scaling import accuracy_standard_error, budget_ratio
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 def accuracy_table(records: Sequence[dict[str, Any]]) -> dict[str, dict[int, dict[str, float]]]:
@@ -60,16 +63,8 @@ def budget_ratios(
     return results
 
 
-def plot_accuracy(
-    table: dict[str, dict[int, dict[str, float]]], path: str | Path, title: str = ""
-) -> Path:
-    """Accuracy against budget per method (log2 budget axis, +-1 standard error bars)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+def draw_accuracy(ax: Axes, table: dict[str, dict[int, dict[str, float]]], title: str = "") -> None:
+    """Accuracy against budget per method on `ax` (log2 budget axis, ±1 standard error)."""
     for method, curve in sorted(table.items()):
         budgets = sorted(curve)
         accuracy = [curve[b]["accuracy"] for b in budgets]
@@ -79,11 +74,20 @@ def plot_accuracy(
     ax.set(xlabel="budget (generations per problem)", ylabel="accuracy", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
+
+
+def plot_accuracy(
+    table: dict[str, dict[int, dict[str, float]]], path: str | Path, title: str = ""
+) -> Path:
+    """`draw_accuracy` saved to `path` (without pyplot, so no backend is switched)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    draw_accuracy(fig.add_subplot(), table, title)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
