@@ -295,7 +295,7 @@ class ReasoningSSM:
             self.weighting, np.asarray(previous.log_value), np.asarray(particles.log_value), moved
         )
         betas = self.inverse_temperatures[self.groups()]
-        increments = np.where(betas == 1.0, increments, betas * increments)
+        increments = betas * increments
         if self.proposal_correction:
             generations = particles.generations
             ratio = np.asarray(generations.step_model_logprob) - np.asarray(
