@@ -31,6 +31,7 @@ TransitionSample = Callable[[jax.Array, jax.Array, Particles], Particles]
 InitialLogPotential = Callable[[Particles], jax.Array]
 LogPotential = Callable[[jax.Array, Particles, Particles], jax.Array]
 Finished = Callable[[Particles], jax.Array]
+Gather = Callable[[Particles, jax.Array], Particles]
 
 
 class FeynmanKac(NamedTuple):
@@ -44,6 +45,11 @@ class FeynmanKac(NamedTuple):
             particle); NaN is treated as -inf and counted in the run's diagnostics.
         finished: optional `x -> bool [N]`: finished particles are absorbed, i.e. kept
             unchanged with potential 1 (log 0) at every later step (variable-length models).
+        gather: optional `(x, ancestors [N']) -> x[ancestors]`, the particles at the given
+            indices; the default indexes every leaf's leading axis. Models whose particles
+            hold arrays with the particle axis elsewhere (a KV cache) provide their own;
+            such a model's `transition_sample` must itself return finished particles
+            unchanged, since a sampler cannot select rows of leaves it cannot index.
     """
 
     initial_sample: InitialSample
@@ -51,3 +57,11 @@ class FeynmanKac(NamedTuple):
     transition_sample: TransitionSample
     log_potential: LogPotential
     finished: Finished | None = None
+    gather: Gather | None = None
+
+
+def gather_particles(model: FeynmanKac, particles: Particles, ancestors: jax.Array) -> Particles:
+    """`particles[ancestors]` through the model's `gather` (leading-axis indexing by default)."""
+    if model.gather is not None:
+        return model.gather(particles, ancestors)
+    return jax.tree.map(lambda x: x[ancestors], particles)

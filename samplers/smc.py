@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from ppl.diagnostics import effective_sample_size_normalized
-from ppl.feynman_kac import FeynmanKac, Particles
+from ppl.feynman_kac import FeynmanKac, Particles, gather_particles
 from samplers.resampling import get_scheme, resample
 from samplers.weighting import reweight, select
 
@@ -88,7 +88,7 @@ def step(
 
     def resample_parents() -> tuple[jax.Array, Particles]:
         ancestors = resample(key_resample, state.log_weights, num_particles, resampling)
-        return ancestors, jax.tree.map(lambda x: x[ancestors], state.particles)
+        return ancestors, gather_particles(model, state.particles, ancestors)
 
     def keep_parents() -> tuple[jax.Array, Particles]:
         return jnp.arange(num_particles, dtype=jnp.int32), state.particles
@@ -100,7 +100,8 @@ def step(
     log_potentials = model.log_potential(t, parents, particles)
     if model.finished is not None:
         done = model.finished(parents)
-        particles = select(done, parents, particles)
+        if model.gather is None:  # otherwise the model keeps finished particles itself
+            particles = select(done, parents, particles)
         log_potentials = jnp.where(done, 0.0, log_potentials)
     new = reweight(log_weights, log_potentials)
     new_state = SMCState(particles, new.log_weights, state.log_evidence + new.log_increment, t)

@@ -1,0 +1,260 @@
+"""Token-level steering of a language model: samplers and baselines on one constrained target.
+
+A `SteeringProblem` fixes the target π(x) ∝ Π_k p(x | prompt_k) · 1[constraint] · φ(x) (see
+`models.steering.token_model`). `steer` runs one method on it in one compiled loop and returns
+weighted complete sequences, the log evidence estimate and per-step diagnostics:
+
+    smc          SMC with the locally optimal (masked) proposal, ESS-triggered resampling
+    is           importance sampling: the same proposal and weights, never resampled
+    steer        SMC steer (Lew et al. 2023): K children per particle, N kept without
+                 replacement
+    twisted      SMC whose resampling is guided by a learned twist (`TwistHead`)
+    csmc         conditional SMC around a reference sequence (the evidence upper bound)
+    rejection    direct sampling from the model; returns a sequence that satisfies the
+                 constraint (weight 0 or 1), none if no sample does
+    best_of_n    direct sampling; returns the satisfying sample of highest model likelihood
+    masked       locally constrained decoding: masked proposal, weights ignored (the usual
+                 "structured generation" of grammar-constrained decoders; biased)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from models.lm.cache import KVCache
+from models.lm.config import LlamaConfig
+from models.lm.decoding import NO_TOKEN
+from models.lm.language_model import LanguageModel
+from models.lm.params import Params
+from models.steering.critic import HostCritic
+from models.steering.token_constraint import TokenConstraint, lift, unconstrained
+from models.steering.token_model import TokenSettings, start_particles, token_feynman_kac
+from models.steering.twist import TwistHead
+from ppl.automata import ByteAutomaton
+from ppl.sequence_potential import SequencePotential
+from samplers import pinned_conditional_smc, smc, smc_steer
+
+WEIGHTED = ("smc", "is", "steer", "twisted", "csmc")
+METHODS = (*WEIGHTED, "rejection", "best_of_n", "masked")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SteeringProblem:
+    """The prompts (token ids), the constraint and critic, and the token limit."""
+
+    prompt_ids: tuple[tuple[int, ...], ...]
+    constraint: TokenConstraint
+    max_tokens: int
+    automaton: ByteAutomaton | None = None
+    critic: HostCritic | None = None
+
+    @property
+    def num_contexts(self) -> int:
+        return len(self.prompt_ids)
+
+    def satisfied(self, data: bytes) -> bool:
+        """Whether a complete generation's bytes satisfy the constraint and the critic."""
+        if self.automaton is not None and self.automaton.complete(data) == -np.inf:
+            return False
+        return self.critic is None or self.critic.potential.complete(data) > -np.inf
+
+
+def steering_problem(
+    lm: LanguageModel,
+    prompts: Sequence[str],
+    max_tokens: int,
+    constraint: ByteAutomaton | None = None,
+    critic: SequencePotential | None = None,
+    chat: bool = True,
+) -> SteeringProblem:
+    """A problem on `lm`: several prompts make their product the target (intersection)."""
+    prompt_ids = lm.encode_prompts(list(prompts), chat=chat)
+    lm.cache_capacity(max(map(len, prompt_ids)), max_tokens)  # fail early if too long
+    token_bytes = lm.tokenizer.token_bytes()
+    eos = lm.tokenizer.eos_token_ids
+    if constraint is None:
+        table = unconstrained(lm.config.vocab_size, eos)
+    else:
+        table = lift(constraint, token_bytes, eos)
+    return SteeringProblem(
+        tuple(tuple(p) for p in prompt_ids),
+        table,
+        max_tokens,
+        constraint,
+        HostCritic.of(critic, token_bytes) if critic is not None else None,
+    )
+
+
+@dataclasses.dataclass
+class SteeringResult:
+    """Weighted complete sequences from one run, with the run's diagnostics."""
+
+    method: str
+    texts: list[str]
+    token_ids: list[list[int]]
+    log_weights: np.ndarray  # [N] normalized
+    log_evidence: float  # log Z_hat (nan for methods without one)
+    log_likelihood: np.ndarray  # [N] Σ_k log p(x | prompt_k)
+    satisfied: np.ndarray  # [N] bool
+    ess: np.ndarray  # [T] effective sample size per step
+    resampled: np.ndarray  # [T] bool
+    decoded_tokens: int  # language-model forward rows spent (tokens x contexts)
+    wall_s: float
+
+    def select(self, rng_key: jax.Array) -> int:
+        """The index of the returned sequence under the method's own selection rule."""
+        n = len(self.texts)
+        if self.method in WEIGHTED:
+            return int(jax.random.categorical(rng_key, jnp.asarray(self.log_weights)))
+        ok = np.flatnonzero(self.satisfied)
+        if self.method == "best_of_n":
+            return int(ok[np.argmax(self.log_likelihood[ok])]) if ok.size else 0
+        if self.method == "rejection":
+            return int(ok[jax.random.randint(rng_key, (), 0, ok.size)]) if ok.size else 0
+        return int(jax.random.randint(rng_key, (), 0, n))
+
+
+class _RunOutput(eqx.Module):
+    tokens: jax.Array
+    num_tokens: jax.Array
+    log_weights: jax.Array
+    log_evidence: jax.Array
+    log_likelihood: jax.Array
+    ess: jax.Array
+    resampled: jax.Array
+    decoded: jax.Array
+
+
+@eqx.filter_jit
+def _run(
+    rng_key: jax.Array,
+    params: Params,
+    config: LlamaConfig,
+    cache: KVCache,
+    logits: jax.Array,
+    constraint: TokenConstraint,
+    settings: TokenSettings,
+    sampler: str,
+    num_particles: int,
+    ess_threshold: float,
+    resampling: str,
+    num_beams: int,
+    twist: TwistHead | None,
+    critic: HostCritic | None,
+    reference: jax.Array | None,
+) -> _RunOutput:
+    initial = start_particles(cache, logits, num_particles, settings, config.hidden_size)
+    model = token_feynman_kac(
+        params, config, initial, constraint, settings, twist, critic, reference
+    )
+    num_steps = settings.max_tokens + 1
+    if sampler == "steer":
+        steered = smc_steer.run(rng_key, model, num_particles, num_steps, num_beams)
+        state, ess = steered.state, steered.info.ess
+        resampled = jnp.ones(ess.shape, bool)
+    elif sampler == "csmc":
+        result = pinned_conditional_smc.run(rng_key, model, num_particles, num_steps)
+        state, ess, resampled = result.state, result.info.ess, result.info.resampled
+    else:
+        result = smc.run(
+            rng_key, model, num_particles, num_steps, resampling, ess_threshold, keep_history=False
+        )
+        state, ess, resampled = result.state, result.info.ess, result.info.resampled
+    final = state.particles
+    return _RunOutput(
+        final.tokens,
+        final.num_tokens,
+        state.log_weights,
+        state.log_evidence,
+        final.log_p,
+        ess,
+        resampled,
+        jnp.sum(final.decoded) * settings.num_contexts,
+    )
+
+
+def steer(
+    rng_key: jax.Array,
+    lm: LanguageModel,
+    problem: SteeringProblem,
+    method: str = "smc",
+    num_particles: int = 16,
+    *,
+    ess_threshold: float = 0.5,
+    resampling: str = "systematic",
+    num_beams: int = 3,
+    twist: TwistHead | None = None,
+    reference: Sequence[int] | None = None,
+) -> SteeringResult:
+    """Run `method` (see the module doc) with `num_particles` particles on `problem`."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if method == "twisted" and twist is None:
+        raise ValueError("method 'twisted' needs a twist (fit one with models.steering.twist)")
+    if method == "csmc" and reference is None:
+        raise ValueError("method 'csmc' needs a reference sequence (token ids)")
+    proposal = "model" if method in ("rejection", "best_of_n") else "masked"
+    sampler = {"steer": "steer", "csmc": "csmc"}.get(method, "smc")
+    threshold = 0.0 if method in ("is", "rejection", "best_of_n", "masked") else ess_threshold
+    settings = TokenSettings(problem.max_tokens, problem.num_contexts, proposal)
+    reference_array = None
+    if reference is not None:
+        reference_array = _reference_tokens(reference, problem.max_tokens)
+    capacity = lm.cache_capacity(max(map(len, problem.prompt_ids)), problem.max_tokens)
+    logits, cache = lm.prefill([list(p) for p in problem.prompt_ids], capacity)
+    start = time.perf_counter()
+    out = _run(
+        rng_key,
+        lm.params,
+        lm.config,
+        cache,
+        logits,
+        problem.constraint,
+        settings,
+        sampler,
+        num_particles,
+        threshold,
+        resampling,
+        num_beams,
+        twist if method == "twisted" else None,
+        problem.critic,
+        reference_array,
+    )
+    out = jax.block_until_ready(out)
+    wall = time.perf_counter() - start
+    tokens, counts = np.asarray(out.tokens), np.asarray(out.num_tokens)
+    ids = [tokens[b, : counts[b]].tolist() for b in range(num_particles)]
+    token_bytes = lm.tokenizer.token_bytes()
+    texts = [lm.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
+    satisfied = np.asarray([problem.satisfied(b"".join(token_bytes[t] for t in r)) for r in ids])
+    log_weights = np.asarray(out.log_weights)
+    if method == "masked":
+        log_weights = np.full(num_particles, -np.log(num_particles))
+    return SteeringResult(
+        method=method,
+        texts=texts,
+        token_ids=ids,
+        log_weights=log_weights,
+        log_evidence=float(out.log_evidence) if method != "masked" else float("nan"),
+        log_likelihood=np.asarray(out.log_likelihood),
+        satisfied=satisfied,
+        ess=np.asarray(out.ess),
+        resampled=np.asarray(out.resampled),
+        decoded_tokens=int(out.decoded),
+        wall_s=wall,
+    )
+
+
+def _reference_tokens(reference: Sequence[int], max_tokens: int) -> jax.Array:
+    if len(reference) > max_tokens:
+        raise ValueError(f"the reference has {len(reference)} tokens, more than {max_tokens}")
+    padded = np.full(max_tokens, NO_TOKEN, np.int32)
+    padded[: len(reference)] = reference
+    return jnp.asarray(padded)
