@@ -139,6 +139,56 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _steer(args: argparse.Namespace) -> int:
+    import jax
+    import numpy as np
+
+    from models.steering.tasks import get_task
+    from ppl.experiments.steering import steer, steering_problem, train_twist
+
+    task = get_task(args.task)
+    lm = _load(args)
+    if args.sweep:
+        from ppl.experiments.steering_sweep import (
+            format_summary,
+            read_records,
+            run_steering_sweep,
+            summary,
+        )
+
+        out = run_steering_sweep(
+            lm,
+            task,
+            methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+            particles=[int(n) for n in args.particles.split(",")],
+            seeds=list(range(args.seed, args.seed + args.seeds)),
+            out=args.out,
+            progress=not args.quiet,
+        )
+        print(format_summary(summary(read_records(out))))
+        print(f"results: {out}")
+        return 0
+    constraint = task.make_constraint()
+    problem = steering_problem(lm, task.prompts, task.max_tokens, constraint, chat=task.chat)
+    twist = None
+    if args.method == "twisted":
+        twist = train_twist(jax.random.key(args.seed + 10_000), lm, problem)
+    num_particles = int(args.particles)
+    result = steer(jax.random.key(args.seed), lm, problem, args.method, num_particles, twist=twist)
+    weights = np.exp(result.log_weights)
+    print(f"task {task.name}: {task.description}; method {args.method}, {num_particles} particles")
+    for i in np.argsort(-weights)[: args.show]:
+        mark = "ok " if result.satisfied[i] else "NO "
+        print(f"{weights[i]:7.4f} {mark} {result.texts[i]!r}")
+    print(f"log Z estimate: {result.log_evidence:.4f}")
+    print(
+        f"ESS per step: min {result.ess.min():.1f}, resampled {int(result.resampled.sum())} times"
+    )
+    rate = result.decoded_tokens / result.wall_s
+    print(f"{result.decoded_tokens} tokens in {result.wall_s:.2f} s ({rate:.0f} tokens/s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppl", description="ppl-jax command line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -195,6 +245,26 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--max-rows", type=int, default=256, help="prompts x budget per batch")
     scale.add_argument("--quiet", action="store_true", help="no progress bar")
     scale.set_defaults(func=_scale)
+
+    steer = commands.add_parser(
+        "steer", help="token-level SMC steering of the model under a constraint"
+    )
+    steer.add_argument(
+        "--task",
+        default="short-words",
+        choices=["short-words", "lipogram", "regex", "json", "intersection"],
+    )
+    _add_model_args(steer)
+    steer.add_argument("--method", default="smc", help="smc, is, steer, twisted, rejection, ...")
+    steer.add_argument("--particles", default="16", help="a count (a list with --sweep)")
+    steer.add_argument("--seed", type=int, default=0)
+    steer.add_argument("--show", type=int, default=8, help="samples to print, by weight")
+    steer.add_argument("--sweep", action="store_true", help="run methods x particles x seeds")
+    steer.add_argument("--methods", default="rejection,best_of_n,masked,is,smc,twisted")
+    steer.add_argument("--seeds", type=int, default=3, help="seeds per cell of the sweep")
+    steer.add_argument("--out", default="steering.jsonl")
+    steer.add_argument("--quiet", action="store_true", help="no progress bar")
+    steer.set_defaults(func=_steer)
 
     plot = commands.add_parser("plot", help="plot accuracy against budget from a sweep")
     plot.add_argument("results")

@@ -36,7 +36,7 @@ from models.lm.params import Params
 from models.steering.critic import HostCritic
 from models.steering.token_constraint import TokenConstraint, lift, unconstrained
 from models.steering.token_model import TokenSettings, start_particles, token_feynman_kac
-from models.steering.twist import TwistHead
+from models.steering.twist import TwistHead, fit_twist, rollouts
 from ppl.automata import ByteAutomaton
 from ppl.sequence_potential import SequencePotential
 from samplers import pinned_conditional_smc, smc, smc_steer
@@ -258,3 +258,20 @@ def _reference_tokens(reference: Sequence[int], max_tokens: int) -> jax.Array:
     padded = np.full(max_tokens, NO_TOKEN, np.int32)
     padded[: len(reference)] = reference
     return jnp.asarray(padded)
+
+
+def train_twist(
+    rng_key: jax.Array,
+    lm: LanguageModel,
+    problem: SteeringProblem,
+    num_rollouts: int = 64,
+    steps: int = 500,
+) -> TwistHead:
+    """Fit a `TwistHead` for `problem` on `num_rollouts` draws of its masked proposal."""
+    key_rollouts, key_fit = jax.random.split(rng_key)
+    settings = TokenSettings(problem.max_tokens, problem.num_contexts, "masked")
+    capacity = lm.cache_capacity(max(map(len, problem.prompt_ids)), problem.max_tokens)
+    logits, cache = lm.prefill([list(p) for p in problem.prompt_ids], capacity)
+    initial = start_particles(cache, logits, num_rollouts, settings, lm.config.hidden_size)
+    data = rollouts(key_rollouts, lm.params, lm.config, initial, problem.constraint, settings)
+    return fit_twist(key_fit, data, steps=steps)

@@ -1,0 +1,156 @@
+"""Steering sweeps: every method at every particle count and seed on one task, to JSONL.
+
+One line per (method, particles, seed) with the constraint-satisfaction of the returned
+sequence, its log-likelihood under the model (Σ over prompts), the run's log Z estimate, the
+wall time and the decoded tokens. Lines already in the file are skipped, so a sweep resumes
+after a crash. `twisted` trains its twist once per task on rollouts of the masked proposal
+(the training time is recorded on each of its lines).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from models.lm.language_model import LanguageModel
+from models.steering.tasks import SteeringTask
+from models.steering.twist import TwistHead
+from ppl.experiments.steering import METHODS, steer, steering_problem, train_twist
+
+SWEEP_METHODS = ("rejection", "best_of_n", "masked", "is", "smc", "steer", "twisted")
+
+
+def _key(record: dict[str, Any]) -> tuple[str, str, int, int]:
+    return record["task"], record["method"], record["particles"], record["seed"]
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The complete lines of a sweep file (a line cut by a crash is skipped)."""
+    records = []
+    if Path(path).exists():
+        for line in Path(path).read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def run_steering_sweep(
+    lm: LanguageModel,
+    task: SteeringTask,
+    methods: Sequence[str],
+    particles: Sequence[int],
+    seeds: Sequence[int],
+    out: str | Path,
+    twist_rollouts: int = 64,
+    progress: bool = True,
+) -> Path:
+    """Run every (method, particles, seed) not yet in `out` and append its line."""
+    unknown = [m for m in methods if m not in METHODS or m == "csmc"]
+    if unknown:
+        raise ValueError(f"unknown sweep methods {unknown}; choose from {SWEEP_METHODS}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = {_key(r) for r in read_records(out)}
+    problem = steering_problem(
+        lm, task.prompts, task.max_tokens, task.make_constraint(), chat=task.chat
+    )
+    todo = [
+        (m, n, s)
+        for m in methods
+        for n in particles
+        for s in seeds
+        if (task.name, m, n, s) not in done
+    ]
+    twist: TwistHead | None = None
+    twist_seconds = 0.0
+    compiled: set[tuple[str, int]] = set()
+    with out.open("a") as sink:
+        for method, num_particles, seed in tqdm(todo, disable=not progress, desc=task.name):
+            if method == "twisted" and twist is None:
+                start = time.perf_counter()
+                twist = train_twist(jax.random.key(10_000), lm, problem, twist_rollouts)
+                twist_seconds = time.perf_counter() - start
+            key_run, key_pick = jax.random.split(jax.random.key(seed))
+            if (method, num_particles) not in compiled:  # time runs, not compilation
+                steer(key_run, lm, problem, method, num_particles, twist=twist)
+                compiled.add((method, num_particles))
+            result = steer(key_run, lm, problem, method, num_particles, twist=twist)
+            chosen = result.select(key_pick)
+            record = {
+                "task": task.name,
+                "method": method,
+                "particles": num_particles,
+                "seed": seed,
+                "satisfied": bool(result.satisfied[chosen]),
+                "log_likelihood": float(result.log_likelihood[chosen]),
+                "log_evidence": _number(result.log_evidence),
+                "wall_s": result.wall_s,
+                "decoded_tokens": result.decoded_tokens,
+                "min_ess": float(np.min(result.ess)),
+                "text": result.texts[chosen],
+                "twist_training_s": twist_seconds if method == "twisted" else 0.0,
+            }
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+    return out
+
+
+def _number(value: float) -> float | None:
+    """JSON has no inf or NaN: store them as null."""
+    return value if math.isfinite(value) else None
+
+
+def summary(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (task, method, particles): satisfaction rate, mean log-likelihood of satisfying
+    outputs, mean log Z, mean wall time and tokens per second."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["task"], r["method"], r["particles"]), []).append(r)
+    rows = []
+    for (task, method, n), group in sorted(groups.items()):
+        ok = [r for r in group if r["satisfied"]]
+        log_z = [r["log_evidence"] for r in group if r["log_evidence"] is not None]
+        wall = float(np.mean([r["wall_s"] for r in group]))
+        tokens = float(np.mean([r["decoded_tokens"] for r in group]))
+        rows.append(
+            {
+                "task": task,
+                "method": method,
+                "particles": n,
+                "runs": len(group),
+                "satisfied": len(ok) / len(group),
+                "log_likelihood": float(np.mean([r["log_likelihood"] for r in ok])) if ok else None,
+                "log_evidence": float(np.mean(log_z)) if log_z else None,
+                "wall_s": wall,
+                "tokens_per_s": tokens / wall if wall > 0 else None,
+            }
+        )
+    return rows
+
+
+def format_summary(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        f"{'task':<13}{'method':<11}{'N':>4}{'runs':>5}{'sat':>6}{'log p':>9}{'log Z':>9}"
+        f"{'wall s':>8}{'tok/s':>7}"
+    ]
+    for r in rows:
+
+        def show(value: float | None, width: int, digits: int = 2) -> str:
+            return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+        lines.append(
+            f"{r['task']:<13}{r['method']:<11}{r['particles']:>4}{r['runs']:>5}"
+            f"{show(r['satisfied'], 6)}{show(r['log_likelihood'], 9)}{show(r['log_evidence'], 9)}"
+            f"{show(r['wall_s'], 8)}{show(r['tokens_per_s'], 7, 0)}"
+        )
+    return "\n".join(lines)
