@@ -24,6 +24,7 @@ from models.lm.language_model import LanguageModel
 from models.steering.tasks import SteeringTask
 from models.steering.twist import TwistHead
 from ppl.experiments.steering import METHODS, steer, steering_problem, train_twist
+from ppl.experiments.sweep import end_cut_line, read_results
 
 SWEEP_METHODS = ("rejection", "best_of_n", "masked", "is", "smc", "steer", "twisted")
 
@@ -33,15 +34,8 @@ def _key(record: dict[str, Any]) -> tuple[str, str, int, int]:
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """The complete lines of a sweep file (a line cut by a crash is skipped)."""
-    records = []
-    if Path(path).exists():
-        for line in Path(path).read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
+    """The complete lines of a sweep file (none if it does not exist yet)."""
+    return read_results(path) if Path(path).exists() else []
 
 
 def run_steering_sweep(
@@ -74,6 +68,7 @@ def run_steering_sweep(
     twist: TwistHead | None = None
     twist_seconds = 0.0
     compiled: set[tuple[str, int]] = set()
+    end_cut_line(out)
     with out.open("a") as sink:
         for method, num_particles, seed in tqdm(todo, disable=not progress, desc=task.name):
             if method == "twisted" and twist is None:

@@ -169,9 +169,7 @@ def run_sweep(
     if total < num_problems * len(methods) * len(budgets):
         log(f"resuming: {num_problems * len(methods) * len(budgets) - total} results in {out}")
     root = jax.random.key(seed)
-    if out.exists() and out.stat().st_size and not out.read_bytes().endswith(b"\n"):
-        with out.open("a") as sink:  # end a line cut short by a crash; readers skip it
-            sink.write("\n")
+    end_cut_line(out)
     with (
         out.open("a") as sink,
         tqdm(total=total, desc="sweep", unit="problem", disable=not progress) as bar,
@@ -242,6 +240,14 @@ def _run_batch(
         }
         for problem, outcome in zip(chosen, outcomes, strict=True)
     ]
+
+
+def end_cut_line(out: Path) -> None:
+    """End a last line cut short by a crash, so that appended lines start on their own (the
+    cut line is skipped by `read_results`)."""
+    if out.exists() and out.stat().st_size and not out.read_bytes().endswith(b"\n"):
+        with out.open("a") as sink:
+            sink.write("\n")
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
