@@ -17,7 +17,8 @@ potentials count as zero weight and are counted in `num_nan`.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +48,7 @@ class SMCInfo(NamedTuple):
 class SMCResult(NamedTuple):
     state: SMCState  # the final state
     info: SMCInfo  # per step, leaves stacked on a leading time axis of size T
-    particles: Particles | None  # particle history [T, N, ...] when kept
+    particles: Any  # particle history [T, N, ...] (or its `record`) when kept
     log_weights: jax.Array  # [T, N] normalized log weights per step
 
     @property
@@ -117,6 +118,7 @@ def run(
     resampling: str = "systematic",
     ess_threshold: float = 0.5,
     keep_history: bool = True,
+    record: Callable[[Particles], Any] | None = None,
 ) -> SMCResult:
     """Run SMC for time steps t = 0..num_steps-1 in one `lax.scan` (wrap in `jax.jit` or
     `jax.vmap` freely; `model` and the keyword arguments are static).
@@ -125,6 +127,8 @@ def run(
         ess_threshold: resample when ESS < ess_threshold * N; 1.0 resamples at every step
             (except after exactly uniform weights, where resampling changes nothing).
         keep_history: keep every step's particles (needed for genealogy and smoothing).
+        record: keep `record(particles)` of every step instead of the whole particles (a
+            small summary of particles too large to keep); implies keeping a history.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
@@ -136,8 +140,13 @@ def run(
 
     def body(state: SMCState, key: jax.Array) -> tuple[SMCState, tuple]:
         new_state, info = step(key, state, model, resampling, ess_threshold)
-        kept = new_state.particles if keep_history else None
+        kept = keep(new_state.particles)
         return new_state, (info, kept, new_state.log_weights)
+
+    def keep(particles: Particles) -> Any:
+        if record is not None:
+            return record(particles)
+        return particles if keep_history else None
 
     keys = jax.random.split(key_steps, num_steps - 1)
     final, (infos, history, log_weights) = jax.lax.scan(body, state, keys)
@@ -146,5 +155,6 @@ def run(
         return jnp.concatenate([first[None], rest], axis=0)
 
     info = jax.tree.map(prepend, info0, infos)
-    particles = jax.tree.map(prepend, state.particles, history) if keep_history else None
+    kept_first = keep(state.particles)
+    particles = None if kept_first is None else jax.tree.map(prepend, kept_first, history)
     return SMCResult(final, info, particles, prepend(state.log_weights, log_weights))

@@ -33,6 +33,7 @@ from models.lm.config import LlamaConfig
 from models.lm.decoding import NO_TOKEN
 from models.lm.language_model import LanguageModel
 from models.lm.params import Params
+from models.lm.tokenizer import Tokenizer
 from models.steering.critic import HostCritic
 from models.steering.token_constraint import TokenConstraint, lift, unconstrained
 from models.steering.token_model import TokenSettings, start_particles, token_feynman_kac
@@ -107,6 +108,18 @@ class SteeringResult:
     resampled: np.ndarray  # [T] bool
     decoded_tokens: int  # language-model forward rows spent (tokens x contexts)
     wall_s: float
+    history_tokens: np.ndarray | None = None  # [T, N, M] every step's particles (smc, is)
+    history_log_weights: np.ndarray | None = None  # [T, N]
+    history_ancestors: np.ndarray | None = None  # [T, N] parent at t - 1 of each particle
+
+    def history_texts(self, tokenizer: Tokenizer, step: int) -> list[str]:
+        """The particles' texts at time `step` (needs `keep_history=True`)."""
+        if self.history_tokens is None:
+            raise ValueError("this run kept no history; call steer(..., keep_history=True)")
+        rows = self.history_tokens[step]
+        return [
+            tokenizer.decode([t for t in row if t >= 0], skip_special_tokens=True) for row in rows
+        ]
 
     def select(self, rng_key: jax.Array) -> int:
         """The index of the returned sequence under the method's own selection rule."""
@@ -130,6 +143,9 @@ class _RunOutput(eqx.Module):
     ess: jax.Array
     resampled: jax.Array
     decoded: jax.Array
+    history_tokens: jax.Array | None
+    history_log_weights: jax.Array | None
+    history_ancestors: jax.Array | None
 
 
 @eqx.filter_jit
@@ -149,12 +165,14 @@ def _run(
     twist: TwistHead | None,
     critic: HostCritic | None,
     reference: jax.Array | None,
+    keep_history: bool,
 ) -> _RunOutput:
     initial = start_particles(cache, logits, num_particles, settings, config.hidden_size)
     model = token_feynman_kac(
         params, config, initial, constraint, settings, twist, critic, reference
     )
     num_steps = settings.max_tokens + 1
+    history: tuple[jax.Array | None, ...] = (None, None, None)
     if sampler == "steer":
         steered = smc_steer.run(rng_key, model, num_particles, num_steps, num_beams)
         state, ess = steered.state, steered.info.ess
@@ -164,9 +182,18 @@ def _run(
         state, ess, resampled = result.state, result.info.ess, result.info.resampled
     else:
         result = smc.run(
-            rng_key, model, num_particles, num_steps, resampling, ess_threshold, keep_history=False
+            rng_key,
+            model,
+            num_particles,
+            num_steps,
+            resampling,
+            ess_threshold,
+            keep_history=False,
+            record=(lambda particles: particles.tokens) if keep_history else None,
         )
         state, ess, resampled = result.state, result.info.ess, result.info.resampled
+        if keep_history:
+            history = (result.particles, result.log_weights, result.info.ancestors)
     final = state.particles
     return _RunOutput(
         final.tokens,
@@ -177,6 +204,7 @@ def _run(
         ess,
         resampled,
         jnp.sum(final.decoded) * settings.num_contexts,
+        *history,
     )
 
 
@@ -192,8 +220,15 @@ def steer(
     num_beams: int = 3,
     twist: TwistHead | None = None,
     reference: Sequence[int] | None = None,
+    keep_history: bool = False,
 ) -> SteeringResult:
-    """Run `method` (see the module doc) with `num_particles` particles on `problem`."""
+    """Run `method` (see the module doc) with `num_particles` particles on `problem`.
+
+    `keep_history` (smc, is, twisted, and the baselines) also returns every step's
+    particles, weights and ancestors (`SteeringResult.history_*`).
+    """
+    if keep_history and method in ("steer", "csmc"):
+        raise ValueError(f"keep_history is not available for method {method!r}")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     if method == "twisted" and twist is None:
@@ -226,6 +261,7 @@ def steer(
         twist if method == "twisted" else None,
         problem.critic,
         reference_array,
+        keep_history,
     )
     out = jax.block_until_ready(out)
     wall = time.perf_counter() - start
@@ -249,7 +285,14 @@ def steer(
         resampled=np.asarray(out.resampled),
         decoded_tokens=int(out.decoded),
         wall_s=wall,
+        history_tokens=_numpy(out.history_tokens),
+        history_log_weights=_numpy(out.history_log_weights),
+        history_ancestors=_numpy(out.history_ancestors),
     )
+
+
+def _numpy(x: jax.Array | None) -> np.ndarray | None:
+    return None if x is None else np.asarray(x)
 
 
 def _reference_tokens(reference: Sequence[int], max_tokens: int) -> jax.Array:
