@@ -113,7 +113,7 @@ def regex(pattern: str) -> ByteAutomaton:
     import interegular
     from interegular.fsm import anything_else
 
-    fsm = interegular.parse_pattern(pattern).to_fsm()
+    fsm = interegular.parse_pattern(pattern).to_fsm().reduce()  # minimal: fewer states
     symbols = [
         fsm.alphabet[chr(b)] if chr(b) in fsm.alphabet else fsm.alphabet[anything_else]
         for b in range(NUM_BYTES)

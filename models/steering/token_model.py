@@ -154,8 +154,8 @@ def _step_proposal(
     batch = particles.num_tokens.shape[0]
     log_probs = jax.nn.log_softmax(particles.logits, axis=-1)
     combined = log_probs.reshape(batch, settings.num_contexts, -1).sum(axis=1)
-    last = particles.num_tokens + 1 >= settings.max_tokens
-    allowed, next_states = constraint.allowed(particles.state, last)
+    remaining = settings.max_tokens - particles.num_tokens
+    allowed, next_states = constraint.allowed(particles.state, remaining)
     support = jnp.where(allowed, combined, -jnp.inf) if settings.proposal == "masked" else combined
     log_norm = jax.nn.logsumexp(support, axis=-1)
     return _StepProposal(support - log_norm[:, None], combined, allowed, next_states, log_norm)

@@ -11,7 +11,8 @@ weighted complete sequences, the log evidence estimate and per-step diagnostics:
     twisted      SMC whose resampling is guided by a learned twist (`TwistHead`)
     csmc         conditional SMC around a reference sequence (the evidence upper bound)
     rejection    direct sampling from the model; returns a sequence that satisfies the
-                 constraint (weight 0 or 1), none if no sample does
+                 constraint (weight 0 or 1), or, if no sample does, an unsatisfying one
+                 (`SteeringResult.satisfied` says which)
     best_of_n    direct sampling; returns the satisfying sample of highest model likelihood
     masked       locally constrained decoding: masked proposal, weights ignored (the usual
                  "structured generation" of grammar-constrained decoders; biased)
@@ -107,7 +108,7 @@ class SteeringResult:
     ess: np.ndarray  # [T] effective sample size per step
     resampled: np.ndarray  # [T] bool
     decoded_tokens: int  # language-model forward rows spent (tokens x contexts)
-    wall_s: float
+    wall_s: float  # the compiled loop's run time (with compilation on a first call)
     history_tokens: np.ndarray | None = None  # [T, N, M] every step's particles (smc, is)
     history_log_weights: np.ndarray | None = None  # [T, N]
     history_ancestors: np.ndarray | None = None  # [T, N] parent at t - 1 of each particle
@@ -226,6 +227,11 @@ def steer(
 
     `keep_history` (smc, is, twisted, and the baselines) also returns every step's
     particles, weights and ancestors (`SteeringResult.history_*`).
+
+    The loop compiles once per model, constraint shape, method, particle count and setting;
+    `wall_s` of that first call includes the compilation, so time a second call. A run whose
+    particles all die (log Z_hat = -inf) returns uniform weights over meaningless texts;
+    `satisfied` is False for them.
     """
     if keep_history and method in ("steer", "csmc"):
         raise ValueError(f"keep_history is not available for method {method!r}")
