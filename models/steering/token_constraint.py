@@ -77,14 +77,14 @@ def token_distance(table: np.ndarray, accepting: np.ndarray) -> np.ndarray:
     breadth-first search backwards over the distinct successors of each state."""
     successors = [np.unique(row) for row in table]
     predecessors: list[list[int]] = [[] for _ in successors]
-    for state, nexts in enumerate(successors):
-        for nxt in nexts:
-            predecessors[nxt].append(state)
+    for origin, nexts in enumerate(successors):
+        for nxt in nexts.tolist():
+            predecessors[nxt].append(origin)
     distance = np.full(len(successors), UNREACHABLE, np.int32)
-    frontier = list(np.flatnonzero(accepting))
+    frontier: list[int] = np.flatnonzero(accepting).tolist()
     distance[frontier] = 0
     while frontier:
-        following = []
+        following: list[int] = []
         for state in frontier:
             for previous in predecessors[state]:
                 if distance[previous] == UNREACHABLE:
