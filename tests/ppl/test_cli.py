@@ -49,3 +49,22 @@ def test_missing_model_is_a_clear_error(tmp_path, capsys):
 def test_prompt_longer_than_context_is_a_clear_error(tiny_gguf, capsys):
     assert main(["generate", "a" * 300, "--model", str(tiny_gguf)]) == 2
     assert "context length 256" in capsys.readouterr().err
+
+
+def test_steer_prints_weighted_samples_and_log_z(tiny_gguf, capsys):
+    argv = ["steer", "--model", str(tiny_gguf), "--task", "lipogram", "--particles", "4"]
+    assert main([*argv, "--show", "3"]) == 0
+    out = capsys.readouterr().out
+    samples = [line for line in out.splitlines() if " ok " in line or " NO " in line]
+    assert len(samples) == 3 and all(" ok " in line for line in samples)  # the mask holds
+    assert "log Z estimate:" in out and "tokens/s" in out
+
+
+def test_steer_sweep_writes_jsonl(tiny_gguf, tmp_path, capsys):
+    out = tmp_path / "steer.jsonl"
+    argv = ["steer", "--model", str(tiny_gguf), "--task", "short-words", "--sweep"]
+    argv += ["--methods", "masked,smc", "--particles", "2", "--seeds", "1", "--quiet"]
+    assert main([*argv, "--out", str(out)]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["method"] for r in lines) == ["masked", "smc"]
+    assert "short-words" in capsys.readouterr().out
