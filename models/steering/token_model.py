@@ -48,7 +48,7 @@ from models.steering.token_constraint import TokenConstraint
 from ppl.feynman_kac import FeynmanKac
 
 PROPOSALS = ("masked", "model")
-LogTwist = Callable[[jax.Array], jax.Array]  # features [B, d] -> log ψ [B]
+LogTwist = Callable[[jax.Array, jax.Array], jax.Array]  # features [B, d], tokens left [B]
 Critic = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # tokens, lengths, finished
 
 
@@ -223,7 +223,8 @@ def advance(
         decoded=particles.decoded + active,
     )
     if log_twist is not None:
-        twist = jnp.where(new.finished, 0.0, log_twist(new.features))
+        left = settings.max_tokens - new.num_tokens
+        twist = jnp.where(new.finished, 0.0, log_twist(new.features, left))
         new = new._replace(log_twist=jnp.where(active, twist, particles.log_twist))
     if critic is not None:
         score = critic(new.tokens, new.num_tokens, new.finished)

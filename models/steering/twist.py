@@ -7,7 +7,9 @@ sampler and a good one makes resampling look ahead. The ideal twist is the expec
 weight, ψ*_t(x_1:t) = E_q[Π_{s>t} G_s | x_1:t] (Zhao et al. 2024).
 
 `TwistHead` is an Equinox MLP on the language model's final hidden state after the latest
-token: log ψ_t = f((h_t - μ) / σ). `fit_twist` trains it by regression, on rollouts of the
+token and the number of tokens left before the limit: log ψ_t = f((u_t - μ) / σ) with
+u_t = (h_t, M - t) (the remaining weight grows with the tokens left, which the hidden state
+alone does not know). `fit_twist` trains it by regression, on rollouts of the
 proposal without resampling, of the remaining log weight Σ_{s>t} log G_s (a Monte Carlo
 estimate of log ψ*; by Jensen's inequality its mean sits below log ψ*, which is harmless since
 the twist is corrected away).
@@ -31,18 +33,21 @@ from models.steering.token_model import TokenParticles, TokenSettings, advance
 
 @final
 class TwistHead(eqx.Module):
-    """log ψ = mlp((h - feature_mean) / feature_scale) for features h [B, d]."""
+    """log ψ = mlp((u - feature_mean) / feature_scale), u = (h, tokens left), for hidden
+    states h [B, d] and tokens left [B]."""
 
     mlp: eqx.nn.MLP
-    feature_mean: jax.Array  # [d]
-    feature_scale: jax.Array  # [d]
+    feature_mean: jax.Array  # [d + 1]
+    feature_scale: jax.Array  # [d + 1]
 
-    def __call__(self, features: jax.Array) -> jax.Array:
-        return jax.vmap(self.mlp)((features - self.feature_mean) / self.feature_scale)
+    def __call__(self, features: jax.Array, tokens_left: jax.Array) -> jax.Array:
+        inputs = jnp.concatenate([features, tokens_left[:, None].astype(features.dtype)], -1)
+        return jax.vmap(self.mlp)((inputs - self.feature_mean) / self.feature_scale)
 
 
 class Rollouts(NamedTuple):
     features: jax.Array  # [T, B, d] hidden state after token t
+    tokens_left: jax.Array  # [T, B] tokens left before the limit after token t
     step_log_weights: jax.Array  # [T, B] log G_t of the proposal
     scored: jax.Array  # [T, B] bool: the row was live and unfinished after token t
 
@@ -60,11 +65,13 @@ def rollouts(
 
     def body(particles: TokenParticles, key: jax.Array) -> tuple[TokenParticles, tuple]:
         new = advance(key, particles, params, config, constraint, settings)
-        return new, (new.features, new.step_log_weight, ~particles.finished & ~new.finished)
+        left = settings.max_tokens - new.num_tokens
+        scored = ~particles.finished & ~new.finished
+        return new, (new.features, left, new.step_log_weight, scored)
 
     keys = jax.random.split(rng_key, settings.max_tokens)
-    _, (features, weights, scored) = jax.lax.scan(body, initial, keys)
-    return Rollouts(features, weights, scored)
+    _, (features, left, weights, scored) = jax.lax.scan(body, initial, keys)
+    return Rollouts(features, left, weights, scored)
 
 
 def remaining_log_weight(step_log_weights: np.ndarray) -> np.ndarray:
@@ -87,7 +94,9 @@ def fit_twist(
     """
     targets = remaining_log_weight(np.asarray(data.step_log_weights))
     scored = np.asarray(data.scored)
-    features = np.asarray(data.features)[scored]
+    features = np.concatenate(
+        [np.asarray(data.features), np.asarray(data.tokens_left)[..., None]], axis=-1
+    )[scored]
     y = targets[scored]
     if y.size == 0:
         raise ValueError("the rollouts contain no unfinished prefix to learn from")
@@ -99,12 +108,13 @@ def fit_twist(
     head = TwistHead(mlp, jnp.asarray(mean), jnp.asarray(scale))
     optimizer = optax.adamw(learning_rate)
     state = optimizer.init(eqx.filter(head, eqx.is_array))
-    x, target = jnp.asarray(features), jnp.asarray(y)
+    x, left = jnp.asarray(features[:, :-1]), jnp.asarray(features[:, -1])
+    target = jnp.asarray(y)
 
     @eqx.filter_jit
     def update(head: TwistHead, state: optax.OptState) -> tuple[TwistHead, optax.OptState]:
         def loss(head: TwistHead) -> jax.Array:
-            return jnp.mean((head(x) - target) ** 2)
+            return jnp.mean((head(x, left) - target) ** 2)
 
         grads = eqx.filter_grad(loss)(head)
         updates, state = optimizer.update(grads, state, eqx.filter(head, eqx.is_array))

@@ -65,8 +65,8 @@ def test_enumeration_is_complete():
 
 def random_twist(seed: int) -> TwistHead:
     hidden = language_model().config.hidden_size
-    mlp = eqx.nn.MLP(hidden, "scalar", 8, 1, jax.nn.tanh, key=jax.random.key(seed))
-    return TwistHead(mlp, jnp.zeros(hidden), jnp.ones(hidden))
+    mlp = eqx.nn.MLP(hidden + 1, "scalar", 8, 1, jax.nn.tanh, key=jax.random.key(seed))
+    return TwistHead(mlp, jnp.zeros(hidden + 1), jnp.ones(hidden + 1))
 
 
 def runs(
@@ -175,7 +175,8 @@ def test_a_fitted_twist_is_finite_and_keeps_the_target():
     lm = language_model()
     problem = steering_problem(lm, ["ab"], MAX_TOKENS, regex(PATTERN), chat=False)
     twist = train_twist(jax.random.key(0), lm, problem, num_rollouts=32, steps=50)
-    assert np.all(np.isfinite(np.asarray(twist(jnp.ones((2, lm.config.hidden_size))))))
+    values = twist(jnp.ones((2, lm.config.hidden_size)), jnp.asarray([1, 2]))
+    assert np.all(np.isfinite(np.asarray(values)))
     check_against_enumeration(runs("twisted", twist=twist, ess_threshold=1.0, num_runs=200))
 
 
