@@ -25,7 +25,7 @@ from ppl.feynman_kac import FeynmanKac, gather_particles
 from samplers import smc
 from samplers.resampling import resample
 from samplers.smc import SMCInfo, SMCResult, SMCState
-from samplers.weighting import reweight, select
+from samplers.weighting import reweight
 
 
 def step(rng_key: jax.Array, state: SMCState, model: FeynmanKac) -> tuple[SMCState, SMCInfo]:
@@ -36,13 +36,7 @@ def step(rng_key: jax.Array, state: SMCState, model: FeynmanKac) -> tuple[SMCSta
     ancestors = ancestors.at[0].set(0)
     parents = gather_particles(model, state.particles, ancestors)
     t = state.step + 1
-    particles = model.transition_sample(key_move, t, parents)
-    log_potentials = model.log_potential(t, parents, particles)
-    if model.finished is not None:
-        done = model.finished(parents)
-        if model.gather is None:
-            particles = select(done, parents, particles)
-        log_potentials = jnp.where(done, 0.0, log_potentials)
+    particles, log_potentials, _ = smc.propagate(key_move, t, model, parents)
     uniform = jnp.full((num_particles,), -jnp.log(num_particles))
     new = reweight(uniform, log_potentials)
     new_state = SMCState(particles, new.log_weights, state.log_evidence + new.log_increment, t)
@@ -67,8 +61,5 @@ def run(rng_key: jax.Array, model: FeynmanKac, num_particles: int, num_steps: in
     keys = jax.random.split(key_steps, num_steps - 1)
     final, (infos, log_weights) = jax.lax.scan(body, state, keys)
 
-    def prepend(first: jax.Array, rest: jax.Array) -> jax.Array:
-        return jnp.concatenate([first[None], rest], axis=0)
-
-    info = jax.tree.map(prepend, info0, infos)
-    return SMCResult(final, info, None, prepend(state.log_weights, log_weights))
+    info = jax.tree.map(smc.prepend_initial, info0, infos)
+    return SMCResult(final, info, None, smc.prepend_initial(state.log_weights, log_weights))

@@ -73,6 +73,28 @@ def init(rng_key: jax.Array, model: FeynmanKac, num_particles: int) -> tuple[SMC
     return state, info
 
 
+def propagate(
+    rng_key: jax.Array, t: jax.Array, model: FeynmanKac, parents: Particles
+) -> tuple[Particles, jax.Array, jax.Array]:
+    """x_t ~ M_t(parents) and log G_t, with finished parents absorbed (kept, log G_t = 0).
+
+    Returns the particles, their log potentials and which parents were finished [N].
+    """
+    particles = model.transition_sample(rng_key, t, parents)
+    log_potentials = model.log_potential(t, parents, particles)
+    if model.finished is None:
+        return particles, log_potentials, jnp.zeros(log_potentials.shape, bool)
+    done = model.finished(parents)
+    if model.gather is None:  # otherwise the model keeps finished particles itself
+        particles = select(done, parents, particles)
+    return particles, jnp.where(done, 0.0, log_potentials), done
+
+
+def prepend_initial(first: jax.Array, rest: jax.Array) -> jax.Array:
+    """Stack the t = 0 value `first` before the scanned values `rest` [T - 1, ...]."""
+    return jnp.concatenate([first[None], rest], axis=0)
+
+
 def step(
     rng_key: jax.Array,
     state: SMCState,
@@ -97,13 +119,7 @@ def step(
     ancestors, parents = jax.lax.cond(do_resample, resample_parents, keep_parents)
     log_weights = jnp.where(do_resample, -jnp.log(num_particles), state.log_weights)
     t = state.step + 1
-    particles = model.transition_sample(key_move, t, parents)
-    log_potentials = model.log_potential(t, parents, particles)
-    if model.finished is not None:
-        done = model.finished(parents)
-        if model.gather is None:  # otherwise the model keeps finished particles itself
-            particles = select(done, parents, particles)
-        log_potentials = jnp.where(done, 0.0, log_potentials)
+    particles, log_potentials, _ = propagate(key_move, t, model, parents)
     new = reweight(log_weights, log_potentials)
     new_state = SMCState(particles, new.log_weights, state.log_evidence + new.log_increment, t)
     info = SMCInfo(ancestors, do_resample, new.ess, new.log_increment, new.num_nan, new.all_dead)
@@ -151,10 +167,7 @@ def run(
     keys = jax.random.split(key_steps, num_steps - 1)
     final, (infos, history, log_weights) = jax.lax.scan(body, state, keys)
 
-    def prepend(first: jax.Array, rest: jax.Array) -> jax.Array:
-        return jnp.concatenate([first[None], rest], axis=0)
-
-    info = jax.tree.map(prepend, info0, infos)
+    info = jax.tree.map(prepend_initial, info0, infos)
     kept_first = keep(state.particles)
-    particles = None if kept_first is None else jax.tree.map(prepend, kept_first, history)
-    return SMCResult(final, info, particles, prepend(state.log_weights, log_weights))
+    particles = None if kept_first is None else jax.tree.map(prepend_initial, kept_first, history)
+    return SMCResult(final, info, particles, prepend_initial(state.log_weights, log_weights))

@@ -23,10 +23,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ppl.diagnostics import effective_sample_size_normalized
 from ppl.feynman_kac import FeynmanKac, gather_particles
 from samplers import smc
 from samplers.smc import SMCState
-from samplers.weighting import reweight, select
+from samplers.weighting import reweight
 
 
 class SteerInfo(NamedTuple):
@@ -95,22 +96,15 @@ def step(
     parent_of = jnp.repeat(jnp.arange(num_particles, dtype=jnp.int32), num_beams)
     parents = gather_particles(model, state.particles, parent_of)
     t = state.step + 1
-    children = model.transition_sample(key_move, t, parents)
-    log_potentials = model.log_potential(t, parents, children)
-    share = jnp.full(parent_of.shape, -jnp.log(num_beams))
-    if model.finished is not None:
-        done = model.finished(parents)
-        if model.gather is None:
-            children = select(done, parents, children)
-        log_potentials = jnp.where(done, 0.0, log_potentials)
-        first_copy = jnp.arange(parent_of.shape[0]) % num_beams == 0
-        share = jnp.where(done, jnp.where(first_copy, 0.0, -jnp.inf), share)
+    children, log_potentials, done = smc.propagate(key_move, t, model, parents)
+    first_copy = jnp.arange(parent_of.shape[0]) % num_beams == 0
+    share = jnp.where(done, jnp.where(first_copy, 0.0, -jnp.inf), -jnp.log(num_beams))
     new = reweight(state.log_weights[parent_of] + share, log_potentials)
     chosen, log_weights, num_kept = resample_without_replacement(
         key_select, new.log_weights, num_particles
     )
     survivors = gather_particles(model, children, chosen)
-    ess = 1.0 / jnp.sum(jnp.exp(2 * log_weights))
+    ess = effective_sample_size_normalized(log_weights)
     new_state = SMCState(survivors, log_weights, state.log_evidence + new.log_increment, t)
     info = SteerInfo(parent_of[chosen], num_kept, ess, new.log_increment, new.num_nan, new.all_dead)
     return new_state, info
@@ -133,4 +127,4 @@ def run(
 
     keys = jax.random.split(key_steps, num_steps - 1)
     final, (info, log_weights) = jax.lax.scan(body, state, keys)
-    return SteerResult(final, info, jnp.concatenate([state.log_weights[None], log_weights], axis=0))
+    return SteerResult(final, info, smc.prepend_initial(state.log_weights, log_weights))

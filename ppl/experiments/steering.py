@@ -248,8 +248,7 @@ def steer(
     reference_array = None
     if reference is not None:
         reference_array = _reference_tokens(reference, problem.max_tokens)
-    capacity = lm.cache_capacity(max(map(len, problem.prompt_ids)), problem.max_tokens)
-    logits, cache = lm.prefill([list(p) for p in problem.prompt_ids], capacity)
+    logits, cache = _prefill(lm, problem)
     start = time.perf_counter()
     out = _run(
         rng_key,
@@ -301,6 +300,12 @@ def _numpy(x: jax.Array | None) -> np.ndarray | None:
     return None if x is None else np.asarray(x)
 
 
+def _prefill(lm: LanguageModel, problem: SteeringProblem) -> tuple[jax.Array, KVCache]:
+    """The prompts' next-token logits and a cache with room for `max_tokens` more."""
+    capacity = lm.cache_capacity(max(map(len, problem.prompt_ids)), problem.max_tokens)
+    return lm.prefill([list(p) for p in problem.prompt_ids], capacity)
+
+
 def _reference_tokens(reference: Sequence[int], max_tokens: int) -> jax.Array:
     if len(reference) > max_tokens:
         raise ValueError(f"the reference has {len(reference)} tokens, more than {max_tokens}")
@@ -319,8 +324,7 @@ def train_twist(
     """Fit a `TwistHead` for `problem` on `num_rollouts` draws of its masked proposal."""
     key_rollouts, key_fit = jax.random.split(rng_key)
     settings = TokenSettings(problem.max_tokens, problem.num_contexts, "masked")
-    capacity = lm.cache_capacity(max(map(len, problem.prompt_ids)), problem.max_tokens)
-    logits, cache = lm.prefill([list(p) for p in problem.prompt_ids], capacity)
+    logits, cache = _prefill(lm, problem)
     initial = start_particles(cache, logits, num_rollouts, settings, lm.config.hidden_size)
     data = rollouts(key_rollouts, lm.params, lm.config, initial, problem.constraint, settings)
     return fit_twist(key_fit, data, steps=steps)
