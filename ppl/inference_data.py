@@ -1,0 +1,52 @@
+"""Draws as ArviZ `InferenceData`, so `az.summary`, `az.plot_trace`, `az.loo` work on them.
+
+Groups: ``posterior`` (constrained latent and deterministic sites), ``sample_stats`` (ArviZ's
+names: ``lp``, ``acceptance_rate``, ``diverging``, ``energy``, ``n_steps``, ``tree_depth``,
+``step_size``), ``log_likelihood`` (pointwise, one variable per observed site) and
+``observed_data``. Every array has leading axes [chain, draw].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import arviz as az
+import jax
+import numpy as np
+
+from ppl.numpyro_bridge import NumPyroModel
+
+
+def constrained_draws(model: NumPyroModel, positions: Any) -> dict[str, jax.Array]:
+    """`model.constrain` over unconstrained positions with leading axes [chain, draw]."""
+    return jax.jit(jax.vmap(jax.vmap(model.constrain)))(positions)
+
+
+def pointwise_log_likelihood(
+    model: NumPyroModel, draws: Mapping[str, jax.Array]
+) -> dict[str, jax.Array]:
+    """log p(y_n | z) per observed site, for constrained draws [chain, draw, ...]."""
+    latent = {name: draws[name] for name in model.latent_sites}
+    return jax.jit(jax.vmap(jax.vmap(model.pointwise_log_likelihood)))(latent)
+
+
+def to_inference_data(
+    model: NumPyroModel,
+    positions: Any,
+    sample_stats: Mapping[str, Any] | None = None,
+    *,
+    log_likelihood: bool = True,
+) -> az.InferenceData:
+    """Build `InferenceData` from unconstrained `positions` [chain, draw, ...] of `model`."""
+    draws = constrained_draws(model, positions)
+    groups: dict[str, Any] = {
+        "posterior": {name: np.asarray(value) for name, value in draws.items()},
+        "observed_data": {name: np.asarray(v) for name, v in model.observed_data().items()},
+    }
+    if sample_stats:
+        groups["sample_stats"] = {name: np.asarray(v) for name, v in sample_stats.items()}
+    if log_likelihood:
+        pointwise = pointwise_log_likelihood(model, draws)
+        groups["log_likelihood"] = {name: np.asarray(v) for name, v in pointwise.items()}
+    return az.from_dict(**groups)

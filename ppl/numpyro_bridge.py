@@ -1,0 +1,199 @@
+"""A NumPyro model as the functions the samplers need, through NumPyro's own handlers.
+
+A NumPyro model ``model(*model_args, **model_kwargs)`` with latent sites z and observed sites y
+becomes, on the unconstrained space u = T⁻¹(z) (T = `biject_to(site.support)` per site):
+
+    logdensity_fn(u)     = log p(T(u), y) + log |det J_T(u)|      (= −NumPyro's potential energy)
+    log_likelihood_fn(u) = Σ_observed log p(y_s | T(u))     (observed sites and factors, scaled)
+    log_prior_fn(u)      = logdensity_fn(u) − log_likelihood_fn(u)
+
+so that `log_prior_fn + β · log_likelihood_fn` is the tempered path from the prior (β = 0) to the
+posterior (β = 1). `sample_prior` draws latent sites by running the model forward (ancestral
+sampling), which is exactly the density `log_prior_fn`; `numpyro.factor` terms therefore count as
+likelihood, as in NumPyro's own `log_likelihood`. `constrain` maps u back to the model's sites,
+deterministic ones included. Positions are dicts of unconstrained arrays (pytrees), as BlackJAX
+takes them; `ravel`/`unravel` flatten one for code that wants vectors.
+
+Everything is delegated to `numpyro.infer.util` (`initialize_model`, `potential_energy`,
+`constrain_fn`, `unconstrain_fn`, `compute_log_probs`, `log_likelihood`); nothing here
+re-derives a transform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpyro
+from jax.flatten_util import ravel_pytree
+from numpyro.infer import util as numpyro_util
+
+Position = dict[str, jax.Array]
+
+
+class NumPyroModel(NamedTuple):
+    """A NumPyro model seen through its unconstrained log densities (see the module docstring).
+
+    `model_args`/`model_kwargs` are the arguments the model was bound to (its data).
+    """
+
+    model: Callable[..., Any]
+    model_args: tuple[Any, ...]
+    model_kwargs: dict[str, Any]
+    logdensity_fn: Callable[[Position], jax.Array]
+    log_prior_fn: Callable[[Position], jax.Array]
+    log_likelihood_fn: Callable[[Position], jax.Array]
+    initial_position: Position
+    latent_sites: tuple[str, ...]
+    observed_sites: tuple[str, ...]
+    deterministic_sites: tuple[str, ...]
+    factor_sites: tuple[str, ...]
+
+    @property
+    def dimension(self) -> int:
+        """Number of unconstrained scalars."""
+        return int(ravel_pytree(self.initial_position)[0].shape[0])
+
+    def constrain(self, position: Position) -> dict[str, jax.Array]:
+        """Latent and deterministic sites on the model's own supports, for one position."""
+        return numpyro_util.constrain_fn(
+            self.model, self.model_args, self.model_kwargs, position, return_deterministic=True
+        )
+
+    def unconstrain(self, values: Mapping[str, jax.Array]) -> Position:
+        """Inverse of `constrain` on the latent sites (one draw)."""
+        latent = {name: values[name] for name in self.latent_sites}
+        return numpyro_util.unconstrain_fn(self.model, self.model_args, self.model_kwargs, latent)
+
+    def pointwise_log_likelihood(self, values: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        """log p(y_s | z) per observed site and data point, for one constrained draw (for LOO).
+
+        `numpyro.factor` sites are left out: they are terms of the density, not data points.
+        """
+        latent = {name: values[name] for name in self.latent_sites}
+        per_site = numpyro_util.log_likelihood(
+            self.model, latent, *self.model_args, batch_ndims=0, **self.model_kwargs
+        )
+        return {name: value for name, value in per_site.items() if name not in self.factor_sites}
+
+    def observed_data(self) -> dict[str, jax.Array]:
+        """The values of the observed sites (factors excluded), as the model sees them."""
+        trace = self._prior_trace
+        return {
+            name: trace[name]["value"]
+            for name in self.observed_sites
+            if name not in self.factor_sites
+        }
+
+    def initial_positions(self, rng_key: jax.Array, num_chains: int) -> Position:
+        """`num_chains` valid starting points (NumPyro's `init_to_uniform`), stacked."""
+        info = numpyro_util.initialize_model(
+            jax.random.split(rng_key, num_chains),
+            self.model,
+            model_args=self.model_args,
+            model_kwargs=self.model_kwargs,
+        )
+        return {name: jnp.asarray(value) for name, value in info.param_info.z.items()}
+
+    def sample_prior(self, rng_key: jax.Array, num_samples: int) -> Position:
+        """`num_samples` unconstrained prior draws, stacked on a leading axis.
+
+        Raises a ValueError naming the site when a latent site has no sampler (an improper
+        prior such as `ImproperUniform`): tempering needs a proper prior to start from.
+        """
+        for name in self.latent_sites:
+            fn = self._prior_trace[name]["fn"]
+            if isinstance(fn, numpyro.distributions.ImproperUniform):
+                raise ValueError(
+                    f"latent site {name!r} has an improper prior ({type(fn).__name__}); "
+                    "prior draws (and so tempered SMC from the prior) need a proper prior there"
+                )
+
+        def one(key: jax.Array) -> Position:
+            seeded = numpyro.handlers.seed(self.model, key)
+            trace = numpyro.handlers.trace(seeded).get_trace(*self.model_args, **self.model_kwargs)
+            return self.unconstrain({name: trace[name]["value"] for name in self.latent_sites})
+
+        return jax.vmap(one)(jax.random.split(rng_key, num_samples))
+
+    @property
+    def _prior_trace(self) -> dict[str, Any]:
+        seeded = numpyro.handlers.seed(self.model, jax.random.key(0))
+        return numpyro.handlers.trace(seeded).get_trace(*self.model_args, **self.model_kwargs)
+
+    def ravel(self, position: Position) -> jax.Array:
+        """One position as a flat vector (site order as in `initial_position`)."""
+        return ravel_pytree(position)[0]
+
+    def unravel(self, flat: jax.Array) -> Position:
+        """Inverse of `ravel`."""
+        return ravel_pytree(self.initial_position)[1](flat)
+
+
+def from_numpyro(
+    model: Callable[..., Any],
+    *,
+    rng_key: jax.Array,
+    model_args: tuple[Any, ...] = (),
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> NumPyroModel:
+    """Bind a NumPyro model to its data and expose its log densities.
+
+    `rng_key` seeds NumPyro's search for a valid initial point (`init_to_uniform`) and is the
+    only randomness. The model must have at least one latent site and no discrete latent sites
+    (enumeration is not supported: the samplers here are gradient based).
+    """
+    kwargs = dict(model_kwargs or {})
+    try:
+        info = numpyro_util.initialize_model(
+            rng_key, model, model_args=model_args, model_kwargs=kwargs
+        )
+    except RuntimeError as error:
+        raise ValueError(f"NumPyro could not find a valid initial point: {error}") from error
+    trace = info.model_trace
+    latent = tuple(
+        name for name, site in trace.items() if site["type"] == "sample" and not site["is_observed"]
+    )
+    if not latent:
+        raise ValueError("the model has no latent sample sites: there is nothing to infer")
+    discrete = [name for name in latent if trace[name]["fn"].is_discrete]
+    if discrete:
+        raise ValueError(
+            f"discrete latent sites {discrete} are not supported; marginalise them out "
+            "(e.g. with MixtureSameFamily) so the density is differentiable"
+        )
+    observed = tuple(
+        name for name, site in trace.items() if site["type"] == "sample" and site["is_observed"]
+    )
+    deterministic = tuple(name for name, site in trace.items() if site["type"] == "deterministic")
+    factors = tuple(
+        name for name in observed if isinstance(trace[name]["fn"], numpyro.distributions.Unit)
+    )
+
+    def logdensity_fn(position: Position) -> jax.Array:
+        return -numpyro_util.potential_energy(model, model_args, kwargs, position)
+
+    def log_likelihood_fn(position: Position) -> jax.Array:
+        values = numpyro_util.constrain_fn(model, model_args, kwargs, position)
+        per_site, _ = numpyro_util.compute_log_probs(model, model_args, kwargs, values)
+        return sum((per_site[name] for name in observed), start=jnp.zeros(()))
+
+    def log_prior_fn(position: Position) -> jax.Array:
+        return logdensity_fn(position) - log_likelihood_fn(position)
+
+    initial = {name: jnp.asarray(value) for name, value in info.param_info.z.items()}
+    return NumPyroModel(
+        model=model,
+        model_args=tuple(model_args),
+        model_kwargs=kwargs,
+        logdensity_fn=logdensity_fn,
+        log_prior_fn=log_prior_fn,
+        log_likelihood_fn=log_likelihood_fn,
+        initial_position=initial,
+        latent_sites=latent,
+        observed_sites=observed,
+        deterministic_sites=deterministic,
+        factor_sites=factors,
+    )
