@@ -50,6 +50,8 @@ class NumPyroModel(NamedTuple):
     observed_sites: tuple[str, ...]
     deterministic_sites: tuple[str, ...]
     factor_sites: tuple[str, ...]
+    improper_sites: tuple[str, ...]
+    observed_values: dict[str, jax.Array]
 
     @property
     def dimension(self) -> int:
@@ -80,10 +82,9 @@ class NumPyroModel(NamedTuple):
 
     def observed_data(self) -> dict[str, jax.Array]:
         """The values of the observed sites (factors excluded), as the model sees them."""
-        trace = self._prior_trace
         return {
-            name: trace[name]["value"]
-            for name in self.observed_sites
+            name: value
+            for name, value in self.observed_values.items()
             if name not in self.factor_sites
         }
 
@@ -100,16 +101,14 @@ class NumPyroModel(NamedTuple):
     def sample_prior(self, rng_key: jax.Array, num_samples: int) -> Position:
         """`num_samples` unconstrained prior draws, stacked on a leading axis.
 
-        Raises a ValueError naming the site when a latent site has no sampler (an improper
-        prior such as `ImproperUniform`): tempering needs a proper prior to start from.
+        Raises a ValueError naming the sites with no sampler (improper priors such as
+        `ImproperUniform`): tempering needs a proper prior to start from.
         """
-        for name in self.latent_sites:
-            fn = self._prior_trace[name]["fn"]
-            if isinstance(fn, numpyro.distributions.ImproperUniform):
-                raise ValueError(
-                    f"latent site {name!r} has an improper prior ({type(fn).__name__}); "
-                    "prior draws (and so tempered SMC from the prior) need a proper prior there"
-                )
+        if self.improper_sites:
+            raise ValueError(
+                f"latent sites {list(self.improper_sites)} have improper priors; prior draws "
+                "(and so tempered SMC from the prior) need a proper prior on every latent site"
+            )
 
         def one(key: jax.Array) -> Position:
             seeded = numpyro.handlers.seed(self.model, key)
@@ -117,11 +116,6 @@ class NumPyroModel(NamedTuple):
             return self.unconstrain({name: trace[name]["value"] for name in self.latent_sites})
 
         return jax.vmap(one)(jax.random.split(rng_key, num_samples))
-
-    @property
-    def _prior_trace(self) -> dict[str, Any]:
-        seeded = numpyro.handlers.seed(self.model, jax.random.key(0))
-        return numpyro.handlers.trace(seeded).get_trace(*self.model_args, **self.model_kwargs)
 
     def ravel(self, position: Position) -> jax.Array:
         """One position as a flat vector (site order as in `initial_position`)."""
@@ -146,13 +140,10 @@ def from_numpyro(
     (enumeration is not supported: the samplers here are gradient based).
     """
     kwargs = dict(model_kwargs or {})
-    try:
-        info = numpyro_util.initialize_model(
-            rng_key, model, model_args=model_args, model_kwargs=kwargs
-        )
-    except RuntimeError as error:
-        raise ValueError(f"NumPyro could not find a valid initial point: {error}") from error
-    trace = info.model_trace
+    # Trace once at NumPyro's initial values (no sampling of improper sites) to classify sites.
+    seeded = numpyro.handlers.seed(model, rng_key)
+    located = numpyro.handlers.substitute(seeded, substitute_fn=numpyro.infer.init_to_uniform)
+    trace = numpyro.handlers.trace(located).get_trace(*model_args, **kwargs)
     latent = tuple(
         name for name, site in trace.items() if site["type"] == "sample" and not site["is_observed"]
     )
@@ -171,6 +162,17 @@ def from_numpyro(
     factors = tuple(
         name for name in observed if isinstance(trace[name]["fn"], numpyro.distributions.Unit)
     )
+    improper = tuple(
+        name
+        for name in latent
+        if isinstance(trace[name]["fn"], numpyro.distributions.ImproperUniform)
+    )
+    try:
+        info = numpyro_util.initialize_model(
+            rng_key, model, model_args=model_args, model_kwargs=kwargs
+        )
+    except RuntimeError as error:
+        raise ValueError(f"NumPyro could not find a valid initial point: {error}") from error
 
     def logdensity_fn(position: Position) -> jax.Array:
         return -numpyro_util.potential_energy(model, model_args, kwargs, position)
@@ -196,4 +198,6 @@ def from_numpyro(
         observed_sites=observed,
         deterministic_sites=deterministic,
         factor_sites=factors,
+        improper_sites=improper,
+        observed_values={name: trace[name]["value"] for name in observed},
     )

@@ -21,6 +21,7 @@ on the chunk size. All randomness comes from `rng_key`.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
@@ -169,6 +170,53 @@ def _resolve_chain_method(method: ChainMethod, kernel: str, num_chains: int) -> 
     return "sequential" if kernel == "nuts" else "vectorized"
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled(
+    logdensity_fn: Callable,
+    kernel: str,
+    num_warmup: int,
+    target_acceptance_rate: float | None,
+    num_integration_steps: int,
+    parallel: bool,
+) -> tuple[Callable, Callable]:
+    """Jitted (warm-up, sampling chunk) over a batch of chains, cached so that a second run
+    on the same log density reuses the compiled programs."""
+    step = _make_step(kernel, logdensity_fn, num_integration_steps)
+
+    def warm(key, position):
+        return warmup(
+            key,
+            logdensity_fn,
+            position,
+            kernel=kernel,  # type: ignore[arg-type]
+            num_steps=num_warmup,
+            target_acceptance_rate=target_acceptance_rate,
+            num_integration_steps=num_integration_steps,
+        )
+
+    def chunk(states, parameters, keys):
+        """Advance a batch of chains through keys [chains, length]."""
+
+        def one_chain(state, params, chain_keys):
+            def body(state, key):
+                state, stats = step(key, state, params)
+                return state, (state.position, stats)
+
+            return jax.lax.scan(body, state, chain_keys)
+
+        return jax.vmap(one_chain)(states, parameters, keys)
+
+    batched_warm = jax.vmap(warm)
+    if parallel:
+        mesh = Mesh(np.asarray(jax.local_devices()), ("chains",))
+        spec = PartitionSpec("chains")
+        # Each device runs its chains on its own (no collectives), so skip the replication check.
+        shard = dict(mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
+        batched_warm = jax.shard_map(batched_warm, **shard)
+        chunk = jax.shard_map(chunk, **shard)
+    return jax.jit(batched_warm), jax.jit(chunk)
+
+
 def run(
     rng_key: jax.Array,
     logdensity_fn: Callable,
@@ -188,6 +236,7 @@ def run(
     `initial_positions` is a pytree whose leaves have a leading chain axis. Each chain gets its
     own warm-up (its own step size and mass matrix), as in Stan and NumPyro.
     """
+    _algorithm(kernel)  # validates the name
     leaves = jax.tree.leaves(initial_positions)
     if not leaves:
         raise ValueError("initial_positions is empty")
@@ -199,42 +248,17 @@ def run(
             f"need num_samples >= 1 and num_warmup >= 0, got {num_samples}, {num_warmup}"
         )
     method = _resolve_chain_method(chain_method, kernel, num_chains)
-    step = _make_step(kernel, logdensity_fn, num_integration_steps)
+    warm_compiled, chunk_compiled = _compiled(
+        logdensity_fn,
+        kernel,
+        num_warmup,
+        target_acceptance_rate,
+        num_integration_steps,
+        method == "parallel",
+    )
     warmup_key, sample_key = jax.random.split(rng_key)
     warmup_keys = jax.random.split(warmup_key, num_chains)
     sample_keys = jax.random.split(sample_key, num_chains)
-
-    def warm(key, position):
-        return warmup(
-            key,
-            logdensity_fn,
-            position,
-            kernel=kernel,
-            num_steps=num_warmup,
-            target_acceptance_rate=target_acceptance_rate,
-            num_integration_steps=num_integration_steps,
-        )
-
-    def chunk(states, parameters, keys):
-        """Advance a batch of chains through keys [chains, length, 2]."""
-
-        def one_chain(state, params, chain_keys):
-            def body(state, key):
-                state, stats = step(key, state, params)
-                return state, (state.position, stats)
-
-            return jax.lax.scan(body, state, chain_keys)
-
-        return jax.vmap(one_chain)(states, parameters, keys)
-
-    batched_warm = jax.vmap(warm)
-    if method == "parallel":
-        mesh = Mesh(np.asarray(jax.local_devices()), ("chains",))
-        spec = PartitionSpec("chains")
-        batched_warm = jax.shard_map(batched_warm, mesh=mesh, in_specs=spec, out_specs=spec)
-        chunk = jax.shard_map(chunk, mesh=mesh, in_specs=spec, out_specs=spec)
-    warm_compiled = jax.jit(batched_warm)
-    chunk_compiled = jax.jit(chunk)
 
     groups = (
         [slice(c, c + 1) for c in range(num_chains)]

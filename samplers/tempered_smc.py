@@ -21,6 +21,7 @@ not reached 1 after `max_iterations`, `TemperingStalledError` says where it stal
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -160,6 +161,33 @@ def build_step(
     return step
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled_step(
+    log_prior_fn: Callable,
+    log_likelihood_fn: Callable,
+    num_particles: int,
+    target_ess: float,
+    num_mcmc_steps: int,
+    num_integration_steps: int,
+    target_acceptance_rate: float,
+    waste_free: int | None,
+    resampling: str,
+) -> Callable:
+    """The jitted step, cached so that repeated runs on the same model compile once."""
+    step = build_step(
+        log_prior_fn,
+        log_likelihood_fn,
+        num_particles=num_particles,
+        target_ess=target_ess,
+        num_mcmc_steps=num_mcmc_steps,
+        num_integration_steps=num_integration_steps,
+        target_acceptance_rate=target_acceptance_rate,
+        waste_free=waste_free,
+        resampling=resampling,
+    )
+    return jax.jit(step, static_argnums=2)
+
+
 def run(
     rng_key: jax.Array,
     log_prior_fn: Callable,
@@ -184,19 +212,16 @@ def run(
     if not leaves:
         raise ValueError("initial_particles is empty")
     num_particles = leaves[0].shape[0]
-    step = jax.jit(
-        build_step(
-            log_prior_fn,
-            log_likelihood_fn,
-            num_particles=num_particles,
-            target_ess=target_ess,
-            num_mcmc_steps=num_mcmc_steps,
-            num_integration_steps=num_integration_steps,
-            target_acceptance_rate=target_acceptance_rate,
-            waste_free=waste_free,
-            resampling=resampling,
-        ),
-        static_argnums=2,
+    step = _compiled_step(
+        log_prior_fn,
+        log_likelihood_fn,
+        num_particles,
+        target_ess,
+        num_mcmc_steps,
+        num_integration_steps,
+        target_acceptance_rate,
+        waste_free,
+        resampling,
     )
     state = init(initial_particles, initial_step_size)
     infos: list[Info] = []

@@ -1,0 +1,130 @@
+"""BlackJAX NUTS/HMC/MALA with warm-up over chains, against an exact Gaussian target."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from samplers import mcmc
+
+MEAN = np.array([1.0, -2.0, 0.5])
+SCALES = np.array([1.0, 3.0, 0.3])
+CORRELATION = np.array([[1.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 1.0]])
+COVARIANCE = CORRELATION * np.outer(SCALES, SCALES)
+PRECISION = jnp.asarray(np.linalg.inv(COVARIANCE), jnp.float32)
+
+
+def logdensity_fn(position):
+    """A correlated Gaussian on a pytree position {"a": scalar, "b": [2]}."""
+    x = jnp.concatenate([position["a"][None], position["b"]]) - MEAN
+    return -0.5 * x @ PRECISION @ x
+
+
+def starts(num_chains):
+    return {"a": jnp.zeros(num_chains), "b": jnp.zeros((num_chains, 2))}
+
+
+def as_inference_data(samples):
+    flat = jnp.concatenate([samples.positions["a"][..., None], samples.positions["b"]], -1)
+    return az.from_dict(posterior={"x": np.asarray(flat)})
+
+
+@pytest.mark.parametrize("kernel", ["nuts", "hmc", "mala"])
+def test_moments_match_the_target(kernel):
+    samples = mcmc.run(
+        jax.random.key(0),
+        logdensity_fn,
+        starts(2),
+        kernel=kernel,
+        num_warmup=400,
+        num_samples=1500 if kernel == "mala" else 600,
+        num_integration_steps=8,
+        progress=False,
+    )
+    data = as_inference_data(samples)
+    draws = np.asarray(data.posterior["x"]).reshape(-1, 3)
+    z_mean = (draws.mean(0) - MEAN) / np.asarray(az.mcse(data, method="mean")["x"])
+    z_sd = (draws.std(0) - SCALES) / np.asarray(az.mcse(data, method="sd")["x"])
+    assert np.all(np.abs(z_mean) < 4), z_mean
+    assert np.all(np.abs(z_sd) < 4), z_sd
+    assert samples.step_size.shape == (2,)
+    assert samples.inverse_mass_matrix.shape == (2, 3)
+    stats = set(samples.sample_stats)
+    assert {"lp", "acceptance_rate"} <= stats
+    if kernel != "mala":
+        assert {"diverging", "energy", "n_steps"} <= stats
+        # The adapted diagonal inverse mass matrix estimates the target's variances.
+        np.testing.assert_allclose(samples.inverse_mass_matrix.mean(0), SCALES**2, rtol=0.5)
+
+
+def test_draws_do_not_depend_on_the_progress_chunks():
+    kwargs = dict(kernel="hmc", num_warmup=50, num_samples=30, progress=False)
+    coarse = mcmc.run(jax.random.key(3), logdensity_fn, starts(3), chunk_size=30, **kwargs)
+    fine = mcmc.run(jax.random.key(3), logdensity_fn, starts(3), chunk_size=7, **kwargs)
+    np.testing.assert_allclose(coarse.positions["b"], fine.positions["b"], rtol=1e-5, atol=1e-5)
+    assert coarse.positions["b"].shape == (3, 30, 2)
+
+
+def test_without_warmup_the_chain_starts_where_it_is_told():
+    samples = mcmc.run(
+        jax.random.key(1),
+        logdensity_fn,
+        starts(1),
+        kernel="mala",
+        num_warmup=0,
+        num_samples=5,
+        progress=False,
+    )
+    assert samples.positions["a"].shape == (1, 5)
+    assert float(samples.step_size[0]) == pytest.approx(0.1)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="unknown kernel"):
+        mcmc.run(jax.random.key(0), logdensity_fn, starts(1), kernel="gibbs", progress=False)
+    with pytest.raises(ValueError, match="leading chain axis"):
+        mcmc.run(
+            jax.random.key(0),
+            logdensity_fn,
+            {"a": jnp.zeros(2), "b": jnp.zeros((3, 2))},
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="chain_method"):
+        mcmc.run(jax.random.key(0), logdensity_fn, starts(1), chain_method="pmap", progress=False)
+
+
+def test_parallel_chains_over_devices_match_sequential_ones():
+    """Two forced host devices, one NUTS chain each, against the same chains run in turn."""
+    script = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp, numpy as np
+        from samplers import mcmc
+        assert jax.local_device_count() == 2
+        logdensity_fn = lambda p: -0.5 * jnp.sum((p["x"] - 1.0) ** 2 / jnp.array([1.0, 4.0]))
+        starts = {"x": jnp.zeros((2, 2))}
+        kw = dict(kernel="nuts", num_warmup=100, num_samples=50, progress=False)
+        par = mcmc.run(jax.random.key(0), logdensity_fn, starts, chain_method="parallel", **kw)
+        seq = mcmc.run(jax.random.key(0), logdensity_fn, starts, chain_method="sequential", **kw)
+        np.testing.assert_allclose(par.positions["x"], seq.positions["x"], rtol=1e-3, atol=1e-3)
+        print("ok")
+        """
+    )
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    import os
+
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ok" in result.stdout
