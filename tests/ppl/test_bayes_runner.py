@@ -1,0 +1,112 @@
+"""NumPyro models through `run_mcmc` / `run_tempered_smc`, against conjugate posteriors and
+evidences computed in closed form (models.bayes.conjugate)."""
+
+from __future__ import annotations
+
+import warnings
+
+import arviz as az
+import jax
+import numpy as np
+import pytest
+
+from models.bayes.conjugate import conjugate_problems
+from ppl.experiments.bayes import run_mcmc, run_tempered_smc
+from ppl.mcmc_diagnostics import ConvergenceWarning
+from ppl.numpyro_bridge import from_numpyro
+from tests.monte_carlo import evidence_ratio_z, mean_z
+
+PROBLEMS = {problem.name: problem for problem in conjugate_problems(jax.random.key(2026))}
+
+
+def bound(name):
+    problem = PROBLEMS[name]
+    return problem, from_numpyro(
+        problem.model, rng_key=jax.random.key(0), model_kwargs=problem.data
+    )
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_nuts_moments_match_the_exact_posterior(name):
+    problem, model = bound(name)
+    fit = run_mcmc(
+        jax.random.key(1), model, num_chains=2, num_warmup=300, num_samples=500, progress=False
+    )
+    assert fit.report.ok, fit.report.messages
+    data = fit.inference_data
+    mcse_mean = az.mcse(data, method="mean")
+    mcse_sd = az.mcse(data, method="sd")
+    for site, exact_mean in problem.posterior_mean.items():
+        draws = np.asarray(data.posterior[site]).reshape(-1, *np.shape(exact_mean))
+        z_mean = (draws.mean(0) - exact_mean) / np.asarray(mcse_mean[site])
+        z_sd = (draws.std(0) - problem.posterior_sd[site]) / np.asarray(mcse_sd[site])
+        assert np.all(np.abs(z_mean) < 4), (site, z_mean)
+        assert np.all(np.abs(z_sd) < 4), (site, z_sd)
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_tempered_smc_evidence_is_within_three_standard_errors(name):
+    problem, model = bound(name)
+    fits = [
+        run_tempered_smc(
+            jax.random.key(seed),
+            model,
+            num_particles=500,
+            num_mcmc_steps=5,
+            progress=False,
+            log_likelihood=False,
+        )
+        for seed in range(8)
+    ]
+    log_evidences = np.array([fit.log_evidence for fit in fits])
+    assert abs(mean_z(log_evidences, problem.log_evidence)) < 3, (
+        log_evidences,
+        problem.log_evidence,
+    )
+    assert abs(evidence_ratio_z(log_evidences, problem.log_evidence)) < 3
+    site, exact_mean = next(iter(problem.posterior_mean.items()))
+    means = np.stack([np.asarray(f.inference_data.posterior[site]).mean((0, 1)) for f in fits])
+    assert np.all(np.abs(mean_z(means, exact_mean)) < 4)
+
+
+def test_inference_data_supports_arviz_summary_and_loo():
+    _, model = bound("linear_regression")
+    fit = run_mcmc(
+        jax.random.key(3), model, num_chains=2, num_warmup=200, num_samples=200, progress=False
+    )
+    data = fit.inference_data
+    assert {"posterior", "sample_stats", "log_likelihood", "observed_data"} <= set(data.groups())
+    assert data.posterior["weights"].shape == (2, 200, 3)
+    assert data.log_likelihood["y"].shape == (2, 200, 50)
+    assert {"diverging", "energy", "lp", "step_size", "tree_depth"} <= set(data.sample_stats)
+    summary = az.summary(data)
+    assert list(summary.index) == ["weights[0]", "weights[1]", "weights[2]"]
+    loo = az.loo(data)
+    # elpd_loo is close to the in-sample log predictive density minus p_loo (a few params).
+    assert 0 < loo.p_loo < 6
+
+
+def test_a_bad_run_raises_convergence_warnings():
+    _, model = bound("linear_regression")
+    with pytest.warns(ConvergenceWarning) as caught:
+        run_mcmc(
+            jax.random.key(4),
+            model,
+            kernel="hmc",
+            num_chains=2,
+            num_warmup=5,
+            num_samples=20,
+            num_integration_steps=1,
+            progress=False,
+        )
+    messages = " ".join(str(w.message) for w in caught)
+    assert "R-hat" in messages or "ESS" in messages
+
+
+def test_tempered_smc_refuses_an_improper_prior():
+    from models.bayes.posteriordb import load_posterior
+
+    posterior = load_posterior("kidiq-kidscore_momiq")
+    model = from_numpyro(posterior.model, rng_key=jax.random.key(0), model_kwargs=posterior.data)
+    with warnings.catch_warnings(), pytest.raises(ValueError, match="improper"):
+        run_tempered_smc(jax.random.key(0), model, num_particles=10, progress=False)
