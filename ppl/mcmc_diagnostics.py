@@ -66,7 +66,7 @@ def check_convergence(
 
     `stacklevel` is passed to `warnings.warn` (raise it when calling through a wrapper).
     """
-    posterior = inference_data.posterior
+    posterior = inference_data["posterior"]
     num_chains = posterior.sizes["chain"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

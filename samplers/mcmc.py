@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from blackjax.adaptation.step_size import dual_averaging_adaptation
+from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, PartitionSpec
 from tqdm.auto import tqdm
 
@@ -114,7 +115,7 @@ def warmup(
     """
     target = target_acceptance_rate or DEFAULT_TARGET_ACCEPTANCE[kernel]
     algorithm = _algorithm(kernel)
-    dimension = jax.flatten_util.ravel_pytree(position)[0].shape[0]
+    dimension = ravel_pytree(position)[0].shape[0]
     if kernel == "mala":
         return _mala_warmup(rng_key, logdensity_fn, position, num_steps, target, dimension)
     extra = {"num_integration_steps": num_integration_steps} if kernel == "hmc" else {}
@@ -211,9 +212,10 @@ def _compiled(
         mesh = Mesh(np.asarray(jax.local_devices()), ("chains",))
         spec = PartitionSpec("chains")
         # Each device runs its chains on its own (no collectives), so skip the replication check.
-        shard = dict(mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
-        batched_warm = jax.shard_map(batched_warm, **shard)
-        chunk = jax.shard_map(chunk, **shard)
+        batched_warm = jax.shard_map(
+            batched_warm, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False
+        )
+        chunk = jax.shard_map(chunk, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
     return jax.jit(batched_warm), jax.jit(chunk)
 
 
@@ -279,7 +281,7 @@ def run(
             if num_warmup == 0:
                 positions = take(initial_positions, rows)
                 init = jax.vmap(lambda p: _algorithm(kernel).init(p, logdensity_fn))
-                dimension = jax.flatten_util.ravel_pytree(take(positions, 0))[0].shape[0]
+                dimension = ravel_pytree(take(positions, 0))[0].shape[0]
                 count = rows.stop - rows.start
                 parameters = {
                     "step_size": jnp.full((count,), 0.1),

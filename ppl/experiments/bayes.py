@@ -9,7 +9,7 @@ Both return ArviZ `InferenceData` (posterior, sample_stats, log_likelihood, obse
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import arviz as az
 import jax
@@ -70,7 +70,7 @@ def run_mcmc(
         num_integration_steps=num_integration_steps,
         progress=progress,
     )
-    stats = dict(samples.sample_stats)
+    stats: dict[str, Any] = dict(samples.sample_stats)
     stats["step_size"] = np.broadcast_to(
         np.asarray(samples.step_size)[:, None], (num_chains, num_samples)
     )
