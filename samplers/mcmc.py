@@ -87,6 +87,7 @@ def _make_step(
         stats = {"lp": state.logdensity, "acceptance_rate": info.acceptance_rate}
         if kernel == "mala":
             stats["accepted"] = info.is_accepted
+            stats["n_steps"] = jnp.ones((), jnp.int32)
         else:
             stats["diverging"] = info.is_divergent
             stats["energy"] = info.energy

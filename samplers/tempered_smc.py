@@ -9,8 +9,10 @@ incremental weights,
     log Ẑ = Σ_t log (1/N) Σ_i L(x_t^i)^{β_t − β_{t−1}},
 
 unbiased for Z on the natural scale. HMC uses a diagonal inverse mass matrix equal to the
-weighted particle variance and a shared step size adapted between iterations toward
-`target_acceptance_rate` (BlackJAX's `update_scale_from_acceptance_rate`). `waste_free=P` keeps
+weighted particle variance (so it works in whitened coordinates, where a step size near
+d^(-1/4) suits a Gaussian; the default start is half that) and a shared step size adapted
+between iterations toward `target_acceptance_rate` by log ε ← log ε + (acceptance − target).
+`waste_free=P` keeps
 every state of N/P chains of length P instead of the last state of N chains (Dau & Chopin 2022,
 BlackJAX's `waste_free_smc`). After β reaches 1 a last resample-and-move at β = 1 leaves the
 particles equally weighted (its evidence increment is exactly 0).
@@ -34,7 +36,6 @@ from blackjax.smc import resampling as blackjax_resampling
 from blackjax.smc.adaptive_tempered import build_kernel as adaptive_tempered_kernel
 from blackjax.smc.base import update_and_take_last
 from blackjax.smc.tempered import TemperedSMCState
-from blackjax.smc.tuning.from_kernel_info import update_scale_from_acceptance_rate
 from blackjax.smc.waste_free import waste_free_smc
 from jax.flatten_util import ravel_pytree
 from tqdm.auto import tqdm
@@ -65,8 +66,13 @@ class Info(NamedTuple):
 
 
 class Result(NamedTuple):
-    """Equally weighted posterior particles [N, ...] and the run's record (one entry per
-    tempering iteration, the final move at β = 1 included)."""
+    """Equally weighted posterior particles [N, ...] and the run's record.
+
+    One entry per iteration: `temperatures[i]` is β after iteration i (β₀ = 0 is not listed;
+    the last entry is the extra move at β = 1, so there were len − 1 tempering iterations);
+    `acceptance_rates[i]` and `step_sizes[i]` belong to the HMC move of iteration i, which
+    targets the previous β (BlackJAX resamples and moves, then reweights to the new β).
+    """
 
     particles: Any
     log_evidence: jax.Array
@@ -149,9 +155,7 @@ def build_step(
         else:
             smc_state, info = adaptive(rng_key, state.smc, steps, parameters)
         acceptance = jnp.mean(info.update_info.acceptance_rate)
-        new_step_size = update_scale_from_acceptance_rate(
-            state.step_size, acceptance, target_acceptance_rate
-        )
+        new_step_size = state.step_size * jnp.exp(acceptance - target_acceptance_rate)
         increment = jnp.where(final, 0.0, info.log_likelihood_increment)
         new_state = State(smc_state, state.log_evidence + increment, new_step_size)
         return new_state, Info(
@@ -197,7 +201,7 @@ def run(
     target_ess: float = 0.5,
     num_mcmc_steps: int = 10,
     num_integration_steps: int = 8,
-    initial_step_size: float = 0.1,
+    initial_step_size: float | None = None,
     target_acceptance_rate: float = 0.65,
     waste_free: int | None = None,
     resampling: str = "systematic",
@@ -223,6 +227,9 @@ def run(
         waste_free,
         resampling,
     )
+    if initial_step_size is None:
+        dimension = sum(leaf[0].size for leaf in leaves)
+        initial_step_size = 0.5 * float(dimension) ** -0.25
     state = init(initial_particles, initial_step_size)
     infos: list[Info] = []
     start = time.perf_counter()

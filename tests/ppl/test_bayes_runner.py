@@ -51,12 +51,12 @@ def test_tempered_smc_evidence_is_within_three_standard_errors(name):
         run_tempered_smc(
             jax.random.key(seed),
             model,
-            num_particles=500,
+            num_particles=2000,
             num_mcmc_steps=5,
             progress=False,
             log_likelihood=False,
         )
-        for seed in range(8)
+        for seed in range(16)
     ]
     log_evidences = np.array([fit.log_evidence for fit in fits])
     assert abs(mean_z(log_evidences, problem.log_evidence)) < 3, (
