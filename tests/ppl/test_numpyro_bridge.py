@@ -55,9 +55,7 @@ def test_densities_match_hand_written_ones(model, point):
     log_prior, log_likelihood = by_hand(*point)
     np.testing.assert_allclose(model.log_prior_fn(position), log_prior, rtol=1e-5)
     np.testing.assert_allclose(model.log_likelihood_fn(position), log_likelihood, rtol=1e-5)
-    np.testing.assert_allclose(
-        model.logdensity_fn(position), log_prior + log_likelihood, rtol=1e-5
-    )
+    np.testing.assert_allclose(model.logdensity_fn(position), log_prior + log_likelihood, rtol=1e-5)
 
 
 def test_constrain_round_trip_and_deterministic_sites(model):
