@@ -21,6 +21,7 @@ re-derives a transform.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -89,14 +90,10 @@ class NumPyroModel(NamedTuple):
         }
 
     def initial_positions(self, rng_key: jax.Array, num_chains: int) -> Position:
-        """`num_chains` valid starting points (NumPyro's `init_to_uniform`), stacked."""
-        info = numpyro_util.initialize_model(
-            jax.random.split(rng_key, num_chains),
-            self.model,
-            model_args=self.model_args,
-            model_kwargs=self.model_kwargs,
-        )
-        return {name: jnp.asarray(value) for name, value in info.param_info.z.items()}
+        """`num_chains` starting points, stacked: NumPyro's `init_to_uniform` rule (every
+        unconstrained coordinate uniform on (−2, 2)), redrawn up to 100 times per chain until
+        the log density and its gradient are finite. Compiled once per model and chain count."""
+        return _uniform_starts(self.logdensity_fn, self.initial_position, rng_key, num_chains)
 
     def sample_prior(self, rng_key: jax.Array, num_samples: int) -> Position:
         """`num_samples` unconstrained prior draws, stacked on a leading axis.
@@ -124,6 +121,37 @@ class NumPyroModel(NamedTuple):
     def unravel(self, flat: jax.Array) -> Position:
         """Inverse of `ravel`."""
         return ravel_pytree(self.initial_position)[1](flat)
+
+
+@functools.partial(jax.jit, static_argnames=("logdensity_fn", "num_chains"))
+def _uniform_starts(
+    logdensity_fn: Callable[[Position], jax.Array],
+    template: Position,
+    rng_key: jax.Array,
+    num_chains: int,
+) -> Position:
+    flat, unravel = ravel_pytree(template)
+    value_and_grad = jax.value_and_grad(lambda x: logdensity_fn(unravel(x)))
+
+    def valid(x: jax.Array) -> jax.Array:
+        value, grad = value_and_grad(x)
+        return jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
+
+    def one(key: jax.Array) -> jax.Array:
+        def draw(key: jax.Array) -> jax.Array:
+            return jax.random.uniform(key, flat.shape, flat.dtype, -2.0, 2.0)
+
+        def redraw(carry):
+            key, _, tries = carry
+            key, sub = jax.random.split(key)
+            return key, draw(sub), tries + 1
+
+        key, sub = jax.random.split(key)
+        carry = (key, draw(sub), 1)
+        _, x, _ = jax.lax.while_loop(lambda c: (c[2] < 100) & ~valid(c[1]), redraw, carry)
+        return x
+
+    return jax.vmap(lambda k: unravel(one(k)))(jax.random.split(rng_key, num_chains))
 
 
 def from_numpyro(

@@ -8,13 +8,13 @@ incremental weights,
 
     log Ẑ = Σ_t log (1/N) Σ_i L(x_t^i)^{β_t − β_{t−1}},
 
-unbiased for Z on the natural scale. HMC uses a diagonal inverse mass matrix equal to the
-weighted particle variance (so it works in whitened coordinates, where a step size near
-d^(-1/4) suits a Gaussian; the default start is half that) and a shared step size adapted
-between iterations toward `target_acceptance_rate` by log ε ← log ε + (acceptance − target).
-`waste_free=P` keeps
-every state of N/P chains of length P instead of the last state of N chains (Dau & Chopin 2022,
-BlackJAX's `waste_free_smc`). After β reaches 1 a last resample-and-move at β = 1 leaves the
+unbiased for Z on the natural scale. HMC uses an inverse mass matrix equal to the weighted
+particle covariance (dense when d ≤ N/10, else its diagonal), so it moves in whitened
+coordinates, where a step size near d^(-1/4) suits a Gaussian; the step size starts at half
+that and is adapted between iterations toward `target_acceptance_rate` by
+log ε ← log ε + (acceptance − target). `waste_free=P` keeps every state of N/P chains of
+length P instead of the last state of N chains (Dau & Chopin 2022, BlackJAX's
+`waste_free_smc`). After β reaches 1 a last resample-and-move at β = 1 leaves the
 particles equally weighted (its evidence increment is exactly 0).
 
 The loop runs on the host, one compiled iteration at a time, so a tqdm bar shows β; if β has
@@ -57,12 +57,14 @@ class State(NamedTuple):
 
 
 class Info(NamedTuple):
-    """One iteration: the new β, its evidence increment, mean HMC acceptance, step size used."""
+    """One iteration: the new β, its evidence increment, mean HMC acceptance, the step size
+    used, and the ESS fraction (1/N Σ W²)⁻¹/N of the new weights."""
 
     temperature: jax.Array
     log_evidence_increment: jax.Array
     acceptance_rate: jax.Array
     step_size: jax.Array
+    ess: jax.Array
 
 
 class Result(NamedTuple):
@@ -79,6 +81,7 @@ class Result(NamedTuple):
     temperatures: np.ndarray
     acceptance_rates: np.ndarray
     step_sizes: np.ndarray
+    ess: np.ndarray
     seconds: float
 
 
@@ -90,10 +93,15 @@ class TemperingStalledError(RuntimeError):
         self.state = state
 
 
-def _weighted_variance(particles: Any, weights: jax.Array) -> jax.Array:
+def _inverse_mass_matrix(particles: Any, weights: jax.Array, dense: bool) -> jax.Array:
+    """Weighted particle covariance (dense, with a small ridge) or its diagonal."""
     rows = jax.vmap(lambda x: ravel_pytree(x)[0])(particles)
-    mean = weights @ rows
-    return jnp.maximum(weights @ (rows - mean) ** 2, 1e-12)
+    centred = rows - weights @ rows
+    if not dense:
+        return jnp.maximum(weights @ centred**2, 1e-12)
+    covariance = (centred * weights[:, None]).T @ centred
+    ridge = 1e-6 * jnp.maximum(jnp.trace(covariance) / rows.shape[1], 1e-12)
+    return covariance + ridge * jnp.eye(rows.shape[1])
 
 
 def init(particles: Any, step_size: float) -> State:
@@ -116,6 +124,7 @@ def build_step(
     target_acceptance_rate: float = 0.65,
     waste_free: int | None = None,
     resampling: str = "systematic",
+    dense_mass_matrix: bool = True,
 ) -> Callable[[jax.Array, State, bool], tuple[State, Info]]:
     """`step(rng_key, state, final)`: one adaptive tempering iteration (or, with
     `final=True`, a resample-and-move at β = 1 that adds nothing to the evidence)."""
@@ -147,7 +156,9 @@ def build_step(
     def step(rng_key: jax.Array, state: State, final: bool = False) -> tuple[State, Info]:
         parameters = {
             "step_size": state.step_size[None],
-            "inverse_mass_matrix": _weighted_variance(state.smc.particles, state.smc.weights)[None],
+            "inverse_mass_matrix": _inverse_mass_matrix(
+                state.smc.particles, state.smc.weights, dense_mass_matrix
+            )[None],
             "num_integration_steps": jnp.array([num_integration_steps]),
         }
         if final:
@@ -158,8 +169,9 @@ def build_step(
         new_step_size = state.step_size * jnp.exp(acceptance - target_acceptance_rate)
         increment = jnp.where(final, 0.0, info.log_likelihood_increment)
         new_state = State(smc_state, state.log_evidence + increment, new_step_size)
+        ess = 1.0 / jnp.sum(smc_state.weights**2) / smc_state.weights.shape[0]
         return new_state, Info(
-            jnp.asarray(smc_state.tempering_param), increment, acceptance, state.step_size
+            jnp.asarray(smc_state.tempering_param), increment, acceptance, state.step_size, ess
         )
 
     return step
@@ -176,6 +188,7 @@ def _compiled_step(
     target_acceptance_rate: float,
     waste_free: int | None,
     resampling: str,
+    dense_mass_matrix: bool,
 ) -> Callable:
     """The jitted step, cached so that repeated runs on the same model compile once."""
     step = build_step(
@@ -188,6 +201,7 @@ def _compiled_step(
         target_acceptance_rate=target_acceptance_rate,
         waste_free=waste_free,
         resampling=resampling,
+        dense_mass_matrix=dense_mass_matrix,
     )
     return jax.jit(step, static_argnums=2)
 
@@ -205,17 +219,22 @@ def run(
     target_acceptance_rate: float = 0.65,
     waste_free: int | None = None,
     resampling: str = "systematic",
+    dense_mass_matrix: bool | None = None,
     max_iterations: int = 500,
     progress: bool = True,
 ) -> Result:
     """Temper `initial_particles` (prior draws, leading axis N) to the posterior.
 
     Raises `TemperingStalledError` if β < 1 after `max_iterations` iterations.
+    `dense_mass_matrix` (default: when d ≤ N/10) uses the full weighted particle covariance as
+    HMC's inverse mass matrix instead of its diagonal, which matters for correlated posteriors.
     """
     leaves = jax.tree.leaves(initial_particles)
     if not leaves:
         raise ValueError("initial_particles is empty")
     num_particles = leaves[0].shape[0]
+    dimension = sum(leaf[0].size for leaf in leaves)
+    dense = dimension <= num_particles // 10 if dense_mass_matrix is None else dense_mass_matrix
     step = _compiled_step(
         log_prior_fn,
         log_likelihood_fn,
@@ -226,9 +245,9 @@ def run(
         target_acceptance_rate,
         waste_free,
         resampling,
+        dense,
     )
     if initial_step_size is None:
-        dimension = sum(leaf[0].size for leaf in leaves)
         initial_step_size = 0.5 * float(dimension) ** -0.25
     state = init(initial_particles, initial_step_size)
     infos: list[Info] = []
@@ -266,5 +285,6 @@ def run(
         temperatures=np.asarray([float(i.temperature) for i in infos]),
         acceptance_rates=np.asarray([float(i.acceptance_rate) for i in infos]),
         step_sizes=np.asarray([float(i.step_size) for i in infos]),
+        ess=np.asarray([float(i.ess) for i in infos]),
         seconds=time.perf_counter() - start,
     )
