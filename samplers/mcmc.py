@@ -180,6 +180,7 @@ def _compiled(
     target_acceptance_rate: float | None,
     num_integration_steps: int,
     parallel: bool,
+    single: bool,
 ) -> tuple[Callable, Callable]:
     """Jitted (warm-up, sampling chunk) over a batch of chains, cached so that a second run
     on the same log density reuses the compiled programs."""
@@ -196,19 +197,37 @@ def _compiled(
             num_integration_steps=num_integration_steps,
         )
 
+    def chunk_one_chain(state, params, chain_keys):
+        """Advance one chain through `chain_keys` [length]."""
+
+        def body(state, key):
+            state, stats = step(key, state, params)
+            return state, (state.position, stats)
+
+        return jax.lax.scan(body, state, chain_keys)
+
     def chunk(states, parameters, keys):
         """Advance a batch of chains through keys [chains, length]."""
-
-        def one_chain(state, params, chain_keys):
-            def body(state, key):
-                state, stats = step(key, state, params)
-                return state, (state.position, stats)
-
-            return jax.lax.scan(body, state, chain_keys)
-
-        return jax.vmap(one_chain)(states, parameters, keys)
+        return jax.vmap(chunk_one_chain)(states, parameters, keys)
 
     batched_warm = jax.vmap(warm)
+    if single:
+        # One chain per call, not vmapped: a batched NUTS while_loop carries select ops for
+        # every step even with a batch of one, which costs up to ~2x on CPU.
+        def first(tree):
+            return jax.tree.map(lambda x: x[0], tree)
+
+        def add_axis(tree):
+            return jax.tree.map(lambda x: x[None], tree)
+
+        def single_warm(keys, positions):
+            return add_axis(warm(keys[0], first(positions)))
+
+        def single_chunk(states, parameters, keys):
+            one = chunk_one_chain(first(states), first(parameters), keys[0])
+            return add_axis(one)
+
+        return jax.jit(single_warm), jax.jit(single_chunk)
     if parallel:
         mesh = Mesh(np.asarray(jax.local_devices()), ("chains",))
         spec = PartitionSpec("chains")
@@ -258,6 +277,7 @@ def run(
         target_acceptance_rate,
         num_integration_steps,
         method == "parallel",
+        method == "sequential",
     )
     warmup_key, sample_key = jax.random.split(rng_key)
     warmup_keys = jax.random.split(warmup_key, num_chains)
