@@ -1,0 +1,1 @@
+"""Amortized posteriors: networks that map a prior and data to a posterior."""
