@@ -1,0 +1,89 @@
+"""Training an amortized posterior network on fresh simulations, with optax.
+
+Each step draws a batch of problems (prior from the meta-prior, latent from the prior, data from
+the likelihood) and minimises the expected negative log density of the true latent under the
+network's posterior,
+
+    L(θ) = E_{prior, x, y} [ −log q_θ(x | prior, y) ],
+
+whose minimiser is the exact posterior (it is the expected KL from the true posterior plus a
+constant). Steps run in compiled chunks behind a tqdm bar (`ppl.progress`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from ppl.gaussian_mixture import GaussianMixture
+from ppl.progress import scan_with_progress
+
+
+class TrainingResult(NamedTuple):
+    """The trained network, the optimiser state (to resume) and the loss per step."""
+
+    network: Any
+    optimizer_state: Any
+    losses: jax.Array
+
+
+def negative_log_likelihood(
+    network: Callable[[GaussianMixture, jax.Array], GaussianMixture],
+    priors: GaussianMixture,
+    latents: jax.Array,
+    data: jax.Array,
+) -> jax.Array:
+    """Mean over a batch of −log q(latent | prior, data)."""
+
+    def one(prior: GaussianMixture, latent: jax.Array, points: jax.Array) -> jax.Array:
+        return -network(prior, points).log_prob(latent)
+
+    return jnp.mean(jax.vmap(one)(priors, latents, data))
+
+
+def fit(
+    rng_key: jax.Array,
+    network: eqx.Module,
+    sample_problem: Callable[[jax.Array], Any],
+    *,
+    num_steps: int,
+    batch_size: int = 64,
+    optimizer: optax.GradientTransformation | None = None,
+    optimizer_state: Any = None,
+    progress: bool = True,
+    chunk_size: int = 100,
+) -> TrainingResult:
+    """Train `network` for `num_steps` steps on batches of `sample_problem(key)` (a `Problem`).
+
+    Pass the returned `optimizer_state` (and network) back in to resume.
+    """
+    optimizer = optimizer or optax.adamw(1e-3)
+    parameters, static = eqx.partition(network, eqx.is_inexact_array)
+    if optimizer_state is None:
+        optimizer_state = optimizer.init(parameters)
+
+    def loss_fn(parameters: Any, key: jax.Array) -> jax.Array:
+        problems = jax.vmap(sample_problem)(jax.random.split(key, batch_size))
+        model = eqx.combine(parameters, static)
+        return negative_log_likelihood(model, problems.prior, problems.latent, problems.data)
+
+    def step(carry: tuple[Any, Any], key: jax.Array) -> tuple[tuple[Any, Any], jax.Array]:
+        parameters, state = carry
+        loss, grads = jax.value_and_grad(loss_fn)(parameters, key)
+        updates, state = optimizer.update(grads, state, parameters)
+        return (optax.apply_updates(parameters, updates), state), loss
+
+    (parameters, optimizer_state), losses = scan_with_progress(
+        step,
+        (parameters, optimizer_state),
+        jax.random.split(rng_key, num_steps),
+        chunk_size=chunk_size,
+        description="training",
+        progress=progress,
+    )
+    return TrainingResult(eqx.combine(parameters, static), optimizer_state, losses)
