@@ -60,6 +60,7 @@ from scipy import stats
 
 from models.bayes import load_posterior, load_reference_draws, stan_names
 from ppl.experiments.bayes import run_mcmc, run_tempered_smc
+from ppl.experiments.plots import show_figure
 from ppl.mcmc_diagnostics import ConvergenceWarning
 from ppl.numpyro_bridge import from_numpyro
 
@@ -70,20 +71,8 @@ NUM_SAMPLES = 100 if TINY else 1000
 NUM_PARTICLES = 200 if TINY else 2000
 SMC_SEEDS = 2 if TINY else 5
 PROGRESS = not TINY
-FIGURE_DIR = os.environ.get("PPL_NOTEBOOK_FIGURES")  # optional: also save each figure here as PNG
 if TINY:
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
-
-
-def show(fig: plt.Figure, name: str) -> None:
-    """Display the figure in a notebook; otherwise render it off screen (optionally to a file)."""
-    if FIGURE_DIR:
-        fig.savefig(os.path.join(FIGURE_DIR, f"{name}.png"), dpi=120)
-    if "ipykernel" in sys.modules:
-        plt.show()
-    else:
-        fig.canvas.draw()  # render, so that plotting errors surface here too
-        plt.close(fig)
 
 
 posterior_db = load_posterior("eight_schools-eight_schools_noncentered")
@@ -214,9 +203,9 @@ print(az.summary(idata, var_names=["mu", "tau", "theta"]).to_string())
 fig, axes = plt.subplots(2, 2, figsize=(9, 4.5))
 az.plot_trace(idata, var_names=["mu", "tau"], axes=axes)
 fig.tight_layout()
-show(fig, "trace")
+show_figure(fig, "trace")
 ax = az.plot_energy(idata, figsize=(6, 3.5))
-show(ax.figure, "energy")
+show_figure(ax.figure, "energy")
 
 # %% [markdown]
 # The funnel, seen in the sampled coordinates and in the model's: (log τ, θ̃_1) is nearly
@@ -243,7 +232,7 @@ for ax, name in zip(axes, ["theta_trans_1", "theta_1"], strict=True):
         scatter_kwargs={"alpha": 0.3, "s": 6},
     )
 fig.tight_layout()
-show(fig, "funnel")
+show_figure(fig, "funnel")
 
 # %% [markdown]
 # Leave-one-out cross-validation (PSIS-LOO) from the pointwise log likelihood. Each school is
@@ -343,7 +332,7 @@ axes[1].set(
 )
 axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
 fig.tight_layout()
-show(fig, "smc_schedule")
+show_figure(fig, "smc_schedule")
 
 # %% [markdown]
 # Eight data points say little, so the posterior is not far from the prior and three or four
@@ -506,7 +495,7 @@ ax.plot(tau_grid, weights / tau_grid, color="k", lw=1, ls="--", label="exact")
 ax.set(xlim=(0, 25), xlabel="τ", ylabel="posterior density")
 ax.legend(fontsize=8)
 fig.tight_layout()
-show(fig, "tau_density")
+show_figure(fig, "tau_density")
 
 # %% [markdown]
 # ## HMC and MALA

@@ -44,6 +44,7 @@ import matplotlib.pyplot as plt
 
 from models.ssm.stochastic_volatility import StochasticVolatility, bootstrap, simulate
 from ppl.diagnostics import weighted_mean
+from ppl.experiments.plots import show_figure
 from samplers import smc
 
 TINY = os.environ.get("PPL_NOTEBOOK_TINY") == "1"
@@ -51,18 +52,6 @@ NUM_STEPS = 50 if TINY else 500  # T
 NUM_PARTICLES = 256 if TINY else 1000  # N for the filtering plots
 SIZES = [16, 64] if TINY else [100, 1000, 10_000]  # N for the evidence study
 NUM_SEEDS = 32 if TINY else 20  # independent runs per N
-FIGURE_DIR = os.environ.get("PPL_NOTEBOOK_FIGURES")  # optional: also save each figure here as PNG
-
-
-def show(fig: plt.Figure, name: str) -> None:
-    """Display the figure in a notebook; otherwise render it off screen (optionally to a file)."""
-    if FIGURE_DIR:
-        fig.savefig(os.path.join(FIGURE_DIR, f"{name}.png"), dpi=120)
-    if "ipykernel" in sys.modules:
-        plt.show()
-    else:
-        fig.canvas.draw()  # render, so that plotting errors surface here too
-        plt.close(fig)
 
 
 # The Pitt-Shephard values (also used by benchmarks/pf_stochastic_volatility.py).
@@ -135,7 +124,7 @@ ax_x.plot(steps, states, color="C3", lw=1.2, label="true x_t")
 ax_x.set(xlabel="t", ylabel="log-variance x_t")
 ax_x.legend(loc="upper right", ncol=4, fontsize=8)
 fig.tight_layout()
-show(fig, "sv_filtering")
+show_figure(fig, "sv_filtering")
 
 # %% [markdown]
 # ## (b) Effective sample size and resampling
@@ -153,7 +142,7 @@ ax.plot(steps[resampled], ess[resampled], "v", color="C3", ms=5, label="resample
 ax.set(xlabel="t", ylabel="ESS", ylim=(0, NUM_PARTICLES * 1.05), title=f"N = {NUM_PARTICLES}")
 ax.legend(loc="lower right", fontsize=8)
 fig.tight_layout()
-show(fig, "sv_ess")
+show_figure(fig, "sv_ess")
 print(f"resampled at {resampled.sum()} of {NUM_STEPS} steps; smallest ESS {ess.min():.1f}")
 
 # %% [markdown]
@@ -185,7 +174,7 @@ ax_v.plot(SIZES, std_z[0] ** 2 * SIZES[0] / np.asarray(SIZES), ":", color="gray"
 ax_v.set(xscale="log", yscale="log", xlabel="particles N", title="variance across seeds")
 ax_v.legend(fontsize=8)
 fig.tight_layout()
-show(fig, "sv_evidence")
+show_figure(fig, "sv_evidence")
 
 # %% [markdown]
 # ## Checks

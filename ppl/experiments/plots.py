@@ -1,7 +1,10 @@
-"""Accuracy against budget from sweep records: a table, a figure and budget ratios."""
+"""Accuracy against budget from sweep records: a table, a figure and budget ratios; and
+`show_figure`, the notebooks' way of displaying a figure."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +16,23 @@ from ppl.scaling import accuracy_standard_error, budget_ratio
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+
+def show_figure(fig: Figure, name: str) -> None:
+    """Display `fig` in a notebook; otherwise render it off screen and close it (so plotting
+    errors surface in scripts and tests). With `PPL_NOTEBOOK_FIGURES=DIR` set, also save it
+    as DIR/name.png."""
+    import matplotlib.pyplot as plt
+
+    figure_dir = os.environ.get("PPL_NOTEBOOK_FIGURES")
+    if figure_dir:
+        fig.savefig(os.path.join(figure_dir, f"{name}.png"), dpi=120)
+    if "ipykernel" in sys.modules:
+        plt.show()
+    else:
+        fig.canvas.draw()
+        plt.close(fig)
 
 
 def accuracy_table(records: Sequence[dict[str, Any]]) -> dict[str, dict[int, dict[str, float]]]:
