@@ -112,11 +112,17 @@ def warmup(
     """Adapt one chain from `position`; returns its last state and the tuned parameters.
 
     Parameters: ``step_size`` and ``inverse_mass_matrix`` (a flat diagonal; ones for MALA).
+    With `num_steps=0` nothing is adapted: step size 0.1 and a unit mass matrix.
     Traceable, so it can be vmapped over chains.
     """
     target = target_acceptance_rate or DEFAULT_TARGET_ACCEPTANCE[kernel]
     algorithm = _algorithm(kernel)
     dimension = ravel_pytree(position)[0].shape[0]
+    if num_steps == 0:  # no adaptation: start where told, with step size 0.1 and unit mass
+        return algorithm.init(position, logdensity_fn), {
+            "step_size": jnp.asarray(0.1),
+            "inverse_mass_matrix": jnp.ones(dimension),
+        }
     if kernel == "mala":
         return _mala_warmup(rng_key, logdensity_fn, position, num_steps, target, dimension)
     extra = {"num_integration_steps": num_integration_steps} if kernel == "hmc" else {}
@@ -299,18 +305,7 @@ def run(
         leave=False,
     ) as bar:
         for rows in groups:
-            if num_warmup == 0:
-                positions = take(initial_positions, rows)
-                init = jax.vmap(lambda p: _algorithm(kernel).init(p, logdensity_fn))
-                dimension = ravel_pytree(take(positions, 0))[0].shape[0]
-                count = rows.stop - rows.start
-                parameters = {
-                    "step_size": jnp.full((count,), 0.1),
-                    "inverse_mass_matrix": jnp.ones((count, dimension)),
-                }
-                warmed.append((init(positions), parameters))
-            else:
-                warmed.append(warm_compiled(warmup_keys[rows], take(initial_positions, rows)))
+            warmed.append(warm_compiled(warmup_keys[rows], take(initial_positions, rows)))
             jax.block_until_ready(warmed[-1])
             bar.update(rows.stop - rows.start)
     warmup_seconds = time.perf_counter() - start
