@@ -5,7 +5,10 @@ Each mixture component becomes a token of P = 1 + D + D(D+1)/2 numbers,
 
     t_k = [log w_k, m_k, vech(L̃_k)],   L̃_k = L_k with its diagonal replaced by log diag(L_k),
 
-so every entry is unconstrained. Data points become tokens through their own embedding. A stack
+so every entry is unconstrained. Data points become tokens through their own embedding, and a
+learned null token is always appended to them, so a problem with no data (every point masked)
+still has something to attend to; the prior-reconstruction term of the training loss teaches
+the network to return the prior there. A stack
 of blocks updates the component tokens with self-attention among components, cross-attention
 from components to data, and an MLP, each pre-normalised and residual. There are no positional
 encodings, so the map is equivariant to permuting components and invariant to permuting data.
@@ -83,12 +86,14 @@ class Block(eqx.Module):
         self.mlp_norm = eqx.nn.LayerNorm(width)
         self.mlp = eqx.nn.MLP(width, width, 2 * width, 1, activation=jax.nn.gelu, key=mlp_key)
 
-    def __call__(self, components: jax.Array, data: jax.Array) -> jax.Array:
+    def __call__(self, components: jax.Array, data: jax.Array, mask: jax.Array) -> jax.Array:
+        """`components` [K, W], `data` [N, W], `mask` [N] (False: the point is ignored)."""
         normed = jax.vmap(self.self_norm)(components)
         components = components + self.self_attention(normed, normed, normed)
         normed = jax.vmap(self.cross_norm)(components)
         data = jax.vmap(self.data_norm)(data)
-        components = components + self.cross_attention(normed, data, data)
+        cross_mask = jnp.broadcast_to(mask, (components.shape[0], data.shape[0]))
+        components = components + self.cross_attention(normed, data, data, mask=cross_mask)
         return components + jax.vmap(self.mlp)(jax.vmap(self.mlp_norm)(components))
 
 
@@ -96,12 +101,14 @@ class DistributionTransformer(eqx.Module):
     """`dt(prior, data) -> posterior` for D-dimensional mixtures and data points [N, data_size].
 
     Batch over problems with `jax.vmap`. The number of components K and of data points N may
-    differ between calls (attention has no fixed length).
+    differ between calls (attention has no fixed length); `mask` [N] marks the points to use,
+    so problems with different numbers of points share one padded batch.
     """
 
     dimension: int = eqx.field(static=True)
     embed_components: eqx.nn.Linear
     embed_data: eqx.nn.MLP
+    null_data: jax.Array
     blocks: tuple[Block, ...]
     final_norm: eqx.nn.LayerNorm
     unembed: eqx.nn.Linear
@@ -118,13 +125,14 @@ class DistributionTransformer(eqx.Module):
     ):
         if width % num_heads:
             raise ValueError(f"width {width} must be a multiple of num_heads {num_heads}")
-        component_key, data_key, blocks_key, unembed_key = jax.random.split(key, 4)
+        component_key, data_key, blocks_key, unembed_key, null_key = jax.random.split(key, 5)
         size = token_size(dimension)
         self.dimension = dimension
         self.embed_components = eqx.nn.Linear(size, width, key=component_key)
         self.embed_data = eqx.nn.MLP(
             data_size, width, width, 1, activation=jax.nn.gelu, key=data_key
         )
+        self.null_data = jax.random.normal(null_key, (width,)) / jnp.sqrt(width)
         self.blocks = tuple(
             Block(width, num_heads, key=k) for k in jax.random.split(blocks_key, depth)
         )
@@ -137,15 +145,27 @@ class DistributionTransformer(eqx.Module):
             (jnp.zeros_like(unembed.weight), jnp.zeros(size)),
         )
 
-    def __call__(self, prior: GaussianMixture, data: jax.Array) -> GaussianMixture:
+    def __call__(
+        self, prior: GaussianMixture, data: jax.Array, mask: jax.Array | None = None
+    ) -> GaussianMixture:
+        """The posterior mixture given `data` [N, data_size]; `mask` [N] bool (default all)."""
         if prior.dimension != self.dimension:
             raise ValueError(f"prior is {prior.dimension}-D, the network is {self.dimension}-D")
-        if data.ndim != 2:
-            raise ValueError(f"data must be [num_points, data_size], got shape {data.shape}")
+        if data.ndim != 2 or data.shape[1] != self.embed_data.in_size:
+            raise ValueError(
+                f"data must be [num_points, {self.embed_data.in_size}], got shape {data.shape}"
+            )
+        if mask is None:
+            mask = jnp.ones(data.shape[0], bool)
+        elif mask.shape != data.shape[:1]:
+            raise ValueError(f"mask must be [{data.shape[0]}], got shape {mask.shape}")
         tokens = to_tokens(prior)
         hidden = jax.vmap(self.embed_components)(tokens)
-        data_tokens = jax.vmap(self.embed_data)(data)
+        data_tokens = jnp.concatenate(
+            [jax.vmap(self.embed_data)(data), self.null_data[None].astype(data.dtype)]
+        )
+        mask = jnp.concatenate([mask.astype(bool), jnp.ones(1, bool)])
         for block in self.blocks:
-            hidden = block(hidden, data_tokens)
+            hidden = block(hidden, data_tokens, mask)
         update = jax.vmap(self.unembed)(jax.vmap(self.final_norm)(hidden))
         return from_tokens(tokens + update, self.dimension)

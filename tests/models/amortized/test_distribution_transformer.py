@@ -86,9 +86,34 @@ def test_batched_over_problems_with_vmap(prior):
     np.testing.assert_allclose(np.exp(batched.log_weights).sum(-1), 1.0, rtol=1e-5)
 
 
+def test_masked_points_are_ignored_and_no_data_is_allowed(prior):
+    network = perturbed(
+        DistributionTransformer(DIMENSION, 3, width=32, depth=2, key=jax.random.key(0)),
+        jax.random.key(5),
+    )
+    data = jax.random.normal(jax.random.key(1), (6, 3))
+    mask = jnp.array([True, False, True, True, False, False])
+    masked = network(prior, data, mask)
+    subset = network(prior, data[mask])
+    garbage = network(prior, jnp.where(mask[:, None], data, 1e3), mask)
+    for ours, theirs, junk in zip(masked, subset, garbage, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ours, junk, rtol=1e-4, atol=1e-5)
+    # With every point masked the network sees only its null token: same as no data at all.
+    nothing = network(prior, jnp.zeros((0, 3)))
+    all_masked = network(prior, data, jnp.zeros(6, bool))
+    for ours, theirs in zip(nothing, all_masked, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(nothing.means, masked.means)
+
+
 def test_bad_inputs_are_named(prior):
     network = DistributionTransformer(DIMENSION, 3, width=32, key=jax.random.key(0))
     with pytest.raises(ValueError, match="data must be"):
         network(prior, jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"data must be \[num_points, 3\]"):
+        network(prior, jnp.zeros((4, 2)))
+    with pytest.raises(ValueError, match="mask must be"):
+        network(prior, jnp.zeros((4, 3)), jnp.ones(3, bool))
     with pytest.raises(ValueError, match="multiple of num_heads"):
         DistributionTransformer(DIMENSION, 3, width=30, num_heads=4, key=jax.random.key(0))

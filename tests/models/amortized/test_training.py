@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+import pytest
 
 from models.amortized.distribution_transformer import DistributionTransformer
 from models.amortized.tasks import LinearGaussianTask
@@ -36,6 +38,71 @@ def test_the_stacked_update_equals_observing_one_point_at_a_time():
     for ours, theirs in zip(stacked, state, strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
     assert problem.data.shape == (5, 1) and problem.latent.shape == (1,)
+
+
+def test_masked_points_leave_the_exact_posterior_unchanged():
+    task = TASK._replace(min_data=0, correlated=True)
+    problem = task.sample(jax.random.key(3))
+    mask = jnp.array([True, False, True, False, False])
+    masked = task.exact_posterior(problem.prior, problem.data, mask)
+    subset = task.exact_posterior(problem.prior, problem.data[mask])
+    for ours, theirs in zip(masked, subset, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    nothing = task.exact_posterior(problem.prior, problem.data, jnp.zeros(5, bool))
+    for ours, theirs in zip(nothing, problem.prior, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    # The number of used points is uniform on [min_data, num_data]; padding is zeroed.
+    counts = jax.vmap(lambda k: task.sample(k).mask.sum())(jax.random.split(jax.random.key(4), 600))
+    np.testing.assert_array_equal(np.unique(counts), np.arange(6))
+    assert abs(float(counts.mean()) - 2.5) < 4 * np.sqrt(35 / 12 / 600)
+
+
+def test_correlated_meta_prior_gives_full_covariances():
+    task = LinearGaussianTask(jnp.eye(3), jnp.eye(3), num_components=4, num_data=2, correlated=True)
+    priors = jax.vmap(task.sample_prior)(jax.random.split(jax.random.key(0), 200))
+    covariances = np.asarray(priors.covariances)
+    scales = np.sqrt(np.diagonal(covariances, axis1=-2, axis2=-1))
+    correlations = covariances / scales[..., :, None] / scales[..., None, :]
+    off_diagonal = correlations[..., 0, 1]
+    assert np.all(np.linalg.eigvalsh(covariances) > 0)
+    # LKJ(2) in 3-D: each correlation is Beta(2.5, 2.5) on [-1, 1], variance 1/6.
+    assert abs(off_diagonal.mean()) < 4 * np.sqrt(1 / 6 / off_diagonal.size)
+    assert abs(off_diagonal.var() - 1 / 6) < 0.03
+    np.testing.assert_allclose(scales.min(), 0.3, atol=0.05)
+    assert scales.max() <= 2.0 + 1e-4
+
+
+def test_prior_reconstruction_term_adds_the_no_data_loss():
+    network = DistributionTransformer(1, 1, width=16, depth=1, num_heads=2, key=jax.random.key(0))
+    with_prior = fit(
+        jax.random.key(1),
+        network,
+        TASK.sample,
+        num_steps=1,
+        batch_size=8,
+        progress=False,
+        optimizer=optax.sgd(0.0),
+        prior_weight=0.5,
+    )
+    without = fit(
+        jax.random.key(1),
+        network,
+        TASK.sample,
+        num_steps=1,
+        batch_size=8,
+        progress=False,
+        optimizer=optax.sgd(0.0),
+        prior_weight=0.0,
+    )
+    # The untrained network returns its prior whatever the data, so the no-data term is the
+    # negative log prior density of the same latents, computed here independently.
+    keys = jax.random.split(jax.random.split(jax.random.key(1), 1)[0], 8)
+    problems = jax.vmap(TASK.sample)(keys)
+    prior_nll = -jnp.mean(jax.vmap(lambda p, x: p.log_prob(x))(problems.prior, problems.latent))
+    np.testing.assert_allclose(without.losses[0], prior_nll, rtol=1e-5)
+    np.testing.assert_allclose(with_prior.losses[0], 1.5 * prior_nll, rtol=1e-5)
+    with pytest.raises(ValueError, match="prior_weight"):
+        fit(jax.random.key(1), network, TASK.sample, num_steps=1, prior_weight=-1.0)
 
 
 def test_training_cuts_the_kl_to_the_exact_posterior():
