@@ -382,26 +382,13 @@ def run_conjugate(args: argparse.Namespace, store: dict) -> None:
 # ---------------------------------------------------------------- versus: 1000 posteriors
 
 
-def linear_gaussian_logdensity(task: LinearGaussianTask, problem: Problem) -> Callable:
-    chol = jnp.linalg.cholesky(task.noise_covariance)
-
-    def logdensity(x: jax.Array) -> jax.Array:
-        residual = problem.data - x @ task.observation_matrix.T
-        white = jax.scipy.linalg.solve_triangular(chol, residual.T, lower=True)
-        per_point = -0.5 * jnp.sum(white**2, axis=0) - jnp.sum(jnp.log(jnp.diag(chol)))
-        per_point = per_point - 0.5 * residual.shape[1] * jnp.log(2 * jnp.pi)
-        return problem.prior.log_prob(x) + jnp.sum(jnp.where(problem.mask, per_point, 0.0))
-
-    return logdensity
-
-
 def nuts_one(
     task: LinearGaussianTask, num_warmup: int, num_samples: int
 ) -> Callable[[jax.Array, Problem], jax.Array]:
     import blackjax
 
     def one(key: jax.Array, problem: Problem) -> jax.Array:
-        logdensity = linear_gaussian_logdensity(task, problem)
+        logdensity = task.logdensity_fn(problem)
         init_key, warm_key, sample_key = jax.random.split(key, 3)
         start = problem.prior.sample(init_key, 1)[0]
         state, parameters = mcmc.warmup(warm_key, logdensity, start, num_steps=num_warmup)
@@ -448,7 +435,7 @@ def run_versus(args: argparse.Namespace, store: dict) -> None:
 
     def importance_moments(proposals: GaussianMixture, num: int) -> Callable:
         def one(k: jax.Array, problem: Problem, proposal: GaussianMixture) -> tuple:
-            result = importance.run(k, linear_gaussian_logdensity(task, problem), proposal, num)
+            result = importance.run(k, task.logdensity_fn(problem), proposal, num)
             mean, cov = weighted_moments(result.samples, result.log_weights)
             return mean, cov, result.ess / num
 

@@ -69,7 +69,6 @@ from ppl.experiments.plots import plot_sbc_ranks, show_figure
 from ppl.gaussian_mixture import (
     GaussianMixture,
     kl_divergence,
-    linear_gaussian_update,
     mixture,
 )
 from samplers import importance, mcmc, smc
@@ -532,38 +531,13 @@ print(
 # estimate of the evidence p(y) and Σ W_i f(x_i) a consistent estimate of E[f(x) | y]. The
 # network's errors cost effective samples, ESS = (Σ w)² / Σ w², not bias. The exact evidence
 # comes from the Kalman bank with the observations stacked into one (H stacked, R
-# block-diagonal); a masked point enters as y = 0 with a zero row of H, a constant factor
-# N(0; 0, R) that is divided out again.
+# block-diagonal): `task.exact_log_evidence`; the unnormalised posterior is
+# `task.logdensity_fn(problem)`.
 
 
 # %%
-R_INVERSE = np.linalg.inv(np.asarray(R))
-R_LOG_NORMALISER = 0.5 * (np.linalg.slogdet(np.asarray(R))[1] + R.shape[0] * np.log(2 * np.pi))
-
-
-def log_likelihood(x: jax.Array, data: jax.Array, mask: jax.Array) -> jax.Array:
-    """Σ_n mask_n log N(y_n; H x, R), with R⁻¹ and log det R computed once."""
-    residuals = data - x @ H.T
-    per_point = -0.5 * jnp.einsum("ni,ij,nj->n", residuals, R_INVERSE, residuals)
-    return jnp.sum(jnp.where(mask, per_point - R_LOG_NORMALISER, 0.0))
-
-
-def exact_log_evidence(problem: Problem) -> jax.Array:
-    num = problem.data.shape[0]
-    rows = jnp.repeat(problem.mask, H.shape[0])
-    stacked = jnp.tile(H, (num, 1)) * rows[:, None]
-    observation = jnp.where(rows, problem.data.reshape(-1), 0.0)
-    _, log_z = linear_gaussian_update(
-        problem.prior, stacked, jnp.kron(jnp.eye(num), R), observation
-    )
-    return log_z + jnp.sum(~problem.mask) * R_LOG_NORMALISER  # divide out N(0; 0, R) per mask
-
-
 def importance_run(key: jax.Array, problem: Problem, proposal: GaussianMixture, num: int):
-    def logdensity_fn(x: jax.Array) -> jax.Array:
-        return problem.prior.log_prob(x) + log_likelihood(x, problem.data, problem.mask)
-
-    return importance.run(key, logdensity_fn, proposal, num)
+    return importance.run(key, task.logdensity_fn(problem), proposal, num)
 
 
 def log_evidence_se(log_weights: jax.Array) -> jax.Array:
@@ -582,7 +556,7 @@ print(f"importance sampling on the ring problems, {NUM_IS_SAMPLES} draws:")
 ring_results = {}
 for problem, posterior, approximate in zip(ring_problems, ring_exact, ring_dt, strict=True):
     n = int(problem.mask.sum())
-    log_z = float(exact_log_evidence(problem))
+    log_z = float(task.exact_log_evidence(problem.prior, problem.data, problem.mask))
     print(f"  N = {n}: exact log Z = {log_z:.4f}, exact mean {np.asarray(posterior.mean())}")
     for label, proposal in (("prior (untrained)", ring_prior), ("DT posterior", approximate)):
         result, se, weighted = ring_importance(jax.random.key(9), problem, proposal)
@@ -605,7 +579,9 @@ for problem, posterior, approximate in zip(ring_problems, ring_exact, ring_dt, s
 @jax.jit
 def held_out_importance(key: jax.Array, problem: Problem, proposal: GaussianMixture):
     result = importance_run(key, problem, proposal, 1000)
-    return result.ess / 1000, result.log_evidence - exact_log_evidence(problem)
+    return result.ess / 1000, result.log_evidence - task.exact_log_evidence(
+        problem.prior, problem.data, problem.mask
+    )
 
 
 is_keys = jax.random.split(jax.random.key(10), NUM_HELD_OUT)
@@ -662,8 +638,7 @@ show_figure(fig, "dt_importance_ess")
 ring_problem, ring_posterior = ring_problems[1], ring_exact[1]
 
 
-def ring_logdensity(x: jax.Array) -> jax.Array:
-    return ring_problem.prior.log_prob(x) + log_likelihood(x, ring_problem.data, ring_problem.mask)
+ring_logdensity = task.logdensity_fn(ring_problem)
 
 
 initial_positions = ring_dt[1].sample(jax.random.key(11), 4)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from scipy import stats
 
 from models.amortized.distribution_transformer import DistributionTransformer
 from models.amortized.tasks import LinearGaussianTask
@@ -55,6 +56,36 @@ def test_masked_points_leave_the_exact_posterior_unchanged():
     counts = jax.vmap(lambda k: task.sample(k).mask.sum())(jax.random.split(jax.random.key(4), 600))
     np.testing.assert_array_equal(np.unique(counts), np.arange(6))
     assert abs(float(counts.mean()) - 2.5) < 4 * np.sqrt(35 / 12 / 600)
+
+
+def test_log_likelihood_and_evidence_with_masks_are_exact():
+    task = TASK._replace(min_data=0, correlated=True)
+    problem = task.sample(jax.random.key(5))
+    mask = jnp.array([True, False, True, True, False])
+    x = jnp.array([0.3])
+    by_scipy = sum(
+        stats.multivariate_normal.logpdf(
+            np.asarray(problem.data[n]),
+            np.asarray(task.observation_matrix @ x),
+            np.asarray(task.noise_covariance),
+        )
+        for n in np.flatnonzero(mask)
+    )
+    np.testing.assert_allclose(task.log_likelihood(x, problem.data, mask), by_scipy, rtol=1e-5)
+    joint = task.logdensity_fn(problem._replace(mask=mask))(x)
+    np.testing.assert_allclose(joint, problem.prior.log_prob(x) + by_scipy, rtol=1e-5)
+    # log p(y[mask]) is the sum of one-point-at-a-time evidences over the unmasked points,
+    # and log p(y, x) − log p(x | y) = log p(y) at any x.
+    state, total = problem.prior, 0.0
+    for n in np.flatnonzero(mask):
+        state, log_z = linear_gaussian_update(
+            state, task.observation_matrix, task.noise_covariance, problem.data[n]
+        )
+        total += float(log_z)
+    evidence = task.exact_log_evidence(problem.prior, problem.data, mask)
+    np.testing.assert_allclose(evidence, total, rtol=1e-5)
+    posterior = task.exact_posterior(problem.prior, problem.data, mask)
+    np.testing.assert_allclose(joint - posterior.log_prob(x), total, rtol=1e-4)
 
 
 def test_correlated_meta_prior_gives_full_covariances():
