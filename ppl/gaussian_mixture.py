@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve, solve_triangular
+from jax.scipy.linalg import cho_solve
 from jax.scipy.special import logsumexp
 
 
@@ -78,8 +78,24 @@ class GaussianMixture(NamedTuple):
         return second - jnp.outer(mean, mean)
 
 
+def lower_triangular_solve(cholesky: jax.Array, rhs: jax.Array) -> jax.Array:
+    """L⁻¹ b for lower-triangular L [D, D] and b [D] by forward substitution in plain XLA ops.
+
+    Not `jax.scipy.linalg.solve_triangular`: batched over many problems, jaxlib 0.10's CPU
+    LAPACK kernels split the batch into sub-tasks on XLA's thread pool and wait for them, and two
+    such calls in flight at once can deadlock a small pool (seen on 2 cores). For the D ≲ 20 of
+    mixtures here a loop over rows costs nothing.
+    """
+
+    def row(i: int, solution: jax.Array) -> jax.Array:
+        value = (rhs[i] - cholesky[i] @ solution) / cholesky[i, i]
+        return solution.at[i].set(value)
+
+    return jax.lax.fori_loop(0, rhs.shape[-1], row, jnp.zeros_like(rhs))
+
+
 def _normal_log_prob(x: jax.Array, mean: jax.Array, cholesky: jax.Array) -> jax.Array:
-    whitened = solve_triangular(cholesky, x - mean, lower=True)
+    whitened = lower_triangular_solve(cholesky, x - mean)
     log_det = jnp.sum(jnp.log(jnp.abs(jnp.diagonal(cholesky))))
     return -0.5 * (whitened @ whitened + x.shape[-1] * jnp.log(2 * jnp.pi)) - log_det
 
