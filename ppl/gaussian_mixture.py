@@ -27,8 +27,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve
 from jax.scipy.special import logsumexp
+
+from ppl.small_linalg import cholesky as cholesky_factor
+from ppl.small_linalg import cholesky_solve, solve_lower
 
 
 class GaussianMixture(NamedTuple):
@@ -78,24 +80,8 @@ class GaussianMixture(NamedTuple):
         return second - jnp.outer(mean, mean)
 
 
-def lower_triangular_solve(cholesky: jax.Array, rhs: jax.Array) -> jax.Array:
-    """L⁻¹ b for lower-triangular L [D, D] and b [D] by forward substitution in plain XLA ops.
-
-    Not `jax.scipy.linalg.solve_triangular`: batched over many problems, jaxlib 0.10's CPU
-    LAPACK kernels split the batch into sub-tasks on XLA's thread pool and wait for them, and two
-    such calls in flight at once can deadlock a small pool (seen on 2 cores). For the D ≲ 20 of
-    mixtures here a loop over rows costs nothing.
-    """
-
-    def row(i: int, solution: jax.Array) -> jax.Array:
-        value = (rhs[i] - cholesky[i] @ solution) / cholesky[i, i]
-        return solution.at[i].set(value)
-
-    return jax.lax.fori_loop(0, rhs.shape[-1], row, jnp.zeros_like(rhs))
-
-
 def _normal_log_prob(x: jax.Array, mean: jax.Array, cholesky: jax.Array) -> jax.Array:
-    whitened = lower_triangular_solve(cholesky, x - mean)
+    whitened = solve_lower(cholesky, x - mean)
     log_det = jnp.sum(jnp.log(jnp.abs(jnp.diagonal(cholesky))))
     return -0.5 * (whitened @ whitened + x.shape[-1] * jnp.log(2 * jnp.pi)) - log_det
 
@@ -113,7 +99,7 @@ def mixture(weights: jax.Array, means: jax.Array, covariances: jax.Array) -> Gau
     if weights.shape != means.shape[:1]:
         raise ValueError(f"need weights [K] = [{means.shape[0]}], got {weights.shape}")
     log_weights = jnp.log(weights) - jnp.log(jnp.sum(weights))
-    return GaussianMixture(log_weights, means, jnp.linalg.cholesky(covariances))
+    return GaussianMixture(log_weights, means, jax.vmap(cholesky_factor)(covariances))
 
 
 def linear_gaussian_update(
@@ -128,13 +114,13 @@ def linear_gaussian_update(
     def one(mean: jax.Array, cholesky: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         covariance = cholesky @ cholesky.T
         innovation_covariance = H @ covariance @ H.T + R
-        factor = jnp.linalg.cholesky(innovation_covariance)
-        gain = cho_solve((factor, True), H @ covariance).T
+        factor = cholesky_factor(innovation_covariance)
+        gain = cholesky_solve(factor, H @ covariance).T
         residual = y - H @ mean
         new_mean = mean + gain @ residual
         new_covariance = covariance - gain @ innovation_covariance @ gain.T
         new_covariance = 0.5 * (new_covariance + new_covariance.T)
-        return new_mean, jnp.linalg.cholesky(new_covariance), _normal_log_prob(y, H @ mean, factor)
+        return new_mean, cholesky_factor(new_covariance), _normal_log_prob(y, H @ mean, factor)
 
     means, cholesky, log_likelihoods = jax.vmap(one)(prior.means, prior.cholesky)
     joint = prior.log_weights + log_likelihoods
@@ -150,7 +136,7 @@ def linear_gaussian_predict(
 
     def one(cholesky: jax.Array) -> jax.Array:
         factor = A @ cholesky
-        return jnp.linalg.cholesky(factor @ factor.T + Q)
+        return cholesky_factor(factor @ factor.T + Q)
 
     return GaussianMixture(
         mixture.log_weights, mixture.means @ A.T, jax.vmap(one)(mixture.cholesky)
