@@ -58,15 +58,11 @@ from models.amortized.tasks import LinearGaussianTask, Problem
 from models.amortized.training import fit
 from ppl import state_space
 from ppl.calibration import simulation_based_calibration
-from ppl.gaussian_mixture import GaussianMixture, mixture
+from ppl.gaussian_mixture import GaussianMixture, kl_divergence, mixture
+from ppl.small_linalg import cholesky, cholesky_solve
 from samplers import importance, mcmc, smc
 
 ROOT = Path(__file__).resolve().parents[1]
-# With asynchronous CPU dispatch, this jaxlib sometimes never wakes the caller of a computation
-# whose inputs were still being computed (seen three times here, always in the first KL after
-# training: every thread asleep, the main thread waiting on the result). Synchronous dispatch
-# avoids it and costs nothing measurable for these batched calls.
-jax.config.update("jax_cpu_enable_async_dispatch", False)
 KL_SAMPLES = 2000
 
 # The paper's Table (Whittle et al. 2025), inverse-gamma task: expected KL over unseen problems.
@@ -106,16 +102,17 @@ def train(
 
 
 def gaussian_kl(mean_p, cov_p, mean_q, cov_q) -> jax.Array:
-    """KL(N(mean_p, cov_p) ‖ N(mean_q, cov_q))."""
+    """KL(N(mean_p, cov_p) ‖ N(mean_q, cov_q)), with `ppl.small_linalg` (no batched LAPACK)."""
     d = mean_p.shape[-1]
-    solve = jnp.linalg.solve(cov_q, cov_p)
+    factor_p, factor_q = cholesky(cov_p), cholesky(cov_q)
     diff = mean_q - mean_p
+    log_det = lambda factor: 2 * jnp.sum(jnp.log(jnp.diag(factor)))  # noqa: E731
     return 0.5 * (
-        jnp.trace(solve)
-        + diff @ jnp.linalg.solve(cov_q, diff)
+        jnp.trace(cholesky_solve(factor_q, cov_p))
+        + diff @ cholesky_solve(factor_q, diff)
         - d
-        + jnp.linalg.slogdet(cov_q)[1]
-        - jnp.linalg.slogdet(cov_p)[1]
+        + log_det(factor_q)
+        - log_det(factor_p)
     )
 
 
@@ -136,52 +133,20 @@ def summary(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def _mixture_log_prob(mixture: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """log p(x) [P, S] of P mixtures (numpy, float64) at points x [P, S, D]."""
-    means, cholesky = mixture["means"], mixture["cholesky"]  # [P, K, D], [P, K, D, D]
-    residual = x[:, None, :, :] - means[:, :, None, :]  # [P, K, S, D]
-    white = np.linalg.solve(cholesky, np.swapaxes(residual, -1, -2))  # L⁻¹ r: [P, K, D, S]
-    log_det = np.log(np.abs(np.diagonal(cholesky, axis1=-2, axis2=-1))).sum(-1)  # [P, K]
-    d = x.shape[-1]
-    log_normal = -0.5 * (white**2).sum(-2) - 0.5 * d * np.log(2 * np.pi) - log_det[..., None]
-    joint = mixture["log_weights"][..., None] + log_normal  # [P, K, S]
-    top = joint.max(1, keepdims=True)
-    return (top + np.log(np.exp(joint - top).sum(1, keepdims=True)))[:, 0]
-
-
 def mixture_kls(
-    key: jax.Array, exact: GaussianMixture, approx: GaussianMixture, chunk: int = 25
+    key: jax.Array, exact: GaussianMixture, approx: GaussianMixture, chunk: int = 250
 ) -> np.ndarray:
-    """Monte Carlo KL(exact_i ‖ approx_i) per problem, in numpy (float64).
-
-    Not `jax.vmap(ppl.gaussian_mixture.kl_divergence)`: with this jaxlib on this CPU, that
-    batched program hung (every thread asleep, the caller waiting on its result) in 5 of 6
-    runs of this script after training, with asynchronous dispatch on or off; see issue 7.
-    """
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
-    as_numpy = lambda m: {  # noqa: E731
-        "log_weights": np.asarray(m.log_weights, np.float64),
-        "means": np.asarray(m.means, np.float64),
-        "cholesky": np.asarray(m.cholesky, np.float64),
-    }
-    p_all, q_all = as_numpy(exact), as_numpy(approx)
-    count = p_all["means"].shape[0]
+    """Monte Carlo KL(exact_i ‖ approx_i) per problem (`kl_divergence`, KL_SAMPLES draws)."""
+    count = exact.means.shape[0]
+    keys = jax.random.split(key, count)
     out = []
     for start in range(0, count, chunk):
-        p = {k: v[start : start + chunk] for k, v in p_all.items()}
-        q = {k: v[start : start + chunk] for k, v in q_all.items()}
-        num, _, d = p["means"].shape
-        weights = np.exp(p["log_weights"])
-        cumulative = np.cumsum(weights / weights.sum(1, keepdims=True), axis=1)
-        uniform = rng.random((num, KL_SAMPLES, 1))
-        component = np.minimum((uniform > cumulative[:, None, :]).sum(-1), weights.shape[1] - 1)
-        rows = np.arange(num)[:, None]
-        noise = rng.standard_normal((num, KL_SAMPLES, d))
-        x = p["means"][rows, component] + np.einsum(
-            "psij,psj->psi", p["cholesky"][rows, component], noise
-        )
-        out.append((_mixture_log_prob(p, x) - _mixture_log_prob(q, x)).mean(1))
+        part = lambda tree, s=start: jax.tree.map(lambda x: x[s : s + chunk], tree)  # noqa: E731
+        out.append(np.asarray(_batched_kl(part(keys), part(exact), part(approx))))
     return np.concatenate(out)
+
+
+_batched_kl = jax.jit(jax.vmap(lambda k, p, q: kl_divergence(k, p, q, KL_SAMPLES)[0]))
 
 
 def problems_of(task: LinearGaussianTask, key: jax.Array, count: int) -> Problem:
@@ -457,26 +422,31 @@ def run_versus(args: argparse.Namespace, store: dict) -> None:
             "moment_kl": summary(moment_kl(exact_mean, exact_cov, mean, cov)),
         }
 
+    # One posterior per call is NUTS's fast path on CPU (a vmapped NUTS waits at every tree
+    # doubling for its slowest chain): all problems run that way, and a vmapped batch of
+    # `--nuts-vmapped` problems is timed beside it.
     nuts = nuts_one(task, args.nuts_warmup, args.nuts_samples)
     keys = jax.random.split(jax.random.fold_in(key, 6), count)
-    batched = jax.jit(jax.vmap(nuts))
-    jax.block_until_ready(batched(keys[:2], jax.tree.map(lambda x: x[:2], problems)))
-    draws, batched_seconds = timed(lambda: batched(keys, problems))
     single = jax.jit(nuts)
     jax.block_until_ready(single(keys[0], jax.tree.map(lambda x: x[0], problems)))
-    num_single = min(count, args.nuts_single)
-    _, single_seconds = timed(
-        lambda: [
-            single(keys[i], jax.tree.map(lambda x, i=i: x[i], problems)) for i in range(num_single)
-        ]
+    draws, single_seconds = timed(
+        lambda: jnp.stack(
+            [single(keys[i], jax.tree.map(lambda x, i=i: x[i], problems)) for i in range(count)]
+        )
     )
+    num_batched = min(count, args.nuts_vmapped)
+    batched = jax.jit(jax.vmap(nuts))
+    some = lambda tree: jax.tree.map(lambda x: x[:num_batched], tree)  # noqa: E731
+    jax.block_until_ready(batched(some(keys), some(problems)))
+    _, batched_seconds = timed(lambda: batched(some(keys), some(problems)))
     nuts_mean = draws.mean(1)
     nuts_cov = jax.vmap(lambda d: jnp.cov(d.T))(draws)
     out["nuts"] = {
         "warmup": args.nuts_warmup,
         "samples": args.nuts_samples,
-        "seconds_per_posterior_vmapped": batched_seconds / count,
-        "seconds_per_posterior_one_at_a_time": single_seconds / num_single,
+        "seconds_per_posterior_vmapped": batched_seconds / num_batched,
+        "vmapped_batch": num_batched,
+        "seconds_per_posterior_one_at_a_time": single_seconds / count,
         "moment_kl": summary(moment_kl(exact_mean, exact_cov, nuts_mean, nuts_cov)),
     }
 
@@ -714,7 +684,7 @@ def main() -> None:
     parser.add_argument("--em-steps", type=int, default=60, help="EM steps of the prior fit")
     parser.add_argument("--nuts-warmup", type=int, default=500)
     parser.add_argument("--nuts-samples", type=int, default=1000)
-    parser.add_argument("--nuts-single", type=int, default=20)
+    parser.add_argument("--nuts-vmapped", type=int, default=50)
     parser.add_argument("--importance-samples", type=int, default=1000)
     parser.add_argument("--sequences", type=int, default=50)
     parser.add_argument("--filter-steps", type=int, default=100)
