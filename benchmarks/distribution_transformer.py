@@ -40,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -470,6 +471,50 @@ def run_versus(args: argparse.Namespace, store: dict) -> None:
     save(args, store)
 
 
+# ---------------------------------------------------------------- sizes: speed against accuracy
+
+NETWORK_SIZES = ((64, 2), (64, 1), (32, 2), (32, 1))  # (width, depth), 4 heads each
+
+
+def run_sizes(args: argparse.Namespace, store: dict) -> None:
+    """The versus task (D = 2, K = 5) with smaller networks: time per posterior against KL."""
+    if "sizes" in store:
+        return
+    key = jax.random.fold_in(jax.random.key(args.seed), 205)
+    task = conjugate_task(2, 5)
+    steps = int(6000 * args.steps_scale)
+    problems = problems_of(
+        task, jax.random.fold_in(jax.random.fold_in(jax.random.key(args.seed), 7), 2), args.problems
+    )
+    exact = jax.jit(jax.vmap(task.exact_posterior))(problems.prior, problems.data, problems.mask)
+    mean, covariance = jax.vmap(GaussianMixture.mean), jax.vmap(GaussianMixture.covariance)
+    moments = lambda m: (mean(m), covariance(m))  # noqa: E731
+    moment_kl = jax.jit(jax.vmap(gaussian_kl))
+    rows = {}
+    for width, depth in NETWORK_SIZES:
+        network = DistributionTransformer(
+            2, 2, width=width, depth=depth, num_heads=4, key=jax.random.fold_in(key, 1)
+        )
+        parameters = sum(x.size for x in jax.tree.leaves(eqx.filter(network, eqx.is_array)))
+        network, train_seconds, _ = train(key, network, task.sample, steps)
+        call = network_posteriors(network, problems)
+        seconds = min(timed(call)[1] for _ in range(5)) / args.problems
+        posteriors = call()
+        rows[f"w{width}_d{depth}"] = {
+            "width": width,
+            "depth": depth,
+            "parameters": int(parameters),
+            "train_steps": steps,
+            "train_seconds": train_seconds,
+            "seconds_per_posterior": seconds,
+            "kl": summary(mixture_kls(jax.random.fold_in(key, 3), exact, posteriors)),
+            "moment_kl": summary(moment_kl(*moments(exact), *moments(posteriors))),
+        }
+        print("sizes", rows[f"w{width}_d{depth}"], flush=True)
+    store["sizes"] = rows
+    save(args, store)
+
+
 # ---------------------------------------------------------------- filtering
 
 
@@ -624,7 +669,7 @@ def save(args: argparse.Namespace, store: dict) -> None:
 
 
 def figure(store: dict, path: str) -> None:
-    panels = [name for name in ("conjugate", "filtering", "sbc") if name in store]
+    panels = [name for name in ("conjugate", "versus", "filtering", "sbc") if name in store]
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
@@ -644,6 +689,8 @@ def figure(store: dict, path: str) -> None:
             ax.set(xticks=x, xticklabels=labels, yscale="log", ylabel="KL(exact ‖ q)")
             ax.set_title("conjugate mixtures")
             ax.legend(fontsize="small")
+        elif name == "versus":
+            versus_panel(ax, store)
         elif name == "filtering":
             kl = np.asarray(store["filtering"]["kl_per_step_mean"])
             se = np.asarray(store["filtering"]["kl_per_step_se"])
@@ -654,6 +701,8 @@ def figure(store: dict, path: str) -> None:
             ax.set_title("recursive filtering")
         else:
             counts = np.asarray(store["sbc"]["counts"])
+            if counts.shape[0] % 5 == 0 and counts.shape[0] > 20:  # 100 ranks: 20 bins of 5
+                counts = counts.reshape(-1, 5, counts.shape[1]).sum(1)
             for d in range(counts.shape[1]):
                 ax.step(np.arange(counts.shape[0]), counts[:, d], where="mid", label=f"dim {d}")
             ax.axhline(counts[:, 0].sum() / counts.shape[0], color="0.5", lw=1)
@@ -664,10 +713,44 @@ def figure(store: dict, path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def versus_panel(ax: Any, store: dict) -> None:
+    """Seconds per posterior against the median moment KL (every method has one)."""
+    versus = store["versus"]
+    nuts = versus["nuts"]
+    points = {
+        "NUTS (vmapped)": (nuts["seconds_per_posterior_vmapped"], nuts["moment_kl"]),
+        "NUTS (one at a time)": (nuts["seconds_per_posterior_one_at_a_time"], nuts["moment_kl"]),
+        "SVI": (versus["svi"]["seconds_per_posterior"], versus["svi"]["moment_kl"]),
+        "network + IS": (
+            versus["network_importance"]["seconds_per_posterior"],
+            versus["network_importance"]["moment_kl"],
+        ),
+        "prior IS": (
+            versus["prior_importance"]["seconds_per_posterior"],
+            versus["prior_importance"]["moment_kl"],
+        ),
+    }
+    for row in store.get("sizes", {}).values():
+        label = f"network {row['width']}×{row['depth']}"
+        points[label] = (row["seconds_per_posterior"], row["moment_kl"])
+    if "sizes" not in store:
+        points["network"] = (
+            versus["network"]["seconds_per_posterior"],
+            versus["network"]["moment_kl"],
+        )
+    for index_, (label, (seconds, kl)) in enumerate(points.items()):
+        marker = "o" if label.startswith("network") else "s"
+        ax.scatter(seconds, kl["median"], marker=marker, color=f"C{index_ % 10}", label=label)
+    ax.set(xscale="log", yscale="log", xlabel="seconds per posterior", ylabel="median moment KL")
+    ax.set_title(f"{versus['problems']} posteriors, D = 2, K = 5")
+    ax.legend(fontsize="x-small")
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace, dict], None]] = {
     "inverse_gamma": run_inverse_gamma,
     "conjugate": run_conjugate,
     "versus": run_versus,
+    "sizes": run_sizes,
     "filtering": run_filtering,
     "sbc": run_sbc,
 }

@@ -199,11 +199,7 @@ network = trained.network
 print(f"trained {NUM_TRAIN_STEPS} steps in {training_seconds:.1f} s (compilation included)")
 
 
-# Batched helpers, each compiled once. A note on their shape: with jaxlib 0.10.2 on CPU, a
-# compiled program in which two large batched LAPACK calls (the triangular solves inside
-# `GaussianMixture.log_prob`, the Cholesky factorisations of the exact update) can run at the
-# same time may deadlock on a machine with few cores, so the large batches below keep one
-# such call per program, and the rest loop over single problems.
+# Batched helpers, each compiled once and reused wherever the shapes allow.
 exact_batch = jax.jit(jax.vmap(task.exact_posterior))
 log_prob_at = jax.jit(jax.vmap(GaussianMixture.log_prob))  # one point per mixture
 
@@ -256,16 +252,13 @@ show_figure(fig, "dt_loss")
 
 
 # %%
-draw_batch = jax.jit(jax.vmap(lambda key, mix: mix.sample(key, KL_SAMPLES)))
-log_prob_batch = jax.jit(jax.vmap(lambda mix, points: jax.vmap(mix.log_prob)(points)))
+kl_vmapped = jax.jit(jax.vmap(lambda key, p, q: kl_divergence(key, p, q, KL_SAMPLES)))
 
 
 def kl_batch(keys: jax.Array, p: GaussianMixture, q: GaussianMixture):
-    """Per problem, `kl_divergence(key, p, q, KL_SAMPLES)`: the same draws and estimator,
-    with log p and log q evaluated in separate compiled calls (the note above)."""
-    draws = draw_batch(keys, p)
-    differences = np.asarray(log_prob_batch(p, draws)) - np.asarray(log_prob_batch(q, draws))
-    return differences.mean(1), differences.std(1) / np.sqrt(KL_SAMPLES)
+    """Per problem, `kl_divergence(key, p, q, KL_SAMPLES)` and its standard error, as numpy."""
+    kl, se = kl_vmapped(keys, p, q)
+    return np.asarray(kl), np.asarray(se)
 
 
 exact = exact_batch(held_out.prior, held_out.data, held_out.mask)
@@ -569,7 +562,7 @@ for problem, posterior, approximate in zip(ring_problems, ring_exact, ring_dt, s
         )
 
 # %% [markdown]
-# Over all held-out problems (1000 draws each, one compiled call per problem): the ESS
+# Over all held-out problems (1000 draws each, all problems in one vmapped call): the ESS
 # fraction, and the ratio Ẑ / Z, whose mean must be 1 (unbiasedness on the natural scale)
 # whichever proposal is used. The prior is always a valid proposal, but with many points the
 # posterior is a small part of it and almost every prior draw is wasted.
@@ -577,6 +570,7 @@ for problem, posterior, approximate in zip(ring_problems, ring_exact, ring_dt, s
 
 # %%
 @jax.jit
+@jax.vmap
 def held_out_importance(key: jax.Array, problem: Problem, proposal: GaussianMixture):
     result = importance_run(key, problem, proposal, 1000)
     return result.ess / 1000, result.log_evidence - task.exact_log_evidence(
@@ -590,12 +584,9 @@ for label, proposals in (
     ("prior (untrained)", held_out.prior),
     ("DT posterior", dt_posteriors),
 ):
-    outputs = [
-        held_out_importance(is_keys[i], index(held_out, i), index(proposals, i))
-        for i in range(NUM_HELD_OUT)
-    ]
-    ess_fractions[label] = np.asarray([float(ess) for ess, _ in outputs])
-    ratio = np.exp(np.asarray([float(log_ratio) for _, log_ratio in outputs]))
+    ess, log_ratio = held_out_importance(is_keys, held_out, proposals)
+    ess_fractions[label] = np.asarray(ess)
+    ratio = np.exp(np.asarray(log_ratio, dtype=np.float64))
     print(
         f"  {label:18s} mean ESS/N {ess_fractions[label].mean():.3f} "
         f"(N <= 2: {ess_fractions[label][counts <= 2].mean():.3f}, "
@@ -765,21 +756,10 @@ untrained_filtered = run_amortized(untrained, filter_model, observations)
 filter_kl_jit = jax.jit(filter_kl, static_argnums=3)
 
 
-def step_slice(result, t: int):
-    """The filter result of step t alone, as a length-1 FilterResult."""
-    return result._replace(
-        filtered=jax.tree.map(lambda leaf: leaf[t : t + 1], result.filtered),
-        predicted=jax.tree.map(lambda leaf: leaf[t : t + 1], result.predicted),
-    )
-
-
 def per_step_kl(key: jax.Array, approximate) -> tuple[np.ndarray, np.ndarray]:
-    """`filter_kl` one step at a time (slices of length 1; one batch of solves per call)."""
-    out = [
-        filter_kl_jit(step_key, step_slice(exact_filtered, t), step_slice(approximate, t), 2000)
-        for t, step_key in enumerate(jax.random.split(key, FILTER_STEPS))
-    ]
-    return np.asarray([float(kl[0]) for kl, _ in out]), np.asarray([float(se[0]) for _, se in out])
+    """KL(exact_t ‖ approximate_t) and its standard error at every step, 2000 draws each."""
+    kl, se = filter_kl_jit(key, exact_filtered, approximate, 2000)
+    return np.asarray(kl), np.asarray(se)
 
 
 step_kl, step_se = per_step_kl(jax.random.key(15), amortized)
@@ -899,15 +879,16 @@ exact_log_z = float(exact_filtered.log_likelihood)
 pf_keys = jax.random.split(jax.random.key(16), NUM_PF_RUNS)
 log_z_estimates, pf_seconds = {}, {}
 for label, (feynman_kac, particles) in filters.items():
-    # One compiled run per key (not vmapped over runs: the note in section 1)
-    run_one = jax.jit(
-        lambda key, fk=feynman_kac, n=particles: (
-            smc.run(key, fk, n, FILTER_STEPS, keep_history=False).log_evidence
+    run_all = jax.jit(  # all runs in one call, vmapped over keys
+        jax.vmap(
+            lambda key, fk=feynman_kac, n=particles: (
+                smc.run(key, fk, n, FILTER_STEPS, keep_history=False).log_evidence
+            )
         )
     )
-    compiled = run_one.lower(pf_keys[0]).compile()
+    compiled = run_all.lower(pf_keys).compile()
     start = time.perf_counter()
-    log_z_estimates[label] = np.asarray([float(compiled(key)) for key in pf_keys])
+    log_z_estimates[label] = np.asarray(jax.block_until_ready(compiled(pf_keys)))
     pf_seconds[label] = time.perf_counter() - start
     differences = log_z_estimates[label] - exact_log_z
     ratio = np.exp(differences.astype(np.float64))
