@@ -205,7 +205,7 @@ def network_posteriors(network: Any, problems: Problem) -> Callable[[], Gaussian
 def run_inverse_gamma(args: argparse.Namespace, store: dict) -> None:
     rows = store.setdefault("inverse_gamma", {})
     for preset in ("narrow", "wide"):
-        for components in (2, 5):
+        for components in args.inverse_gamma_components:
             name = f"{preset}_K{components}"
             if name in rows:
                 continue
@@ -263,7 +263,7 @@ def run_inverse_gamma(args: argparse.Namespace, store: dict) -> None:
                 "final_loss": float(losses[-250:].mean()),
                 "em_steps": args.em_steps,
                 "network_seconds_per_posterior": network_seconds / args.problems,
-                "paper_network": PAPER_INVERSE_GAMMA[(preset, components)],
+                "paper_network": PAPER_INVERSE_GAMMA.get((preset, components)),
                 "paper_vi": PAPER_INVERSE_GAMMA[(preset, "vi")],
                 **results,
             }
@@ -763,6 +763,7 @@ def main() -> None:
     parser.add_argument("--steps-scale", type=float, default=1.0)
     parser.add_argument("--svi-steps", type=int, default=1000)
     parser.add_argument("--inverse-gamma-steps", type=int, default=4000)
+    parser.add_argument("--inverse-gamma-components", type=int, nargs="+", default=[2, 5])
     parser.add_argument("--inverse-gamma-svi-steps", type=int, default=2000)
     parser.add_argument("--em-steps", type=int, default=60, help="EM steps of the prior fit")
     parser.add_argument("--nuts-warmup", type=int, default=500)
