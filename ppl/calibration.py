@@ -13,8 +13,9 @@ underconfident one, and a slope a biased one.
 Uniformity is tested per dimension with Pearson's chi-square on B bins. Bin b holds the ranks
 {b m, ..., b m + m − 1} with m = (L + 1) / B, so B must divide L + 1 and every bin has
 probability 1/B under uniformity (equal expected counts P/B; keep P/B ≳ 5 for the chi-square
-approximation; the default aims at P/B ≥ 20 with B ≤ 20, see `default_num_bins`). Ties between the latent and a draw have probability zero for continuous
-posteriors and are not broken.
+approximation; the default aims at P/B ≥ 20 with B ≤ 20, see `default_num_bins`). Ties
+between the latent and a draw have probability zero for continuous posteriors and are not
+broken.
 """
 
 from __future__ import annotations
