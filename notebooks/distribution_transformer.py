@@ -27,7 +27,7 @@
 # 6. runs it as a recursive filter and as a particle-filter proposal,
 # 7. saves and reloads it.
 #
-# The full notebook takes three to four minutes on a 2-core CPU, training included. Set
+# The full notebook takes about two minutes on a 2-core CPU, training included. Set
 # `PPL_NOTEBOOK_TINY=1` to run everything at tiny sizes (the tests do): the network then trains
 # for only 150 steps, so its numbers are poor, and most of the time goes to compilation.
 
@@ -432,9 +432,9 @@ show_figure(fig, "dt_kl_histogram")
 # network there (0.033 against 0.060 with six or more points). Its mean, 1.8, is ruined by the
 # few problems whose posterior keeps two modes: SVI settles on one, and KL(exact ‖ q), which
 # charges heavily for missing mass, runs into the hundreds of nats on one of them. The network's
-# mixture has no such failure. It answers all 200 problems in 5 to 10 ms, against 3.5 to 6 s
-# for the 200 SVI optimisations (after 5 s of compilation; both vary with the load on this
-# shared CPU): two to three orders of magnitude.
+# mixture has no such failure. It answers all 200 problems in about 6 ms, against 0.5 s for the
+# 200 SVI optimisations (after 4 s of compilation; both vary with the load on this shared CPU):
+# about eighty times faster, and SVI's time grows with its number of steps.
 
 # %% [markdown]
 # ## 3. A new prior, no retraining
@@ -707,7 +707,7 @@ print("counts per bin (trained, dim 1):", sbc_results["trained"].counts[:, 1].to
 show_figure(plot_sbc_ranks(sbc_results["trained"]), "dt_sbc")
 
 # %% [markdown]
-# In the full run the trained network's ranks are uniform (p = 0.19 and 0.38); so are the
+# In the full run the trained network's ranks are uniform (p = 0.30 and 0.39); so are the
 # prior's (0.30 and 0.23), as they must be; the overconfident version fails with p < 10⁻¹⁰ and
 # the ∪-shaped histogram that says so (108 and 80 of 500 ranks in the two outer bins, 25
 # expected).
@@ -835,8 +835,8 @@ fig.tight_layout()
 show_figure(fig, "dt_filter")
 
 # %% [markdown]
-# In the full run the per-step KL stays between about 0.01 and 0.3 nats over the 100 steps,
-# with no upward trend (0.020 at t = 0, 0.13 at t = 50, 0.071 at t = 99, 0.097 on average):
+# In the full run the per-step KL shows no upward trend over the 100 steps (0.027 at t = 0,
+# 0.15 at t = 50, 0.063 at t = 99, 0.098 on average):
 # errors do not accumulate here, because the contraction A and each new observation make the
 # filter forget its past, errors included. The filtered means follow the exact ones (both are
 # 0.26 from the true state, root mean square). The untrained network, which never conditions,
@@ -922,12 +922,16 @@ fig.tight_layout()
 show_figure(fig, "dt_particle_filter")
 
 # %% [markdown]
-# In the full run the network's proposal cuts the spread of log Ẑ from 1.50 (bootstrap, 256
-# particles) to 0.56 at the same number of particles. But it calls the network once per
-# particle and step, about 35 times the bootstrap filter's cost here, and the bootstrap filter
-# with eight times the particles reaches a spread of 0.47 in less time. Eight runs are too few
-# to check unbiasedness on the natural scale; `tests/models/amortized/test_filtering.py` does
-# that against the same exact evidence.
+# In the full run the network's proposal does not pay here: the spread of log Ẑ is 1.47 against
+# the bootstrap filter's 1.50 at 256 particles, and calling the network once per particle and
+# step costs 8 s against 0.03 s for the eight runs; the bootstrap filter with eight times the
+# particles reaches a spread of 0.36 in 0.1 s. How much the proposal helps depends on the
+# trained network: the proposal's priors N(A x_{t−1}, 0.2² I) sit near the lower end of the
+# scale range it was trained on, and an earlier run whose network differed only through
+# floating-point rounding in the training simulations gave a spread of 0.56. With a perfect
+# network the gain is large (43x less variance of log Ẑ in
+# `tests/models/amortized/test_filtering.py`, which also checks unbiasedness on the natural
+# scale, something eight runs are too few for).
 
 # %% [markdown]
 # ## 7. Save and reload
