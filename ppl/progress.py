@@ -39,6 +39,8 @@ def scan_with_progress(
             chunk = jax.tree.map(lambda x, s=start: x[s : s + chunk_size], xs)
             carry, out = run_chunk(carry, chunk)
             outputs.append(out)
+            if progress:  # count finished steps, not dispatched ones (dispatch is asynchronous)
+                jax.block_until_ready(out)
             bar.update(jax.tree.leaves(chunk)[0].shape[0])
     stacked = jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=0), *outputs)
     return carry, stacked

@@ -145,10 +145,15 @@ class DistributionTransformer(eqx.Module):
             (jnp.zeros_like(unembed.weight), jnp.zeros(size)),
         )
 
+    @eqx.filter_jit
     def __call__(
         self, prior: GaussianMixture, data: jax.Array, mask: jax.Array | None = None
     ) -> GaussianMixture:
-        """The posterior mixture given `data` [N, data_size]; `mask` [N] bool (default all)."""
+        """The posterior mixture given `data` [N, data_size]; `mask` [N] bool (default all).
+
+        Compiled on first call per shape (`eqx.filter_jit`), so a direct call from Python is
+        fast; inside `jax.jit`, `vmap` or `grad` it is traced inline as usual.
+        """
         if prior.dimension != self.dimension:
             raise ValueError(f"prior is {prior.dimension}-D, the network is {self.dimension}-D")
         if data.ndim != 2 or data.shape[1] != self.embed_data.in_size:
