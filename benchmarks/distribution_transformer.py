@@ -295,7 +295,7 @@ def run_conjugate(args: argparse.Namespace, store: dict) -> None:
     rows = store.setdefault("conjugate", {})
     for dimension, components, width, steps in CONJUGATE_GRID:
         name = f"D{dimension}_K{components}"
-        if name in rows:
+        if name in rows or dimension not in args.conjugate_dimensions:
             continue
         key = jax.random.fold_in(jax.random.key(args.seed), 100 * dimension + components)
         task, network, train_seconds, losses = trained_network(args, dimension, components)
@@ -763,6 +763,7 @@ def main() -> None:
     parser.add_argument("--steps-scale", type=float, default=1.0)
     parser.add_argument("--svi-steps", type=int, default=1000)
     parser.add_argument("--inverse-gamma-steps", type=int, default=4000)
+    parser.add_argument("--conjugate-dimensions", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--inverse-gamma-components", type=int, nargs="+", default=[2, 5])
     parser.add_argument("--inverse-gamma-svi-steps", type=int, default=2000)
     parser.add_argument("--em-steps", type=int, default=60, help="EM steps of the prior fit")
