@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import gc
 import os
+from pathlib import Path
 
 import jax
 import pytest
 
 from models.lm.tiny import tiny_config, tiny_language_model
+
+MAPS = Path("/proc/self/maps")
+# Linux refuses new memory mappings past vm.max_map_count (65 530 by default). Every program
+# XLA compiles for the CPU keeps several mappings, a tiny-mode notebook leaves about 8 000, and
+# a pytest-xdist worker runs hundreds of tests in one process: past the limit the next
+# compilation aborts the worker (seen once in CI, in the last notebook a worker ran).
+MAX_MAPPINGS = 30_000
+
+
+@pytest.fixture(autouse=True)
+def _bounded_compilation_cache():
+    """After a test, drop JAX's compiled programs if the process holds too many mappings."""
+    yield
+    if MAPS.exists():
+        with MAPS.open() as maps:
+            if sum(1 for _ in maps) > MAX_MAPPINGS:
+                jax.clear_caches()
+                gc.collect()
 
 
 @pytest.fixture(scope="session")
