@@ -16,8 +16,11 @@ Sections (each trains its own networks on fresh simulations, then evaluates on u
   a converged budget.
 - ``versus``: 1000 posteriors of the (2, 5) task, side by side: the network, the network as an
   importance-sampling proposal (corrected by the exact likelihood), NUTS (BlackJAX window
-  adaptation + NUTS through `samplers.mcmc.warmup`, vmapped over all problems, and one problem at
-  a time), SVI, and importance sampling from the prior; time per posterior and accuracy.
+  adaptation + NUTS through `samplers.mcmc.warmup`, every problem one at a time, and a batch of
+  `--nuts-vmapped` problems vmapped), SVI, and importance sampling from the prior; time per
+  posterior and accuracy.
+- ``sizes``: the versus problems with networks of four sizes (width × depth); time per
+  posterior against KL, for trading accuracy against the speed-up over NUTS.
 - ``filtering``: a 2-D rotating linear-Gaussian model with a 5-component initial mixture, 100
   steps: the network as the update of a recursive filter, against the exact bank of Kalman
   filters and a bootstrap particle filter; KL per step and time per step.
@@ -166,31 +169,42 @@ def conjugate_task(dimension: int, components: int) -> LinearGaussianTask:
     )
 
 
-def new_network(dimension: int, data_size: int, width: int, key: jax.Array) -> Any:
-    return DistributionTransformer(dimension, data_size, width=width, depth=2, key=key)
+def new_network(dimension: int, data_size: int, width: int, key: jax.Array, depth: int = 2) -> Any:
+    return DistributionTransformer(dimension, data_size, width=width, depth=depth, key=key)
 
 
 _NETWORKS: dict[tuple, tuple[Any, float, np.ndarray]] = {}
 
 
 def trained_network(
-    args: argparse.Namespace, dimension: int, components: int
+    args: argparse.Namespace,
+    dimension: int,
+    components: int,
+    width: int | None = None,
+    depth: int = 2,
 ) -> tuple[LinearGaussianTask, Any, float, np.ndarray]:
-    """The (D, K) conjugate task and its network, trained once per process (grid budgets)."""
-    width, steps = next(
+    """The (D, K) conjugate task and its network (the grid's width unless given), trained for
+    the grid's budget once per process: sections that share a network share its training."""
+    grid_width, steps = next(
         (w, n) for d, k, w, n in CONJUGATE_GRID if (d, k) == (dimension, components)
     )
+    width = width or grid_width
     task = conjugate_task(dimension, components)
-    cache_key = (dimension, components, args.seed, args.steps_scale)
+    cache_key = (dimension, components, width, depth, args.seed, args.steps_scale)
     if cache_key not in _NETWORKS:
         key = jax.random.fold_in(jax.random.key(args.seed), 100 * dimension + components)
         _NETWORKS[cache_key] = train(
             key,
-            new_network(dimension, dimension, width, jax.random.fold_in(key, 1)),
+            new_network(dimension, dimension, width, jax.random.fold_in(key, 1), depth),
             task.sample,
             int(steps * args.steps_scale),
         )
     return (task, *_NETWORKS[cache_key])
+
+
+def mixture_moments(mixtures: GaussianMixture) -> tuple[jax.Array, jax.Array]:
+    """Means [P, D] and covariances [P, D, D] of a batch of mixtures."""
+    return jax.vmap(GaussianMixture.mean)(mixtures), jax.vmap(GaussianMixture.covariance)(mixtures)
 
 
 def network_posteriors(network: Any, problems: Problem) -> Callable[[], GaussianMixture]:
@@ -372,31 +386,33 @@ def nuts_one(
     return one
 
 
+moment_kl = jax.jit(jax.vmap(gaussian_kl))
+
+
+def versus_problems(
+    args: argparse.Namespace, task: LinearGaussianTask
+) -> tuple[jax.Array, Problem, GaussianMixture]:
+    """The versus key, its `--problems` problems and their exact posteriors (also `sizes`)."""
+    key = jax.random.fold_in(jax.random.key(args.seed), 7)
+    problems = problems_of(task, jax.random.fold_in(key, 2), args.problems)
+    exact = jax.jit(jax.vmap(task.exact_posterior))(problems.prior, problems.data, problems.mask)
+    return key, problems, exact
+
+
 def run_versus(args: argparse.Namespace, store: dict) -> None:
     if "versus" in store:
         return
-    key = jax.random.fold_in(jax.random.key(args.seed), 7)
     task, network, train_seconds, _ = trained_network(args, 2, 5)
-    problems = problems_of(task, jax.random.fold_in(key, 2), args.problems)
+    key, problems, exact = versus_problems(args, task)
     count = args.problems
-    exact = jax.jit(jax.vmap(task.exact_posterior))(problems.prior, problems.data, problems.mask)
-    exact_mean = jax.vmap(GaussianMixture.mean)(exact)
-    exact_cov = jax.vmap(GaussianMixture.covariance)(exact)
-    moment_kl = jax.jit(jax.vmap(gaussian_kl))
+    exact_mean, exact_cov = mixture_moments(exact)
     out: dict[str, Any] = {"problems": count, "train_seconds": train_seconds}
 
     posteriors, seconds = timed(network_posteriors(network, problems))
     out["network"] = {
         "seconds_per_posterior": seconds / count,
         "kl": summary(mixture_kls(jax.random.fold_in(key, 3), exact, posteriors)),
-        "moment_kl": summary(
-            moment_kl(
-                exact_mean,
-                exact_cov,
-                jax.vmap(GaussianMixture.mean)(posteriors),
-                jax.vmap(GaussianMixture.covariance)(posteriors),
-            )
-        ),
+        "moment_kl": summary(moment_kl(exact_mean, exact_cov, *mixture_moments(posteriors))),
     }
 
     def importance_moments(proposals: GaussianMixture, num: int) -> Callable:
@@ -480,23 +496,13 @@ def run_sizes(args: argparse.Namespace, store: dict) -> None:
     """The versus task (D = 2, K = 5) with smaller networks: time per posterior against KL."""
     if "sizes" in store:
         return
-    key = jax.random.fold_in(jax.random.key(args.seed), 205)
     task = conjugate_task(2, 5)
-    steps = int(6000 * args.steps_scale)
-    problems = problems_of(
-        task, jax.random.fold_in(jax.random.fold_in(jax.random.key(args.seed), 7), 2), args.problems
-    )
-    exact = jax.jit(jax.vmap(task.exact_posterior))(problems.prior, problems.data, problems.mask)
-    mean, covariance = jax.vmap(GaussianMixture.mean), jax.vmap(GaussianMixture.covariance)
-    moments = lambda m: (mean(m), covariance(m))  # noqa: E731
-    moment_kl = jax.jit(jax.vmap(gaussian_kl))
+    _, problems, exact = versus_problems(args, task)
+    key = jax.random.fold_in(jax.random.key(args.seed), 205)  # trained_network's for (2, 5)
     rows = {}
     for width, depth in NETWORK_SIZES:
-        network = DistributionTransformer(
-            2, 2, width=width, depth=depth, num_heads=4, key=jax.random.fold_in(key, 1)
-        )
+        _, network, train_seconds, losses = trained_network(args, 2, 5, width, depth)
         parameters = sum(x.size for x in jax.tree.leaves(eqx.filter(network, eqx.is_array)))
-        network, train_seconds, _ = train(key, network, task.sample, steps)
         call = network_posteriors(network, problems)
         seconds = min(timed(call)[1] for _ in range(5)) / args.problems
         posteriors = call()
@@ -504,11 +510,11 @@ def run_sizes(args: argparse.Namespace, store: dict) -> None:
             "width": width,
             "depth": depth,
             "parameters": int(parameters),
-            "train_steps": steps,
+            "train_steps": len(losses),
             "train_seconds": train_seconds,
             "seconds_per_posterior": seconds,
             "kl": summary(mixture_kls(jax.random.fold_in(key, 3), exact, posteriors)),
-            "moment_kl": summary(moment_kl(*moments(exact), *moments(posteriors))),
+            "moment_kl": summary(moment_kl(*mixture_moments(exact), *mixture_moments(posteriors))),
         }
         print("sizes", rows[f"w{width}_d{depth}"], flush=True)
     store["sizes"] = rows
@@ -547,13 +553,10 @@ def run_filtering(args: argparse.Namespace, store: dict) -> None:
     kl = mixture_kls(
         jax.random.fold_in(key, 3), flat(exact.filtered), flat(amortized.filtered)
     ).reshape(num_sequences, steps)
-    filtered_mean = jax.vmap(jax.vmap(GaussianMixture.mean))
-    filtered_cov = jax.vmap(jax.vmap(GaussianMixture.covariance))
-    exact_mean, exact_cov = filtered_mean(exact.filtered), filtered_cov(exact.filtered)
-    moment_kl = jax.jit(jax.vmap(jax.vmap(gaussian_kl)))
-    network_moment_kl = moment_kl(
-        exact_mean, exact_cov, filtered_mean(amortized.filtered), filtered_cov(amortized.filtered)
-    )
+    filtered_moments = jax.vmap(mixture_moments)  # [sequences, steps, ...]
+    exact_mean, exact_cov = filtered_moments(exact.filtered)
+    step_moment_kl = jax.jit(jax.vmap(moment_kl))
+    network_moment_kl = step_moment_kl(exact_mean, exact_cov, *filtered_moments(amortized.filtered))
 
     def particle_filter(k: jax.Array, y: jax.Array, guided: bool) -> tuple[jax.Array, ...]:
         ssm = filtering.state_space_model(model, y)
@@ -573,7 +576,7 @@ def run_filtering(args: argparse.Namespace, store: dict) -> None:
         (log_z, pf_mean, pf_cov), seconds = timed(
             lambda call=call: call(kl_keys[:num_pf], observations[:num_pf])
         )
-        pf_kl = moment_kl(exact_mean[:num_pf], exact_cov[:num_pf], pf_mean, pf_cov)
+        pf_kl = step_moment_kl(exact_mean[:num_pf], exact_cov[:num_pf], pf_mean, pf_cov)
         pf_rows[label] = {
             "sequences": num_pf,
             "seconds_per_sequence_incl_compile": seconds / num_pf,
