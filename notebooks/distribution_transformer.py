@@ -626,11 +626,7 @@ show_figure(fig, "dt_importance_ess")
 
 # %%
 ring_problem, ring_posterior = ring_problems[1], ring_exact[1]
-
-
 ring_logdensity = task.logdensity_fn(ring_problem)
-
-
 initial_positions = ring_dt[1].sample(jax.random.key(11), 4)
 print("initial positions:\n", np.round(np.asarray(initial_positions), 3))
 chains = mcmc.run(

@@ -92,8 +92,7 @@ class LinearGaussianTask(NamedTuple):
         """Σ_n mask_n log N(y_n; H x, R) for one latent x [D] and data [N, M].
 
         R⁻¹ and log det R come from the task's constant R, so batching over problems batches
-        no matrix factorisation (see `ppl.small_linalg` on why
-        batched LAPACK calls are avoided).
+        no matrix factorisation (`ppl.small_linalg` says why batched LAPACK calls are avoided).
         """
         precision = jnp.linalg.inv(self.noise_covariance)
         residuals = data - x @ self.observation_matrix.T
