@@ -6,7 +6,7 @@ filters, next to the numbers of Whittle et al. 2025.
 
 Sections (each trains its own networks on fresh simulations, then evaluates on unseen problems):
 
-- ``inverse_gamma``: the unknown-variance task (`models.amortized.inverse_gamma`), narrow and
+- ``inverse_gamma``: the unknown-variance task (`ppl.models.amortized.inverse_gamma`), narrow and
   wide meta-priors, 2 and 5 components; expected KL(exact ‖ network) over `--problems` unseen
   problems, against NumPyro SVI with a normal guide on log σ² and against the K-component fit of
   the prior itself (the floor a K-component answer cannot beat).
@@ -16,7 +16,7 @@ Sections (each trains its own networks on fresh simulations, then evaluates on u
   a converged budget.
 - ``versus``: 1000 posteriors of the (2, 5) task, side by side: the network, the network as an
   importance-sampling proposal (corrected by the exact likelihood), NUTS (BlackJAX window
-  adaptation + NUTS through `samplers.mcmc.warmup`, every problem one at a time, and a batch of
+  adaptation + NUTS through `ppl.samplers.mcmc.warmup`, every problem one at a time, and a batch of
   `--nuts-vmapped` problems vmapped), SVI, and importance sampling from the prior; time per
   posterior and accuracy.
 - ``sizes``: the versus problems with networks of four sizes (width × depth); time per
@@ -53,18 +53,18 @@ import optax
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from models.amortized import filtering
-from models.amortized.baselines import svi_posterior
-from models.amortized.distribution_transformer import DistributionTransformer
-from models.amortized.inverse_gamma import InverseGammaTask
-from models.amortized.inverse_gamma import svi_posterior as inverse_gamma_svi
-from models.amortized.tasks import LinearGaussianTask, Problem
-from models.amortized.training import fit
 from ppl import state_space
 from ppl.calibration import simulation_based_calibration
 from ppl.gaussian_mixture import GaussianMixture, kl_divergence, mixture
+from ppl.models.amortized import filtering
+from ppl.models.amortized.baselines import svi_posterior
+from ppl.models.amortized.distribution_transformer import DistributionTransformer
+from ppl.models.amortized.inverse_gamma import InverseGammaTask
+from ppl.models.amortized.inverse_gamma import svi_posterior as inverse_gamma_svi
+from ppl.models.amortized.tasks import LinearGaussianTask, Problem
+from ppl.models.amortized.training import fit
+from ppl.samplers import importance, mcmc, smc
 from ppl.small_linalg import cholesky, cholesky_solve
-from samplers import importance, mcmc, smc
 
 ROOT = Path(__file__).resolve().parents[1]
 KL_SAMPLES = 2000

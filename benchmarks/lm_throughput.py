@@ -83,9 +83,9 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, default=ROOT / "docs/figures/lm_throughput.png")
     args = parser.parse_args()
 
-    from models.lm import LanguageModel
-    from models.lm.default_model import default_model_path
-    from models.lm.throughput import benchmark_prompt, environment, format_table, measure
+    from ppl.models.lm import LanguageModel
+    from ppl.models.lm.default_model import default_model_path
+    from ppl.models.lm.throughput import benchmark_prompt, environment, format_table, measure
 
     model = default_model_path()
     batches = [int(b) for b in args.batch.split(",")]

@@ -4,8 +4,8 @@ evidence from tempered SMC against NUTS draws + bridge sampling.
     .venv/bin/python benchmarks/numpyro_nuts.py [--posteriors eight_schools normal_normal]
         [--chains 4] [--warmup 1000] [--samples 1000] [--evidence-repeats 5] [--particles 2000]
 
-Posteriors: the six posteriordb ones (`models.bayes.posteriordb`) and the three conjugate
-problems (`models.bayes.conjugate`, data from key 0, exact log evidence known). Everything runs
+Posteriors: the six posteriordb ones (`ppl.models.bayes.posteriordb`) and the three conjugate
+problems (`ppl.models.bayes.conjugate`, data from key 0, exact log evidence known). Everything runs
 in 64-bit mode (gp_pois_regr needs it), in one process, on the default JAX device. The three
 samplers get the same model, data, chains, warm-up and draws, target acceptance 0.8, a diagonal
 mass matrix, Stan's windowed adaptation, init_to_uniform starting points, maximum tree depth 10,
@@ -22,9 +22,9 @@ and run their chains one after another:
 Each sampler runs twice with different seeds: `first` (compilation included) and `warm` (compiled
 functions reused where the library allows: NumPyro's second `.run` on the same `MCMC` object; the
 BlackJAX functions above; ppl-jax's `run_mcmc` again on the same `NumPyroModel`, whose compiled
-warm-up and sampling programs `samplers.mcmc` caches per log density). The JAX compile time inside
-each run is measured too (jax.monitoring), to show what "warm" still compiles: e.g. NumPyro 0.22
-under JAX 0.10 with `progress_bar=False` re-traces and recompiles its sampling loop
+warm-up and sampling programs `ppl.samplers.mcmc` caches per log density). The JAX compile
+time inside each run is measured too (jax.monitoring), to show what "warm" still compiles: e.g.
+NumPyro 0.22 under JAX 0.10 with `progress_bar=False` re-traces and recompiles its sampling loop
 (`fori_collect`) for every chain of every `.run` (the freshly wrapped `jit(_body_fn)` it passes
 as a static argument never hits the cache), and NumPyro's `initialize_model` over a batch of
 chain keys compiles a `lax.map` on every call (ppl-jax's `initial_positions` and the BlackJAX
@@ -65,11 +65,11 @@ import numpy as np
 from numpyro.infer import MCMC, NUTS
 from numpyro.infer.util import initialize_model
 
-from models.bayes.conjugate import conjugate_problems
-from models.bayes.posteriordb import POSTERIOR_NAMES, load_posterior
 from ppl.bridge_sampling import log_evidence as bridge_log_evidence
 from ppl.experiments.bayes import run_mcmc, run_tempered_smc
 from ppl.inference_data import constrained_draws
+from ppl.models.bayes.conjugate import conjugate_problems
+from ppl.models.bayes.posteriordb import POSTERIOR_NAMES, load_posterior
 from ppl.numpyro_bridge import NumPyroModel, from_numpyro
 
 ROOT = Path(__file__).resolve().parents[1]

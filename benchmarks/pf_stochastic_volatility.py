@@ -24,8 +24,8 @@ import jax
 import numpy as np
 
 import ppl.random
-from models.ssm.stochastic_volatility import StochasticVolatility, bootstrap, simulate
-from samplers import smc
+from ppl.models.ssm.stochastic_volatility import StochasticVolatility, bootstrap, simulate
+from ppl.samplers import smc
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"

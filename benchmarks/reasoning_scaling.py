@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models.reasoning.tasks import get_task
 from ppl.experiments.plots import accuracy_table, budget_ratios, format_table, plot_accuracy
 from ppl.experiments.sweep import METHODS, read_results, run_sweep
+from ppl.models.reasoning.tasks import get_task
 from ppl.scaling import coverage_curve, fit_power_law_coverage, matching_budget
 
 ROOT = Path(__file__).resolve().parents[1]

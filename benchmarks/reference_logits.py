@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import transformers
 
-from models.lm import LanguageModel, SamplingParams
-from models.lm.default_model import default_model_path
+from ppl.models.lm import LanguageModel, SamplingParams
+from ppl.models.lm.default_model import default_model_path
 
 PROMPTS = [
     "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",

@@ -49,7 +49,7 @@ import shutil
 import torch
 import transformers
 
-from models.lm.default_model import default_model_path
+from ppl.models.lm.default_model import default_model_path
 
 gguf = default_model_path()
 target = gguf.parent / "SmolLM2-135M-Instruct-hf"

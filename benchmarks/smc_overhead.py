@@ -2,10 +2,10 @@
 
     .venv/bin/python benchmarks/smc_overhead.py [--particles 16] [--context 1024]
 
-One `samplers.host_smc.step` on `models.reasoning.ssm.ReasoningSSM` with SmolLM2-135M-Instruct,
-N particles after a prompt of about `--context` tokens, is timed by parts: generating one
-reasoning step (`extend`: decode until "\\n\\n" or the step cap, plus the verifier), and the
-SMC machinery (ESS, within-group resampling, the KV-cache gather by ancestors, reweighting).
+One `ppl.samplers.host_smc.step` on `ppl.models.reasoning.ssm.ReasoningSSM` with
+SmolLM2-135M-Instruct, N particles after a prompt of about `--context` tokens, is timed by parts:
+generating one reasoning step (`extend`: decode until "\\n\\n" or the step cap, plus the verifier),
+and the SMC machinery (ESS, within-group resampling, the KV-cache gather by ancestors, reweighting).
 Resampling runs at every step (threshold 1.0) so the gather is always paid. Reports the
 machinery's share of step time; writes benchmarks/results/smc_overhead.json.
 """
@@ -21,10 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.lm import LanguageModel, SamplingParams
-from models.reasoning.ssm import ReasoningSSM, StepSettings
-from models.reasoning.verifiers import ArithmeticSteps
-from samplers import host_smc
+from ppl.models.lm import LanguageModel, SamplingParams
+from ppl.models.reasoning.ssm import ReasoningSSM, StepSettings
+from ppl.models.reasoning.verifiers import ArithmeticSteps
+from ppl.samplers import host_smc
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,10 +12,11 @@ probability of the allowed tokens and samples from the model restricted to them)
 - `lipogram`: the text never contains "e" or "E";
 - `short-words`: every word (maximal run of ASCII letters) has at most 5 letters.
 
-A constraint is a byte automaton (`ppl.automata`) lifted to the vocabulary with the rules of
-`models.steering.token_constraint`: special tokens other than end-of-sequence are never allowed,
-end-of-sequence is allowed in accepting states. llamppl gets one precomputed token set per
-automaton state and the state transition table, and tracks the state in its model.
+A constraint is a byte automaton (`ppl.models.constraints.automata`) lifted to the vocabulary
+with the rules of `ppl.models.constraints.token_constraint`: special tokens other than
+end-of-sequence are never allowed, end-of-sequence is allowed in accepting states. llamppl gets one
+precomputed token set per automaton state and the state transition table, and tracks the state in
+its model.
 
 For each run: wall time (model loading and the one-off mask tables excluded; one untimed warm-up
 run per configuration first), tokens generated, tokens/s, the log marginal likelihood estimate,
@@ -48,8 +49,13 @@ import numpy as np
 import torch
 from llamppl import CachedCausalLM, LMContext, Model, smc_standard, smc_steer
 
-from models.lm.default_model import default_model_path
-from ppl.automata import ByteAutomaton, forbidden_bytes, max_word_length, token_table
+from ppl.models.constraints.automata import (
+    ByteAutomaton,
+    forbidden_bytes,
+    max_word_length,
+    token_table,
+)
+from ppl.models.lm.default_model import default_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "steering_llamppl.json"
@@ -284,7 +290,7 @@ def llamppl_options(lm: CachedCausalLM) -> dict[str, Any]:
 
 def load_ppl_jax() -> Any:
     """The default model in ppl-jax's runtime (the same GGUF, dequantized to float32)."""
-    from models.lm.language_model import LanguageModel
+    from ppl.models.lm.language_model import LanguageModel
 
     return LanguageModel.from_gguf(default_model_path())
 

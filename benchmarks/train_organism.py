@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/train_organism.py --seed 0 --steps 900 \
         --out models/reasoning/organism
 
-Builds the data with `models.reasoning.chained_arithmetic.make_problems`, a byte-level BPE
+Builds the data with `ppl.models.reasoning.chained_arithmetic.make_problems`, a byte-level BPE
 tokenizer (256 byte tokens, merges for the task's fixed phrases, `<|bos|>`/`<|eos|>`), and a
-decoder over `models.lm.params.Params`, trained with optax AdamW (warm-up, cosine decay) on the
+decoder over `ppl.models.lm.params.Params`, trained with optax AdamW (warm-up, cosine decay) on the
 next-token loss of the solution tokens and the end-of-sequence token (the prompt is masked).
-The training forward pass is the runtime's own `models.lm.transformer.forward` (a prefill into
+The training forward pass is the runtime's own `ppl.models.lm.transformer.forward` (a prefill into
 a fresh cache), so the saved weights run unchanged in `LanguageModel`. Writes config.json,
 model.safetensors, tokenizer.json, tokenizer_config.json and training_summary.json to `--out`,
 then reloads the directory through `LanguageModel.from_directory` and measures accuracy on
@@ -35,12 +35,12 @@ from safetensors.numpy import save_file
 from tokenizers import decoders, models, pre_tokenizers
 from tqdm import tqdm
 
-from models.lm import LanguageModel, LlamaConfig, SamplingParams, init_cache
-from models.lm.config import rope_inverse_frequencies
-from models.lm.params import LayerParams, Params
-from models.lm.tokenizer import _unicode_to_byte
-from models.lm.transformer import forward, output_logits
-from models.reasoning.chained_arithmetic import (
+from ppl.models.lm import LanguageModel, LlamaConfig, SamplingParams, init_cache
+from ppl.models.lm.config import rope_inverse_frequencies
+from ppl.models.lm.params import LayerParams, Params
+from ppl.models.lm.tokenizer import _unicode_to_byte
+from ppl.models.lm.transformer import forward, output_logits
+from ppl.models.reasoning.chained_arithmetic import (
     STEP_SEPARATOR,
     Problem,
     answer_line,

@@ -49,20 +49,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-from models.amortized import checkpoint
-from models.amortized.baselines import svi_posterior
-from models.amortized.distribution_transformer import DistributionTransformer
-from models.amortized.filtering import (
-    MixtureLinearGaussian,
-    amortized_filter,
-    amortized_proposal,
-    exact_filter,
-    filter_kl,
-    simulate,
-    state_space_model,
-)
-from models.amortized.tasks import LinearGaussianTask, Problem
-from models.amortized.training import fit
 from ppl import state_space
 from ppl.calibration import simulation_based_calibration
 from ppl.experiments.plots import plot_sbc_ranks, show_figure
@@ -71,7 +57,21 @@ from ppl.gaussian_mixture import (
     kl_divergence,
     mixture,
 )
-from samplers import importance, mcmc, smc
+from ppl.models.amortized import checkpoint
+from ppl.models.amortized.baselines import svi_posterior
+from ppl.models.amortized.distribution_transformer import DistributionTransformer
+from ppl.models.amortized.filtering import (
+    MixtureLinearGaussian,
+    amortized_filter,
+    amortized_proposal,
+    exact_filter,
+    filter_kl,
+    simulate,
+    state_space_model,
+)
+from ppl.models.amortized.tasks import LinearGaussianTask, Problem
+from ppl.models.amortized.training import fit
+from ppl.samplers import importance, mcmc, smc
 
 TINY = os.environ.get("PPL_NOTEBOOK_TINY") == "1"
 NUM_TRAIN_STEPS = 150 if TINY else 4000
@@ -930,7 +930,7 @@ show_figure(fig, "dt_particle_filter")
 
 # %% [markdown]
 # ## 7. Save and reload
-# `models.amortized.checkpoint` writes the network's and the optimiser's arrays to a
+# `ppl.models.amortized.checkpoint` writes the network's and the optimiser's arrays to a
 # safetensors file (no pickle, so loading never runs code), keyed by their path in the pytree,
 # with the training step in the metadata. Loading needs templates of the same structure: a
 # freshly built network (any key) and `optimizer.init` of its parameters.

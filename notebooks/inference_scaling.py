@@ -43,11 +43,11 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from models.reasoning.tasks import get_task
-from models.reasoning.verifiers import ArithmeticSteps, Candidates
 from ppl.experiments import reasoning
 from ppl.experiments.plots import accuracy_table, budget_ratios, draw_accuracy, format_table
 from ppl.experiments.sweep import read_results, run_sweep
+from ppl.models.reasoning.tasks import get_task
+from ppl.models.reasoning.verifiers import ArithmeticSteps, Candidates
 
 TINY = os.environ.get("PPL_NOTEBOOK_TINY") == "1"
 NUM_PROBLEMS = 4 if TINY else 100

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.lm import LanguageModel, SamplingParams, extend, gather_cache
-from models.lm.tiny import tiny_language_model
+from ppl.models.lm import LanguageModel, SamplingParams, extend, gather_cache
+from ppl.models.lm.tiny import tiny_language_model
 
 if os.environ.get("PPL_NOTEBOOK_TINY") == "1":
     lm = tiny_language_model(jax.random.key(0))

@@ -58,10 +58,10 @@ from numpyro.infer import MCMC, NUTS
 from numpyro.infer.util import log_density as numpyro_log_density
 from scipy import stats
 
-from models.bayes import load_posterior, load_reference_draws, stan_names
 from ppl.experiments.bayes import run_mcmc, run_tempered_smc
 from ppl.experiments.plots import show_figure
 from ppl.mcmc_diagnostics import ConvergenceWarning
+from ppl.models.bayes import load_posterior, load_reference_draws, stan_names
 from ppl.numpyro_bridge import from_numpyro
 
 TINY = os.environ.get("PPL_NOTEBOOK_TINY") == "1"
@@ -150,7 +150,7 @@ for name, value in z0.items():
 latent0 = {name: z0[name] for name in model.latent_sites}
 ours0, _ = numpyro_log_density(eight_schools, (), data, latent0)
 library0, _ = numpyro_log_density(posterior_db.model, (), data, latent0)
-print(f"log p(z, y) here {float(ours0):.4f}, in models.bayes {float(library0):.4f}")
+print(f"log p(z, y) here {float(ours0):.4f}, in ppl.models.bayes {float(library0):.4f}")
 
 # %% [markdown]
 # ## NUTS from this toolkit

@@ -10,7 +10,7 @@
 # # The bootstrap particle filter on stochastic volatility
 #
 # Simulate a stochastic-volatility series, filter it with the bootstrap particle filter
-# (`samplers.smc.run` under `jax.jit`), and look at three things: the particle cloud against
+# (`ppl.samplers.smc.run` under `jax.jit`), and look at three things: the particle cloud against
 # the true log-variance, the effective sample size and when the filter resampled, and how the
 # log-evidence estimate tightens as the number of particles N grows.
 #
@@ -42,10 +42,10 @@ if "ipykernel" not in sys.modules and not os.environ.get("DISPLAY"):
     matplotlib.use("Agg")  # no display and no notebook front end: render off screen
 import matplotlib.pyplot as plt
 
-from models.ssm.stochastic_volatility import StochasticVolatility, bootstrap, simulate
 from ppl.diagnostics import weighted_mean
 from ppl.experiments.plots import show_figure
-from samplers import smc
+from ppl.models.ssm.stochastic_volatility import StochasticVolatility, bootstrap, simulate
+from ppl.samplers import smc
 
 TINY = os.environ.get("PPL_NOTEBOOK_TINY") == "1"
 NUM_STEPS = 50 if TINY else 500  # T

@@ -48,10 +48,10 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from models.lm import LanguageModel
-from models.lm.tiny import tiny_language_model
-from models.steering.tasks import get_task
 from ppl.experiments.steering import SteeringResult, steer, steering_problem
+from ppl.models.lm import LanguageModel
+from ppl.models.lm.tiny import tiny_language_model
+from ppl.models.steering.tasks import get_task
 
 TINY = os.environ.get("PPL_NOTEBOOK_TINY") == "1"
 NUM_PARTICLES = 4 if TINY else 16
@@ -149,10 +149,10 @@ show_history(runs["lipogram"])
 # %% [markdown]
 # ## A JSON schema
 # The schema {name: string ≤ 16 characters, age: integer, city: string ≤ 16 characters} is a
-# regular language (`ppl.json_schema.schema_regex`), compiled to a byte automaton and lifted
-# to the vocabulary like the others; every particle is a valid document. The mask also looks
-# ahead to the token limit (a token is allowed only if the object can still be closed in the
-# tokens left), so no particle is spent on a document it cannot finish.
+# regular language (`ppl.models.constraints.json_schema.schema_regex`), compiled to a byte
+# automaton and lifted to the vocabulary like the others; every particle is a valid document. The
+# mask also looks ahead to the token limit (a token is allowed only if the object can still be
+# closed in the tokens left), so no particle is spent on a document it cannot finish.
 
 # %%
 problem = problem_for("json")

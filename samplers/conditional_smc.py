@@ -31,7 +31,7 @@ depend on x_prev (Lebesgue for continuous states, counting for discrete ones).
 
 NaN potentials or transition densities count as zero weight (`num_nan` counts potentials). If
 every weight of a step is zero (an impossible reference), the weights restart uniform.
-Finished particles (`model.finished`) are absorbed as in `samplers.smc`: kept unchanged with
+Finished particles (`model.finished`) are absorbed as in `ppl.samplers.smc`: kept unchanged with
 potential 1. With ancestor sampling, `transition_log_density` must then describe the absorbed
 kernel for finished parents (log-mass 0 at x = x_prev, -inf elsewhere); the potential of a
 finished parent is taken as 1 here.
@@ -51,9 +51,9 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from ppl.feynman_kac import FeynmanKac, Particles
-from samplers.genealogy import trajectories
-from samplers.resampling import resample
-from samplers.weighting import reweight, select
+from ppl.samplers.genealogy import trajectories
+from ppl.samplers.resampling import resample
+from ppl.samplers.weighting import reweight, select
 
 TransitionLogDensity = Callable[[jax.Array, Particles, Particles], jax.Array]
 

@@ -4,7 +4,7 @@
 Each problem has a ladder of K groups in the batch at inverse temperatures
 1 = beta_0 > beta_1 > ... > beta_{K-1} >= 0; group k targets the path distribution with its
 potential raised to beta_k (the model applies the tempering). Every sweep updates all groups
-with one conditional-SMC sweep around their references (`samplers.host_particle_gibbs`), then
+with one conditional-SMC sweep around their references (`ppl.samplers.host_particle_gibbs`), then
 proposes to swap the references of neighbours (k, k+1) -- k even on even sweeps, odd on odd
 sweeps -- accepted with probability
 
@@ -23,8 +23,8 @@ import jax
 import numpy as np
 
 from ppl.feynman_kac import Particles
-from samplers import host_particle_gibbs, host_smc
-from samplers.host_particle_gibbs import ConditionalStepwiseModel
+from ppl.samplers import host_particle_gibbs, host_smc
+from ppl.samplers.host_particle_gibbs import ConditionalStepwiseModel
 
 PathLogPotential = Callable[[Particles, Sequence[int]], np.ndarray]
 

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppl.feynman_kac import Particles
+from ppl.samplers import host_smc
 from ppl.stepwise import StepwiseModel
-from samplers import host_smc
 
 
 class ConditionalStepwiseModel(StepwiseModel, Protocol):

@@ -1,6 +1,6 @@
 """SMC driven from the host for `StepwiseModel`s: G particle systems in one batch.
 
-The same algorithm as `samplers.smc` (resample when ESS < threshold x N, propagate, reweight,
+The same algorithm as `ppl.samplers.smc` (resample when ESS < threshold x N, propagate, reweight,
 accumulate log Z_hat = Σ_t log Σ_i W_{t-1}^{a_i} G_t^i), applied to each of G groups of N
 particles independently while their rows share one batch, with the transition and potential
 called from Python between compiled pieces (reweighting and resampling are jitted and vmapped
@@ -25,9 +25,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ppl.feynman_kac import Particles
+from ppl.samplers.resampling import get_scheme, resample
+from ppl.samplers.weighting import Reweighted, reweight
 from ppl.stepwise import StepwiseModel
-from samplers.resampling import get_scheme, resample
-from samplers.weighting import Reweighted, reweight
 
 
 class HostSMCState(NamedTuple):
@@ -90,7 +90,7 @@ def survivors_in_place(ancestors: np.ndarray, num_particles: int) -> np.ndarray:
 
     A permutation of the particle labels within a group, so the particle system has the same
     law (particles are exchangeable after resampling); it lets a model gather in place by
-    overwriting only the rows that died (`models.reasoning` copies a KV-cache row only then).
+    overwriting only the rows that died (`ppl.models.reasoning` copies a KV-cache row only then).
     """
     out = np.array(ancestors)
     for start in range(0, out.shape[0], num_particles):

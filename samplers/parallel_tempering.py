@@ -29,8 +29,8 @@ import jax.numpy as jnp
 from ppl.feynman_kac import FeynmanKac, Particles
 from ppl.potentials import temper_model as temper
 from ppl.progress import scan_with_progress
-from samplers.conditional_smc import TransitionLogDensity, conditional_smc
-from samplers.particle_gibbs import initial_path
+from ppl.samplers.conditional_smc import TransitionLogDensity, conditional_smc
+from ppl.samplers.particle_gibbs import initial_path
 
 
 class ParallelTemperingResult(NamedTuple):

@@ -1,7 +1,7 @@
 """Particle Gibbs for the latent path of a `FeynmanKac` model (fixed parameters).
 
 The chain x^{(0)}, x^{(1)}, ... on paths x_{0:T} iterates the conditional SMC kernel
-(`samplers.conditional_smc`): x^{(k+1)} is drawn from the genealogy of a conditional SMC run
+(`ppl.samplers.conditional_smc`): x^{(k+1)} is drawn from the genealogy of a conditional SMC run
 around x^{(k)}. Each update leaves the path distribution Q_T (for a state-space model, the
 smoothing distribution p(x_{0:T} | y_{0:T})) invariant, and the chain is ergodic for any
 N >= 2, so averages over the chain converge to smoothing expectations. With
@@ -20,9 +20,9 @@ import jax.numpy as jnp
 
 from ppl.feynman_kac import FeynmanKac, Particles
 from ppl.progress import scan_with_progress
-from samplers import smc
-from samplers.conditional_smc import TransitionLogDensity, conditional_smc
-from samplers.genealogy import trajectories
+from ppl.samplers import smc
+from ppl.samplers.conditional_smc import TransitionLogDensity, conditional_smc
+from ppl.samplers.genealogy import trajectories
 
 
 def initial_path(
@@ -54,7 +54,7 @@ def particle_gibbs(
         initial_reference: the starting path (leaves [T, ...]); None starts from one plain
             SMC run with `num_particles` particles and a path drawn from its final weights.
         transition_log_density: `(t, x_prev, x) -> [N]` log M_t(x_prev, x); given, each
-            update uses ancestor sampling (see `samplers.conditional_smc`).
+            update uses ancestor sampling (see `ppl.samplers.conditional_smc`).
         progress: run the chain from the host in compiled chunks with a progress bar (same
             draws; the call is then not traceable by `jax.jit`).
     """

@@ -1,6 +1,6 @@
 """Conditional SMC for models that pin their own reference: particle 0 follows a given path.
 
-`samplers.conditional_smc` stores the reference path's states and writes them into the
+`ppl.samplers.conditional_smc` stores the reference path's states and writes them into the
 particle batch; that needs every state of the path in memory, which is too much when a state
 holds a language model's KV cache. Here the model does the pinning instead: its transition
 forces particle 0 along the reference (for a token-level LM, it feeds the reference's next
@@ -13,7 +13,7 @@ token rather than drawing one), and the sampler only has to keep particle 0's an
 
 With the reference drawn from the target, E[log Ẑ] >= log Z (the evidence upper bound of
 Zhao et al. 2024, the mirror image of plain SMC's E[log Ẑ] <= log Z), so running both brackets
-log Z. Finished particles are absorbed as in `samplers.smc`.
+log Z. Finished particles are absorbed as in `ppl.samplers.smc`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 
 from ppl.feynman_kac import FeynmanKac, gather_particles
-from samplers import smc
-from samplers.resampling import resample
-from samplers.smc import SMCInfo, SMCResult, SMCState
-from samplers.weighting import reweight
+from ppl.samplers import smc
+from ppl.samplers.resampling import resample
+from ppl.samplers.smc import SMCInfo, SMCResult, SMCState
+from ppl.samplers.weighting import reweight
 
 
 def step(rng_key: jax.Array, state: SMCState, model: FeynmanKac) -> tuple[SMCState, SMCInfo]:

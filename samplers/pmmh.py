@@ -3,7 +3,7 @@
 For a parameter θ ∈ R^d with prior p(θ) and a model whose Feynman-Kac normalizing constant
 is the likelihood Z(θ) = p(y | θ) (for a state-space model, any proposal: see
 `ppl.feynman_kac`), the target is the posterior π(θ) ∝ p(θ) Z(θ). Z(θ) is intractable, but
-SMC (`samplers.smc.run`) gives a non-negative unbiased estimate Ẑ(θ) = exp(log_evidence).
+SMC (`ppl.samplers.smc.run`) gives a non-negative unbiased estimate Ẑ(θ) = exp(log_evidence).
 PMMH (Andrieu, Doucet and Holenstein 2010) is random-walk Metropolis-Hastings in which Z is
 replaced by its estimate, computed once per proposal and stored with the state:
 
@@ -49,8 +49,8 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from ppl.feynman_kac import FeynmanKac
-from samplers import smc
-from samplers.resampling import get_scheme
+from ppl.samplers import smc
+from ppl.samplers.resampling import get_scheme
 
 LogPrior = Callable[[jax.Array], jax.Array]
 ModelFn = Callable[[jax.Array], FeynmanKac]
@@ -231,7 +231,7 @@ def pmmh(
             likelihood p(y | θ) (e.g. a bootstrap filter).
         num_particles: particles of the SMC run behind each likelihood estimate.
         num_steps: time steps of that run.
-        resampling: its resampling scheme (see `samplers.smc.run`).
+        resampling: its resampling scheme (see `ppl.samplers.smc.run`).
         ess_threshold: its resampling threshold.
         step_size: the Gaussian random-walk proposal: a scalar or [d] array of standard
             deviations, or a [d, d] covariance matrix.

@@ -7,7 +7,7 @@ without an answer never vote and are never selected. They run on the host, after
 
 Ties are broken deterministically: between candidates, the lowest candidate index wins;
 between answers, the one with more votes wins (for the weighted rules) and then the smallest
-answer id (with `models.reasoning.answers.answer_ids`, the answer that appeared first).
+answer id (with `ppl.models.reasoning.answers.answer_ids`, the answer that appeared first).
 
 NaN scores are treated as -inf (weight zero, lowest reward) with a `RuntimeWarning`.
 """

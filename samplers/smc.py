@@ -25,8 +25,8 @@ import jax.numpy as jnp
 
 from ppl.diagnostics import effective_sample_size_normalized
 from ppl.feynman_kac import FeynmanKac, Particles, gather_particles
-from samplers.resampling import get_scheme, resample
-from samplers.weighting import reweight, select
+from ppl.samplers.resampling import get_scheme, resample
+from ppl.samplers.weighting import reweight, select
 
 
 class SMCState(NamedTuple):

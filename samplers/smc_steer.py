@@ -25,9 +25,9 @@ import jax.numpy as jnp
 
 from ppl.diagnostics import effective_sample_size_normalized
 from ppl.feynman_kac import FeynmanKac, gather_particles
-from samplers import smc
-from samplers.smc import SMCState
-from samplers.weighting import reweight
+from ppl.samplers import smc
+from ppl.samplers.smc import SMCState
+from ppl.samplers.weighting import reweight
 
 
 class SteerInfo(NamedTuple):

@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from models.lm.tiny import tiny_config, tiny_language_model
+from ppl.models.lm.tiny import tiny_config, tiny_language_model
 
 MAPS = Path("/proc/self/maps")
 # Linux refuses new memory mappings past vm.max_map_count (65 530 by default). Every program
@@ -44,8 +44,8 @@ def tiny_qwen_lm():
 
 @pytest.fixture(scope="session")
 def default_model_path():
-    from models.lm.default_model import default_model_path as locate
-    from models.lm.errors import ModelLoadError
+    from ppl.models.lm.default_model import default_model_path as locate
+    from ppl.models.lm.errors import ModelLoadError
 
     try:
         return locate(download=os.environ.get("PPL_JAX_DOWNLOAD_IN_TESTS") == "1")
@@ -55,6 +55,6 @@ def default_model_path():
 
 @pytest.fixture(scope="session")
 def default_lm(default_model_path):
-    from models.lm import LanguageModel
+    from ppl.models.lm import LanguageModel
 
     return LanguageModel.from_gguf(default_model_path)

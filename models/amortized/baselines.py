@@ -22,9 +22,9 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 
-from models.amortized.svi import run_svi
-from models.amortized.tasks import LinearGaussianTask, Problem
 from ppl.gaussian_mixture import GaussianMixture
+from ppl.models.amortized.svi import run_svi
+from ppl.models.amortized.tasks import LinearGaussianTask, Problem
 
 
 def linear_gaussian_model(

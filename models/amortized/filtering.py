@@ -4,7 +4,7 @@ particle filter, on a linear-Gaussian state-space model whose initial state is a
     x_0 ~ Σ_k w_k N(m_k, Σ_k),  x_t = A x_{t-1} + N(0, Q),  y_t = H x_t + N(0, R),  t = 0..T-1.
 
 The filter alternates predict and update (x_0 is updated without a predict, as in
-`models.ssm.linear_gaussian.kalman_filter`):
+`ppl.models.ssm.linear_gaussian.kalman_filter`):
 
     predicted_t = ∫ p(x_t | x_{t-1}) filtered_{t-1}(x_{t-1}) dx_{t-1}   (predicted_0 = p_0),
     filtered_t ∝ predicted_t(x_t) N(y_t; H x_t, R),
@@ -29,14 +29,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from models.ssm import linear_gaussian
-from models.ssm.linear_gaussian import LinearGaussian
 from ppl.gaussian_mixture import (
     GaussianMixture,
     kl_divergence,
     linear_gaussian_predict,
     linear_gaussian_update,
 )
+from ppl.models.ssm import linear_gaussian
+from ppl.models.ssm.linear_gaussian import LinearGaussian
 from ppl.state_space import Proposal, StateSpaceModel
 
 Network = Callable[[GaussianMixture, jax.Array], GaussianMixture]
@@ -121,7 +121,7 @@ def simulate(
 
 
 def state_space_model(model: MixtureLinearGaussian, observations: jax.Array) -> StateSpaceModel:
-    """Prior dynamics and observation likelihood for `samplers.smc` through
+    """Prior dynamics and observation likelihood for `ppl.samplers.smc` through
     `ppl.state_space.bootstrap` / `guided` (particles [N, D])."""
     _check(model, observations)
     gaussian = LinearGaussian(

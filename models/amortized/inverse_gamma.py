@@ -38,9 +38,9 @@ from jax.scipy.special import digamma, gammaln, logsumexp, polygamma
 from jax.typing import ArrayLike
 from numpyro.infer.autoguide import AutoNormal
 
-from models.amortized.svi import run_svi
-from models.amortized.tasks import Problem, data_mask
 from ppl.gaussian_mixture import GaussianMixture
+from ppl.models.amortized.svi import run_svi
+from ppl.models.amortized.tasks import Problem, data_mask
 
 # The standardised grid s = (u − E u) / sd(u), u = −log G, G ~ Gamma(α, 1). The left tail of u
 # falls doubly exponentially and the right one like e^{−α u}, i.e. at least like e^{−s} in

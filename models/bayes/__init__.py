@@ -1,7 +1,7 @@
 """Classic Bayesian models: posteriordb posteriors written in NumPyro, conjugate models with exact
 answers."""
 
-from models.bayes.posteriordb import (
+from ppl.models.bayes.posteriordb import (
     POSTERIOR_NAMES,
     Posterior,
     arK,

@@ -270,14 +270,14 @@ def _check_name(name: str) -> None:
 
 def _read_zipped_json(*parts: str) -> Any:
     """The single JSON file inside the zip archive posteriordb_data/*parts."""
-    resource = files("models.bayes").joinpath("posteriordb_data", *parts)
+    resource = files("ppl.models.bayes").joinpath("posteriordb_data", *parts)
     with zipfile.ZipFile(io.BytesIO(resource.read_bytes())) as archive:
         (member,) = archive.namelist()
         return json.loads(archive.read(member))
 
 
 def _posterior_info(name: str) -> dict[str, Any]:
-    resource = files("models.bayes").joinpath("posteriordb_data", "posteriors", f"{name}.json")
+    resource = files("ppl.models.bayes").joinpath("posteriordb_data", "posteriors", f"{name}.json")
     return json.loads(resource.read_text(encoding="utf-8"))
 
 

@@ -1,13 +1,13 @@
 """The JAX language-model runtime: Llama-family decoders, loaders, tokenizers, generation."""
 
-from models.lm.cache import KVCache, gather_cache, init_cache
-from models.lm.config import LlamaConfig
-from models.lm.decoding import DecodeOutput, decode, extend, prefill
-from models.lm.errors import BatchShapeError, ContextLengthError, ModelLoadError
-from models.lm.language_model import Generation, LanguageModel, Scores
-from models.lm.params import LayerParams, Params, init_random_params
-from models.lm.sampling import SamplingParams, sample
-from models.lm.tokenizer import Tokenizer
+from ppl.models.lm.cache import KVCache, gather_cache, init_cache
+from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.decoding import DecodeOutput, decode, extend, prefill
+from ppl.models.lm.errors import BatchShapeError, ContextLengthError, ModelLoadError
+from ppl.models.lm.language_model import Generation, LanguageModel, Scores
+from ppl.models.lm.params import LayerParams, Params, init_random_params
+from ppl.models.lm.sampling import SamplingParams, sample
+from ppl.models.lm.tokenizer import Tokenizer
 
 __all__ = [
     "BatchShapeError",

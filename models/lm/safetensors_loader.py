@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 from safetensors import safe_open
 
-from models.lm.config import LlamaConfig, rope_inverse_frequencies
-from models.lm.errors import ModelLoadError
-from models.lm.params import Params, check_shapes, stack_layers
-from models.lm.tokenizer import Tokenizer
+from ppl.models.lm.config import LlamaConfig, rope_inverse_frequencies
+from ppl.models.lm.errors import ModelLoadError
+from ppl.models.lm.params import Params, check_shapes, stack_layers
+from ppl.models.lm.tokenizer import Tokenizer
 
 _MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2"}
 _LAYER_TENSORS = {

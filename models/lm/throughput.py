@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.lm.cache import gather_cache
-from models.lm.language_model import LanguageModel
-from models.lm.sampling import SamplingParams
+from ppl.models.lm.cache import gather_cache
+from ppl.models.lm.language_model import LanguageModel
+from ppl.models.lm.sampling import SamplingParams
 
 BENCH_TEXT = (
     "Sequential Monte Carlo methods approximate a sequence of distributions with weighted "

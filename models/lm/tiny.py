@@ -11,10 +11,10 @@ import jax
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
-from models.lm.config import LlamaConfig
-from models.lm.language_model import LanguageModel
-from models.lm.params import init_random_params
-from models.lm.tokenizer import Tokenizer, _unicode_to_byte
+from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.language_model import LanguageModel
+from ppl.models.lm.params import init_random_params
+from ppl.models.lm.tokenizer import Tokenizer, _unicode_to_byte
 
 SPECIAL_TOKENS = ("<|bos|>", "<|eos|>", "<|user|>", "<|assistant|>")
 TINY_CHAT_TEMPLATE = (

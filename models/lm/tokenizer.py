@@ -14,7 +14,7 @@ import jinja2.sandbox
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, processors
 
-from models.lm.errors import ModelLoadError
+from ppl.models.lm.errors import ModelLoadError
 
 # Split patterns of the byte-level BPE pre-tokenizers, keyed by GGUF's `tokenizer.ggml.pre`.
 _LLAMA3_PATTERN = (

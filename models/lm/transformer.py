@@ -11,9 +11,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from models.lm.cache import KVCache
-from models.lm.config import LlamaConfig
-from models.lm.params import LayerParams, Params, Tensor
+from ppl.models.lm.cache import KVCache
+from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.params import LayerParams, Params, Tensor
 
 
 def rms_norm(x: jax.Array, weight: Tensor, eps: float) -> jax.Array:

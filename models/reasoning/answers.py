@@ -3,7 +3,7 @@
 `extract_answer` finds the final answer ("The answer is N", "the final answer is N",
 "Answer: N", `\\boxed{N}`, GSM8K's "#### N"; the last one in the text wins), and
 `normalize_answer` puts it in a canonical form so that equal answers compare equal.
-`answer_ids` turns a set of answers into the integer ids that `samplers.selection` votes on.
+`answer_ids` turns a set of answers into the integer ids that `ppl.samplers.selection` votes on.
 `check_arithmetic` counts the "a op b = c" claims in a step and how many are right: the
 observations of a programmatic process verifier.
 """

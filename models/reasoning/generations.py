@@ -16,13 +16,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.lm.cache import KVCache, gather_cache
-from models.lm.config import LlamaConfig
-from models.lm.decoding import FINISH_EOS, NO_TOKEN, decode
-from models.lm.params import Params
-from models.lm.sampling import SamplingParams, filtered_logits
-from models.lm.stopping import StopAutomata
-from models.lm.transformer import forward, output_logits
+from ppl.models.lm.cache import KVCache, gather_cache
+from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.decoding import FINISH_EOS, NO_TOKEN, decode
+from ppl.models.lm.params import Params
+from ppl.models.lm.sampling import SamplingParams, filtered_logits
+from ppl.models.lm.stopping import StopAutomata
+from ppl.models.lm.transformer import forward, output_logits
 
 RUNNING = 0
 FINISHED_EOS = 1  # the row emitted an end-of-sequence token
@@ -263,7 +263,7 @@ def gather_generations_in_place(generations: Generations, ancestors: np.ndarray)
 
     Consumes `generations`: its cache buffers are donated and must not be used afterwards.
     When every source row keeps itself (a_j = j whenever some row descends from j, as
-    `samplers.host_smc` arranges), the copies never overwrite a row still to be read; other
+    `ppl.samplers.host_smc` arranges), the copies never overwrite a row still to be read; other
     layouts fall back to `gather_generations`. Copying only the replaced rows costs a
     fraction of a full gather of a long cache (57 ms against 300 ms for 4 of 16 rows of
     SmolLM2 at 1088 positions on two CPU cores).

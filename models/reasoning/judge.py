@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.lm.cache import KVCache, init_cache
-from models.lm.decoding import extend, prefill
-from models.lm.language_model import LanguageModel, pad_batch
-from models.reasoning.verifiers import Candidates
+from ppl.models.lm.cache import KVCache, init_cache
+from ppl.models.lm.decoding import extend, prefill
+from ppl.models.lm.language_model import LanguageModel, pad_batch
+from ppl.models.reasoning.verifiers import Candidates
 
 DEFAULT_TEMPLATE = (
     "Here is a problem and the first steps of a solution.\n\n"

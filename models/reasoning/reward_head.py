@@ -2,7 +2,7 @@
 
 Features. For a candidate (prompt, text) the language model runs once over the token ids of
 the prompt (as the generator saw it, optionally in its chat template) followed by the text,
-and `models.lm.transformer.forward` returns the final-normed hidden states h_1..h_S. They
+and `ppl.models.lm.transformer.forward` returns the final-normed hidden states h_1..h_S. They
 are pooled to one vector
 
     mean:  phi = (1/|T|) sum_{s in T} h_s   over the text's positions T (each has seen the
@@ -35,14 +35,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from models.lm.cache import init_cache
-from models.lm.config import LlamaConfig
-from models.lm.errors import ContextLengthError, ModelLoadError
-from models.lm.language_model import LanguageModel, pad_batch
-from models.lm.params import Params
-from models.lm.transformer import forward
-from models.reasoning.judge import row_buckets
-from models.reasoning.verifiers import Candidates
+from ppl.models.lm.cache import init_cache
+from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.errors import ContextLengthError, ModelLoadError
+from ppl.models.lm.language_model import LanguageModel, pad_batch
+from ppl.models.lm.params import Params
+from ppl.models.lm.transformer import forward
+from ppl.models.reasoning.judge import row_buckets
+from ppl.models.reasoning.verifiers import Candidates
 
 Pooling = Literal["mean", "last"]
 _MAGIC = b"ppl-jax reward head v1\n"

@@ -26,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 
-from models.reasoning.verifiers import Candidates
+from ppl.models.reasoning.verifiers import Candidates
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,9 +7,9 @@
 `ReasoningSSM` implements `ppl.stepwise.StepwiseModel` for G prompts x N particles in one
 batch: `extend` generates one step for every live row with the JAX runtime and scores the
 new steps with the verifier, `log_potential` turns the aggregated rewards into incremental
-log weights with a `ppl.reward_weighting.RewardWeighting` rule. With `proposal_correction`
-the target is the untempered model, and each step's weight gains log p(x_t) - log q(x_t) for
-the sampling distribution q (temperature, top-k, top-p); without it the target is the
+log weights with a `ppl.models.reasoning.reward_weighting.RewardWeighting` rule. With
+`proposal_correction` the target is the untempered model, and each step's weight gains log p(x_t) -
+log q(x_t) for the sampling distribution q (temperature, top-k, top-p); without it the target is the
 sampling distribution reweighted by the verifier, as in Puri et al.
 
 The model also meters what it spends, per prompt: generations (rows started), tokens
@@ -28,11 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from models.lm.cache import gather_cache
-from models.lm.errors import ContextLengthError
-from models.lm.language_model import LanguageModel
-from models.lm.sampling import SamplingParams
-from models.reasoning.generations import (
+from ppl.models.lm.cache import gather_cache
+from ppl.models.lm.errors import ContextLengthError
+from ppl.models.lm.language_model import LanguageModel
+from ppl.models.lm.sampling import SamplingParams
+from ppl.models.reasoning.generations import (
     FINISH_NAMES,
     Generations,
     extend_generations,
@@ -40,8 +40,8 @@ from models.reasoning.generations import (
     replay_step,
     start_generations,
 )
-from models.reasoning.verifiers import Candidates, Verifier, call_verifier
-from ppl.reward_weighting import RewardWeighting, aggregate, log_potentials
+from ppl.models.reasoning.reward_weighting import RewardWeighting, aggregate, log_potentials
+from ppl.models.reasoning.verifiers import Candidates, Verifier, call_verifier
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from models.lm.language_model import LanguageModel
-from models.lm.sampling import SamplingParams
-from models.reasoning import chained_arithmetic
-from models.reasoning.ssm import StepSettings
+from ppl.models.lm.language_model import LanguageModel
+from ppl.models.lm.sampling import SamplingParams
+from ppl.models.reasoning import chained_arithmetic
+from ppl.models.reasoning.ssm import StepSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,7 @@ def _chained_problems(seed: int, count: int) -> list[TaskProblem]:
 
 
 def _load_organism() -> LanguageModel:
-    from models.reasoning.organism import load_organism
+    from ppl.models.reasoning.organism import load_organism
 
     return load_organism()
 

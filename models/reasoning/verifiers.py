@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from models.reasoning.answers import answers_match, check_arithmetic, extract_answer
-from models.reasoning.generations import Generations
+from ppl.models.reasoning.answers import answers_match, check_arithmetic, extract_answer
+from ppl.models.reasoning.generations import Generations
 
 
 @dataclasses.dataclass(frozen=True)

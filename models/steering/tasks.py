@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from ppl.automata import ByteAutomaton, forbidden_bytes, max_word_length, regex
-from ppl.json_schema import schema_automaton
+from ppl.models.constraints.automata import ByteAutomaton, forbidden_bytes, max_word_length, regex
+from ppl.models.constraints.json_schema import schema_automaton
 
 PERSON_SCHEMA = {
     "type": "object",

@@ -7,7 +7,7 @@ The target over complete generations x (ending at an end-of-sequence token or cu
 
 where p_k is the language model given prompt k (one prompt: the base model; several: their
 product, "prompt intersection"), the constraint is a token automaton (`TokenConstraint`) and φ
-is an optional host-side critic (any sequence potential, see `models.steering.critic`). The
+is an optional host-side critic (any sequence potential, see `ppl.models.constraints.critic`). The
 evidence Z is the target's normalizing constant; with one prompt and no critic it is the
 probability that the base model's output satisfies the constraint.
 
@@ -20,7 +20,7 @@ A step draws x_t for every live particle from
 - the model itself (`proposal="model"`): q(v) ∝ Π_k p_k(v | x_<t), weight
   log Σ_v Π_k p_k(v | x_<t) + log m(x_t) (sample, then check).
 
-A twist ψ_t(x_{1:t}) (a learned critic of prefixes; see `models.steering.twist`) and the
+A twist ψ_t(x_{1:t}) (a learned critic of prefixes; see `ppl.models.steering.twist`) and the
 critic's prefix weight multiply in telescoping ratios,
 
     G_t ← G_t · ψ_t(x_{1:t}) / ψ_{t-1}(x_{1:t-1}) · φ_t(x_{1:t}) / φ_{t-1}(x_{1:t-1}),
@@ -38,14 +38,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from models.lm.cache import KVCache, gather_cache
-from models.lm.config import LlamaConfig
-from models.lm.decoding import NO_TOKEN
-from models.lm.params import Params
-from models.lm.sampling import inverse_cdf_sample
-from models.lm.transformer import forward, output_logits
-from models.steering.token_constraint import TokenConstraint
 from ppl.feynman_kac import FeynmanKac
+from ppl.models.constraints.token_constraint import TokenConstraint
+from ppl.models.lm.cache import KVCache, gather_cache
+from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.decoding import NO_TOKEN
+from ppl.models.lm.params import Params
+from ppl.models.lm.sampling import inverse_cdf_sample
+from ppl.models.lm.transformer import forward, output_logits
 
 PROPOSALS = ("masked", "model")
 LogTwist = Callable[[jax.Array, jax.Array], jax.Array]  # features [B, d], tokens left [B]

@@ -2,7 +2,7 @@
 
 A twist ψ_t(x_1:t) > 0 reshapes the intermediate targets of token-level SMC to
 π_t(x_1:t) ∝ γ_t(x_1:t) ψ_t(x_1:t) while the final target stays π (the model divides ψ out
-when a sequence finishes; see `models.steering.token_model`), so any twist gives a correct
+when a sequence finishes; see `ppl.models.steering.token_model`), so any twist gives a correct
 sampler and a good one makes resampling look ahead. The ideal twist is the expected remaining
 weight, ψ*_t(x_1:t) = E_q[Π_{s>t} G_s | x_1:t] (Zhao et al. 2024).
 
@@ -25,10 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from models.lm.config import LlamaConfig
-from models.lm.params import Params
-from models.steering.token_constraint import TokenConstraint
-from models.steering.token_model import TokenParticles, TokenSettings, advance
+from ppl.models.constraints.token_constraint import TokenConstraint
+from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.params import Params
+from ppl.models.steering.token_model import TokenParticles, TokenSettings, advance
 
 
 @final

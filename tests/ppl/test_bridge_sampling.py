@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import special
 
-from models.bayes.conjugate import ConjugateProblem, conjugate_problems
 from ppl.bridge_sampling import BridgeSamplingResult, log_evidence
+from ppl.models.bayes.conjugate import ConjugateProblem, conjugate_problems
 from ppl.numpyro_bridge import from_numpyro
 
 PROBLEMS = {problem.name: problem for problem in conjugate_problems(jax.random.key(0))}

@@ -8,7 +8,6 @@ import matplotlib
 import numpy as np
 import pytest
 
-from models.amortized.tasks import LinearGaussianTask, Problem
 from ppl.calibration import (
     default_num_bins,
     rank_histogram,
@@ -17,6 +16,7 @@ from ppl.calibration import (
     simulation_based_calibration,
 )
 from ppl.gaussian_mixture import GaussianMixture
+from ppl.models.amortized.tasks import LinearGaussianTask, Problem
 
 matplotlib.use("Agg")
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from models.ssm.linear_gaussian import LinearGaussian, kalman_filter, simulate
 from ppl.gaussian_mixture import (
     kl_divergence,
     linear_gaussian_predict,
     linear_gaussian_update,
     mixture,
 )
+from ppl.models.ssm.linear_gaussian import LinearGaussian, kalman_filter, simulate
 from tests.monte_carlo import mean_z
 
 WEIGHTS = np.array([0.2, 0.5, 0.3])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from models.ssm.linear_gaussian import bootstrap, kalman_smoother, state_space_model
-from samplers import smc
-from samplers.backward_smoothing import backward_sample
+from ppl.models.ssm.linear_gaussian import bootstrap, kalman_smoother, state_space_model
+from ppl.samplers import smc
+from ppl.samplers.backward_smoothing import backward_sample
 from tests.samplers.test_smc import NUM_STEPS, problem
 
 

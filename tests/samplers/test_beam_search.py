@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from samplers import beam_search
+from ppl.samplers import beam_search
 
 BRANCHING = 3
 

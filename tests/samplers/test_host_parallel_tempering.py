@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from samplers.host_parallel_tempering import swap_neighbours
+from ppl.samplers.host_parallel_tempering import swap_neighbours
 
 
 def test_swaps_alternate_pairs_and_follow_the_metropolis_ratio():

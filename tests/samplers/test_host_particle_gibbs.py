@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.ssm.linear_gaussian import bootstrap, kalman_filter, kalman_smoother, simulate
-from samplers import host_particle_gibbs as pg
+from ppl.models.ssm.linear_gaussian import bootstrap, kalman_filter, kalman_smoother, simulate
+from ppl.samplers import host_particle_gibbs as pg
 from tests.monte_carlo import mean_z
 from tests.samplers.test_smc import model_1d
 
@@ -135,7 +135,7 @@ def test_a_kernel_that_forgets_the_reference_is_caught():
     _, means, _ = exact_smoothing()
     steps = LinearGaussianRows(groups)
     start, log_g0 = steps.start(jax.random.key(1), groups * particles)
-    from samplers import host_smc
+    from ppl.samplers import host_smc
 
     result = host_smc.run(
         jax.random.key(2), steps, start, NUM_STEPS, "multinomial", 1.0, log_g0, progress=False

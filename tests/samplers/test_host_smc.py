@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.ssm.linear_gaussian import bootstrap, kalman_filter, simulate
 from ppl.feynman_kac import FeynmanKac
-from samplers import host_smc
+from ppl.models.ssm.linear_gaussian import bootstrap, kalman_filter, simulate
+from ppl.samplers import host_smc
 from tests.monte_carlo import evidence_ratio_z
 from tests.samplers.test_smc import NUM_STEPS, Z_BOUND, model_1d
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from jax.scipy.stats import multivariate_normal
 
-from models.amortized.tasks import LinearGaussianTask, Problem
 from ppl.gaussian_mixture import GaussianMixture, linear_gaussian_update, mixture
-from samplers import importance
+from ppl.models.amortized.tasks import LinearGaussianTask, Problem
+from ppl.samplers import importance
 from tests.monte_carlo import evidence_ratio_z
 
 TASK = LinearGaussianTask(

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from samplers import mcmc
+from ppl.samplers import mcmc
 
 MEAN = np.array([1.0, -2.0, 0.5])
 SCALES = np.array([1.0, 3.0, 0.3])
@@ -105,7 +105,7 @@ def test_parallel_chains_over_devices_match_sequential_ones():
     script = textwrap.dedent(
         """
         import jax, jax.numpy as jnp, numpy as np
-        from samplers import mcmc
+        from ppl.samplers import mcmc
         assert jax.local_device_count() == 2
         logdensity_fn = lambda p: -0.5 * jnp.sum((p["x"] - 1.0) ** 2 / jnp.array([1.0, 4.0]))
         starts = {"x": jnp.zeros((2, 2))}

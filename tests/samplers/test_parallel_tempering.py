@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.ssm.linear_gaussian import bootstrap, kalman_smoother
-from samplers.parallel_tempering import parallel_tempering, path_log_potential, temper
+from ppl.models.ssm.linear_gaussian import bootstrap, kalman_smoother
+from ppl.samplers.parallel_tempering import parallel_tempering, path_log_potential, temper
 from tests.monte_carlo import batch_means_z
 from tests.samplers.test_particle_gibbs import (
     BURN_IN,
@@ -90,7 +90,7 @@ def test_bad_temperatures_are_rejected():
 
 
 def test_progress_runs_give_the_same_draws():
-    from samplers.particle_gibbs import particle_gibbs
+    from ppl.samplers.particle_gibbs import particle_gibbs
 
     model, _, ys, _, _ = problem()
     kwargs = {

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from models.ssm.linear_gaussian import (
+from ppl import state_space
+from ppl.models.ssm.linear_gaussian import (
     bootstrap,
     kalman_filter,
     optimal_proposal,
@@ -15,8 +16,7 @@ from models.ssm.linear_gaussian import (
     simulate,
     state_space_model,
 )
-from ppl import state_space
-from samplers import smc
+from ppl.samplers import smc
 from tests.models.ssm.test_linear_gaussian import two_dim_model
 from tests.monte_carlo import evidence_ratio_z
 

@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 from jax.scipy.stats import multivariate_normal
 
-from models.ssm.linear_gaussian import LinearGaussian, bootstrap, kalman_smoother, simulate
-from samplers import conditional_smc as csmc
-from samplers.genealogy import trajectories
-from samplers.particle_gibbs import particle_gibbs
+from ppl.models.ssm.linear_gaussian import LinearGaussian, bootstrap, kalman_smoother, simulate
+from ppl.samplers import conditional_smc as csmc
+from ppl.samplers.genealogy import trajectories
+from ppl.samplers.particle_gibbs import particle_gibbs
 from tests.monte_carlo import batch_means_z
 
 Z_BOUND = 4.5  # |z| bound per statistic (batch-means z over 40 batches, max over 8 times)

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.ssm.linear_gaussian import LinearGaussian, bootstrap, kalman_filter, simulate
-from samplers import pmmh as pm
+from ppl.models.ssm.linear_gaussian import LinearGaussian, bootstrap, kalman_filter, simulate
+from ppl.samplers import pmmh as pm
 from tests.monte_carlo import batch_means_z
 
 Z_BOUND = 4.5

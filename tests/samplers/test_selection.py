@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from samplers.selection import (
+from ppl.samplers.selection import (
     ANSWER_SELECTIONS,
     argmax_weight,
     best_of_majority,

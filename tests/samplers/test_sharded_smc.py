@@ -12,17 +12,17 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from models.ssm.linear_gaussian import bootstrap, simulate
-from samplers import smc
+from ppl.models.ssm.linear_gaussian import bootstrap, simulate
+from ppl.samplers import smc
 from tests.samplers.test_smc import NUM_STEPS, model_1d, problem
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import json, jax, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from models.ssm.linear_gaussian import bootstrap
+from ppl.models.ssm.linear_gaussian import bootstrap
 from ppl.sharding import shard_particles
-from samplers import smc
+from ppl.samplers import smc
 from tests.samplers.test_smc import NUM_STEPS, problem
 model, ys, _ = problem()
 mesh = Mesh(np.array(jax.devices()), ("particles",))

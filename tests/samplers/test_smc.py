@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.ssm.linear_gaussian import LinearGaussian, bootstrap, kalman_filter, simulate
 from ppl.feynman_kac import FeynmanKac
-from samplers import smc
-from samplers.genealogy import ancestral_indices, trajectories
-from samplers.resampling import SCHEMES, resample
+from ppl.models.ssm.linear_gaussian import LinearGaussian, bootstrap, kalman_filter, simulate
+from ppl.samplers import smc
+from ppl.samplers.genealogy import ancestral_indices, trajectories
+from ppl.samplers.resampling import SCHEMES, resample
 from tests.monte_carlo import evidence_ratio_z, mean_z
 
 Z_BOUND = 4.0  # |z| bound for one test statistic at a fixed seed
@@ -176,7 +176,7 @@ def test_bad_arguments_are_named():
 def test_linear_time_systematic_matches_blackjax(num_weights, num_samples):
     from blackjax.smc.resampling import systematic as blackjax_systematic
 
-    from samplers.resampling import systematic
+    from ppl.samplers.resampling import systematic
 
     for seed in range(20):
         key_w, key_r = jax.random.split(jax.random.key(seed))

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from samplers import smc_steer
+from ppl.samplers import smc_steer
 from tests.monte_carlo import mean_z
 
 Z_BOUND = 4.0
@@ -64,7 +64,7 @@ def test_few_positive_weights_all_survive():
 
 
 def test_evidence_is_unbiased_on_a_linear_gaussian_model():
-    from models.ssm.linear_gaussian import LinearGaussian, bootstrap, kalman_filter, simulate
+    from ppl.models.ssm.linear_gaussian import LinearGaussian, bootstrap, kalman_filter, simulate
 
     params = LinearGaussian(
         initial_mean=jnp.zeros(1),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from samplers import tempered_smc
+from ppl.samplers import tempered_smc
 from tests.monte_carlo import evidence_ratio_z, mean_z
 
 # Prior x ~ N(0, I_3); data y_k ~ N(x, 0.5² I) for 4 observations of the 3-vector.

@@ -3,7 +3,7 @@
 The checkpoint in this directory (Hugging Face Llama layout: config.json, model.safetensors,
 tokenizer.json, tokenizer_config.json) was written by `benchmarks/train_organism.py`; see
 docs/organism.md for the task, the training run and the measured accuracy. Prompts are
-`models.reasoning.chained_arithmetic.prompt_text(problem)`; the model writes one step per
+`ppl.models.reasoning.chained_arithmetic.prompt_text(problem)`; the model writes one step per
 blank-line-separated block and ends with "The answer is N." and its end-of-sequence token.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.lm import LanguageModel
+from ppl.models.lm import LanguageModel
 
 
 def organism_path() -> Path:

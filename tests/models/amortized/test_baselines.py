@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from numpyro.infer.util import log_density
 
-from models.amortized.baselines import linear_gaussian_model, svi_posterior
-from models.amortized.tasks import LinearGaussianTask, Problem
 from ppl.gaussian_mixture import GaussianMixture, kl_divergence, linear_gaussian_update, mixture
+from ppl.models.amortized.baselines import linear_gaussian_model, svi_posterior
+from ppl.models.amortized.tasks import LinearGaussianTask, Problem
 
 UNIMODAL = LinearGaussianTask(
     observation_matrix=jnp.array([[1.0, 0.5], [0.0, 1.0]]),

@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from models.amortized.checkpoint import load, save
-from models.amortized.distribution_transformer import DistributionTransformer
+from ppl.models.amortized.checkpoint import load, save
+from ppl.models.amortized.distribution_transformer import DistributionTransformer
 
 
 def network(seed):

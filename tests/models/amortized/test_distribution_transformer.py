@@ -8,13 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.amortized.distribution_transformer import (
+from ppl.gaussian_mixture import mixture
+from ppl.models.amortized.distribution_transformer import (
     DistributionTransformer,
     from_tokens,
     to_tokens,
     token_size,
 )
-from ppl.gaussian_mixture import mixture
 
 DIMENSION = 2
 

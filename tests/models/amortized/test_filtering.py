@@ -12,8 +12,10 @@ import pytest
 from jax.scipy.special import logsumexp
 from jax.scipy.stats import multivariate_normal, norm
 
-from models.amortized.distribution_transformer import DistributionTransformer
-from models.amortized.filtering import (
+from ppl import state_space
+from ppl.gaussian_mixture import GaussianMixture, linear_gaussian_update, mixture
+from ppl.models.amortized.distribution_transformer import DistributionTransformer
+from ppl.models.amortized.filtering import (
     FilterResult,
     MixtureLinearGaussian,
     amortized_filter,
@@ -24,10 +26,8 @@ from models.amortized.filtering import (
     simulate,
     state_space_model,
 )
-from models.ssm.linear_gaussian import LinearGaussian, kalman_filter, optimal_proposal
-from ppl import state_space
-from ppl.gaussian_mixture import GaussianMixture, linear_gaussian_update, mixture
-from samplers import smc
+from ppl.models.ssm.linear_gaussian import LinearGaussian, kalman_filter, optimal_proposal
+from ppl.samplers import smc
 from tests.monte_carlo import evidence_ratio_z, mean_z
 
 NUM_STEPS = 10

@@ -11,8 +11,9 @@ import pytest
 from numpyro.infer.util import log_density
 from scipy import integrate, special, stats
 
-from models.amortized.distribution_transformer import DistributionTransformer
-from models.amortized.inverse_gamma import (
+from ppl.gaussian_mixture import GaussianMixture
+from ppl.models.amortized.distribution_transformer import DistributionTransformer
+from ppl.models.amortized.inverse_gamma import (
     InverseGammaTask,
     fit_log_inverse_gamma,
     kl_to_exact,
@@ -22,8 +23,7 @@ from models.amortized.inverse_gamma import (
     prior_fit_kl,
     svi_posterior,
 )
-from models.amortized.training import fit
-from ppl.gaussian_mixture import GaussianMixture
+from ppl.models.amortized.training import fit
 
 Z_CRITICAL = 4.0
 NARROW = InverseGammaTask.narrow(5)

@@ -9,10 +9,10 @@ import optax
 import pytest
 from scipy import stats
 
-from models.amortized.distribution_transformer import DistributionTransformer
-from models.amortized.tasks import LinearGaussianTask
-from models.amortized.training import fit
 from ppl.gaussian_mixture import kl_divergence, linear_gaussian_update
+from ppl.models.amortized.distribution_transformer import DistributionTransformer
+from ppl.models.amortized.tasks import LinearGaussianTask
+from ppl.models.amortized.training import fit
 
 TASK = LinearGaussianTask(jnp.eye(1), 0.5**2 * jnp.eye(1), num_components=2, num_data=5)
 

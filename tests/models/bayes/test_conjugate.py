@@ -14,7 +14,7 @@ from numpyro import handlers
 from numpyro.infer.util import log_density
 from scipy import integrate, stats
 
-from models.bayes.conjugate import (
+from ppl.models.bayes.conjugate import (
     ConjugateProblem,
     beta_binomial,
     conjugate_problems,

@@ -18,7 +18,7 @@ from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import log_density, potential_energy, unconstrain_fn
 from scipy import linalg, special, stats
 
-from models.bayes.posteriordb import (
+from ppl.models.bayes.posteriordb import (
     POSTERIOR_NAMES,
     load_posterior,
     load_reference_draws,

@@ -7,8 +7,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from models.lm import LanguageModel
-from models.lm.tiny import SPECIAL_TOKENS, byte_level_vocabulary
+from ppl.models.lm import LanguageModel
+from ppl.models.lm.tiny import SPECIAL_TOKENS, byte_level_vocabulary
 
 Q = gguf.GGMLQuantizationType
 

@@ -1,15 +1,15 @@
 """An independent NumPy implementation of the decoder, for exact-oracle tests.
 
 Written plainly from the math (no cache, explicit head loop, repeated KV heads, float64), so it
-shares no code with `models.lm.transformer`.
+shares no code with `ppl.models.lm.transformer`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from models.lm.config import LlamaConfig
-from models.lm.params import Params
+from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.params import Params
 
 
 def _rms(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:

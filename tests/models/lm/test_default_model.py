@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from models.lm import SamplingParams
+from ppl.models.lm import SamplingParams
 
 pytestmark = pytest.mark.default_model
 

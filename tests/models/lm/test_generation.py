@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.lm import ContextLengthError, SamplingParams
-from models.lm.decoding import FINISH_EOS, NO_TOKEN, decode
-from models.lm.stopping import build_stop_automata
+from ppl.models.lm import ContextLengthError, SamplingParams
+from ppl.models.lm.decoding import FINISH_EOS, NO_TOKEN, decode
+from ppl.models.lm.stopping import build_stop_automata
 from tests.models.lm.numpy_reference import reference_logits
 
 
@@ -95,7 +95,7 @@ def test_decoding_past_the_cache_capacity_is_a_clear_error(tiny_lm):
 
 
 def test_logits_that_do_not_match_the_cache_are_a_clear_error(tiny_lm):
-    from models.lm import BatchShapeError
+    from ppl.models.lm import BatchShapeError
 
     logits, cache = tiny_lm.prefill([[3, 4, 5], [6, 7]], 32)
     with pytest.raises(BatchShapeError, match=r"expected \(2, 265\)"):
@@ -114,7 +114,7 @@ def test_prompt_longer_than_context_is_a_clear_error(tiny_lm):
 
 
 def test_mismatched_scoring_batch_is_a_clear_error(tiny_lm):
-    from models.lm import BatchShapeError
+    from ppl.models.lm import BatchShapeError
 
     with pytest.raises(BatchShapeError, match="2 prompts but 1 continuations"):
         tiny_lm.score(["a", "b"], ["c"])

@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from models.lm import LanguageModel, ModelLoadError
-from models.lm.gguf_loader import _dequantize, open_gguf
-from models.lm.tiny import tiny_config, tiny_language_model
+from ppl.models.lm import LanguageModel, ModelLoadError
+from ppl.models.lm.gguf_loader import _dequantize, open_gguf
+from ppl.models.lm.tiny import tiny_config, tiny_language_model
 from tests.models.lm.gguf_fixtures import Q, write_tiny_gguf
 
 TOKENS = [5, 17, 99, 3, 250, 8, 8, 41, 259]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from models.lm import LanguageModel, ModelLoadError
-from models.lm.tiny import tiny_config, tiny_language_model
+from ppl.models.lm import LanguageModel, ModelLoadError
+from ppl.models.lm.tiny import tiny_config, tiny_language_model
 
 TOKENS = [5, 17, 99, 3, 250, 8, 8, 41, 259, 260, 1, 2]
 

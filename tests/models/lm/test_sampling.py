@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.lm.sampling import SamplingParams, filtered_logits, sample
+from ppl.models.lm.sampling import SamplingParams, filtered_logits, sample
 
 LOGITS = jnp.asarray([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]])
 NUM_DRAWS = 20_000

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.lm.stopping import advance, build_stop_automata, matched
+from ppl.models.lm.stopping import advance, build_stop_automata, matched
 
 TOKEN_BYTES = [b"a", b"b", b"\n", b"\n\n", b"a\n", b"\nb", b"ab", b"", b"<|eos|>", b"aba"]
 

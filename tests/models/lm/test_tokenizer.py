@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.lm import ModelLoadError, Tokenizer
-from models.lm.tiny import SPECIAL_TOKENS, byte_level_vocabulary, byte_tokenizer
+from ppl.models.lm import ModelLoadError, Tokenizer
+from ppl.models.lm.tiny import SPECIAL_TOKENS, byte_level_vocabulary, byte_tokenizer
 
 
 def gguf_fields(pre: str, add_bos: bool = False) -> dict:

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.lm import extend, gather_cache, init_cache, prefill
-from models.lm.language_model import pad_batch
+from ppl.models.lm import extend, gather_cache, init_cache, prefill
+from ppl.models.lm.language_model import pad_batch
 from tests.models.lm.numpy_reference import reference_logits
 
 PROMPTS = [[5, 17, 99, 3, 250, 8, 8, 41], [7, 260, 33], [100, 101, 102, 103, 104, 105]]
@@ -81,7 +81,7 @@ def test_rows_with_zero_new_tokens_do_not_change(tiny_lm):
 
 
 def test_bfloat16_is_close_to_float32(tiny_lm):
-    from models.lm import LanguageModel
+    from ppl.models.lm import LanguageModel
 
     lm16 = LanguageModel(tiny_lm.config, tiny_lm.params, tiny_lm.tokenizer, dtype="bfloat16")
     full = jax.nn.log_softmax(tiny_lm.logits(PROMPTS[0]))

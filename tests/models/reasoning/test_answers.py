@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from models.reasoning.answers import (
+from ppl.models.reasoning.answers import (
     ArithmeticCheck,
     answer_ids,
     answers_match,

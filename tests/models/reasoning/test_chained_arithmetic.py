@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from models.reasoning.chained_arithmetic import (
+from ppl.models.reasoning.chained_arithmetic import (
     Problem,
     Step,
     make_problems,

@@ -8,15 +8,15 @@ import jax
 import numpy as np
 import pytest
 
-from models.lm.errors import ModelLoadError
-from models.lm.sampling import SamplingParams
-from models.lm.tiny import tiny_config, tiny_language_model
-from models.lm.transformer import output_logits
-from models.reasoning.judge import DEFAULT_TEMPLATE, RAW_ANSWER_CUE, LMJudge, row_buckets
-from models.reasoning.reward_head import RewardHead, hidden_features, train_reward_head
-from models.reasoning.self_certainty import SelfCertainty
-from models.reasoning.ssm import ReasoningSSM, StepSettings
-from models.reasoning.verifiers import Candidates, call_verifier
+from ppl.models.lm.errors import ModelLoadError
+from ppl.models.lm.sampling import SamplingParams
+from ppl.models.lm.tiny import tiny_config, tiny_language_model
+from ppl.models.lm.transformer import output_logits
+from ppl.models.reasoning.judge import DEFAULT_TEMPLATE, RAW_ANSWER_CUE, LMJudge, row_buckets
+from ppl.models.reasoning.reward_head import RewardHead, hidden_features, train_reward_head
+from ppl.models.reasoning.self_certainty import SelfCertainty
+from ppl.models.reasoning.ssm import ReasoningSSM, StepSettings
+from ppl.models.reasoning.verifiers import Candidates, call_verifier
 
 PROBLEMS = ["Start with 3. Add 4.", "Start with 9. Multiply by 2.", "Start with 5."]
 STEPS = ["3 + 4 = 7", "9 * 2 = 18\n\n", "5 - 1 = 4\n\n4 * 3 = 12", "3 + 4 = 8", "x", "9 * 2 = 1"]

@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from models.lm import LanguageModel, SamplingParams
-from models.reasoning.chained_arithmetic import (
+from ppl.models.lm import LanguageModel, SamplingParams
+from ppl.models.reasoning.chained_arithmetic import (
     make_problems,
     parse_answer,
     parse_step,
@@ -19,7 +19,7 @@ from models.reasoning.chained_arithmetic import (
     solution_text,
     split_steps,
 )
-from models.reasoning.organism import load_organism, organism_path
+from ppl.models.reasoning.organism import load_organism, organism_path
 
 GREEDY = SamplingParams(temperature=0.0)
 # Held-out problems (the training script draws its data with seed 0 and evaluates on seed

@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = """
 import json, jax, numpy as np
 from jax.sharding import Mesh
-from models.lm.sampling import SamplingParams
-from models.reasoning.ssm import ReasoningSSM, StepSettings
-from samplers import host_smc
+from ppl.models.lm.sampling import SamplingParams
+from ppl.models.reasoning.ssm import ReasoningSSM, StepSettings
+from ppl.samplers import host_smc
 from tests.models.reasoning.test_ssm import language_model, letter_verifier
 
 settings = StepSettings(delimiter="\\n", max_step_tokens=3, max_steps=3,

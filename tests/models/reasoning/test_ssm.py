@@ -11,12 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.lm.errors import ContextLengthError
-from models.lm.sampling import SamplingParams
-from models.lm.tiny import alphabet_language_model
-from models.reasoning.ssm import ReasoningSSM, StepSettings
-from ppl.reward_weighting import RewardWeighting
-from samplers import host_smc
+from ppl.models.lm.errors import ContextLengthError
+from ppl.models.lm.sampling import SamplingParams
+from ppl.models.lm.tiny import alphabet_language_model
+from ppl.models.reasoning.reward_weighting import RewardWeighting
+from ppl.models.reasoning.ssm import ReasoningSSM, StepSettings
+from ppl.samplers import host_smc
 from tests.monte_carlo import evidence_ratio_z, mean_z
 
 PROMPT = "ab"
@@ -229,7 +229,7 @@ def test_replayed_reference_matches_the_original_generation():
 def test_conditional_kernel_leaves_the_exact_posterior_invariant():
     """References drawn from the enumerated posterior; one conditional SMC sweep and a draw
     from its final weights give draws from the same posterior."""
-    from samplers import host_particle_gibbs as pg
+    from ppl.samplers import host_particle_gibbs as pg
 
     posterior, _ = exact_posterior("product")
     keys = sorted(posterior)
@@ -253,7 +253,7 @@ def test_conditional_kernel_leaves_the_exact_posterior_invariant():
 
 
 def test_in_place_gather_equals_the_full_gather():
-    from models.reasoning.generations import gather_generations, gather_generations_in_place
+    from ppl.models.reasoning.generations import gather_generations, gather_generations_in_place
 
     ssm = make_ssm(2, RewardWeighting())
     particles = ssm.extend(jax.random.key(1), ssm.start(4))
@@ -276,7 +276,7 @@ def tempered_posterior(beta: float) -> dict:
 def test_parallel_tempering_sweep_leaves_the_tempered_posteriors_invariant():
     """Two-level ladders (beta 1 and 0.3) started from exact draws of each level's posterior:
     after one conditional sweep and a swap move, each level still draws from its posterior."""
-    from samplers import host_parallel_tempering as pt
+    from ppl.samplers import host_parallel_tempering as pt
 
     ladders_count, particles, betas = 1000, 4, (1.0, 0.3)
     rng = np.random.default_rng(1)

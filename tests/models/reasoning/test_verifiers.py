@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.reasoning.verifiers import (
+from ppl.models.reasoning.verifiers import (
     ArithmeticSteps,
     Candidates,
     Imperfect,

@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.ssm.hmm import HiddenMarkov, bootstrap, forward_algorithm, simulate
-from samplers import smc
-from samplers.resampling import SCHEMES
+from ppl.models.ssm.hmm import HiddenMarkov, bootstrap, forward_algorithm, simulate
+from ppl.samplers import smc
+from ppl.samplers.resampling import SCHEMES
 from tests.monte_carlo import evidence_ratio_z
 
 Z_BOUND = 4.0  # |z| bound for one test statistic at a fixed seed

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.stats import multivariate_normal
 
-from models.ssm.linear_gaussian import LinearGaussian, kalman_filter, kalman_smoother, simulate
+from ppl.models.ssm.linear_gaussian import LinearGaussian, kalman_filter, kalman_smoother, simulate
 
 
 def two_dim_model() -> LinearGaussian:

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.ssm.stochastic_volatility import StochasticVolatility, bootstrap, simulate
-from samplers import smc
+from ppl.models.ssm.stochastic_volatility import StochasticVolatility, bootstrap, simulate
+from ppl.samplers import smc
 from tests.monte_carlo import evidence_ratio_z
 
 Z_BOUND = 4.0  # |z| bound for one test statistic at a fixed seed

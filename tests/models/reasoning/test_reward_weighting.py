@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ppl.reward_weighting import RewardWeighting, aggregate, log_potentials
+from ppl.models.reasoning.reward_weighting import RewardWeighting, aggregate, log_potentials
 
 
 def values(rewards_per_step, aggregation):

@@ -1,7 +1,7 @@
 """Token-level steering of a language model: samplers and baselines on one constrained target.
 
 A `SteeringProblem` fixes the target π(x) ∝ Π_k p(x | prompt_k) · 1[constraint] · φ(x) (see
-`models.steering.token_model`). `steer` runs one method on it in one compiled loop and returns
+`ppl.models.steering.token_model`). `steer` runs one method on it in one compiled loop and returns
 weighted complete sequences, the log evidence estimate and per-step diagnostics:
 
     smc          SMC with the locally optimal (masked) proposal, ESS-triggered resampling
@@ -29,19 +29,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.lm.cache import KVCache
-from models.lm.config import LlamaConfig
-from models.lm.decoding import NO_TOKEN
-from models.lm.language_model import LanguageModel
-from models.lm.params import Params
-from models.lm.tokenizer import Tokenizer
-from models.steering.critic import HostCritic
-from models.steering.token_constraint import TokenConstraint, lift, unconstrained
-from models.steering.token_model import TokenSettings, start_particles, token_feynman_kac
-from models.steering.twist import TwistHead, fit_twist, rollouts
-from ppl.automata import ByteAutomaton
-from ppl.sequence_potential import SequencePotential
-from samplers import pinned_conditional_smc, smc, smc_steer
+from ppl.models.constraints.automata import ByteAutomaton
+from ppl.models.constraints.critic import HostCritic
+from ppl.models.constraints.sequence_potential import SequencePotential
+from ppl.models.constraints.token_constraint import TokenConstraint, lift, unconstrained
+from ppl.models.lm.cache import KVCache
+from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.decoding import NO_TOKEN
+from ppl.models.lm.language_model import LanguageModel
+from ppl.models.lm.params import Params
+from ppl.models.lm.tokenizer import Tokenizer
+from ppl.models.steering.token_model import TokenSettings, start_particles, token_feynman_kac
+from ppl.models.steering.twist import TwistHead, fit_twist, rollouts
+from ppl.samplers import pinned_conditional_smc, smc, smc_steer
 
 WEIGHTED = ("smc", "is", "steer", "twisted", "csmc")
 METHODS = (*WEIGHTED, "rejection", "best_of_n", "masked")
@@ -238,7 +238,7 @@ def steer(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     if method == "twisted" and twist is None:
-        raise ValueError("method 'twisted' needs a twist (fit one with models.steering.twist)")
+        raise ValueError("method 'twisted' needs a twist (fit one with ppl.models.steering.twist)")
     if method == "csmc" and reference is None:
         raise ValueError("method 'csmc' needs a reference sequence (token ids)")
     proposal = "model" if method in ("rejection", "best_of_n") else "masked"

@@ -1,5 +1,5 @@
 """NumPyro models through `run_mcmc` / `run_tempered_smc`, against conjugate posteriors and
-evidences computed in closed form (models.bayes.conjugate)."""
+evidences computed in closed form (ppl.models.bayes.conjugate)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from models.bayes.conjugate import conjugate_problems
 from ppl.experiments.bayes import run_mcmc, run_tempered_smc
 from ppl.mcmc_diagnostics import ConvergenceWarning
+from ppl.models.bayes.conjugate import conjugate_problems
 from ppl.numpyro_bridge import from_numpyro
 from tests.monte_carlo import evidence_ratio_z, mean_z
 
@@ -104,7 +104,7 @@ def test_a_bad_run_raises_convergence_warnings():
 
 
 def test_tempered_smc_refuses_an_improper_prior():
-    from models.bayes.posteriordb import load_posterior
+    from ppl.models.bayes.posteriordb import load_posterior
 
     posterior = load_posterior("kidiq-kidscore_momiq")
     model = from_numpyro(posterior.model, rng_key=jax.random.key(0), model_kwargs=posterior.data)

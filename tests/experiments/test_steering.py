@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.lm.tiny import alphabet_language_model
-from models.steering.twist import TwistHead
-from ppl.automata import regex
 from ppl.experiments.steering import steer, steering_problem, train_twist
+from ppl.models.constraints.automata import regex
+from ppl.models.lm.tiny import alphabet_language_model
+from ppl.models.steering.twist import TwistHead
 from tests.monte_carlo import evidence_ratio_z, mean_z
 
 MAX_TOKENS = 3

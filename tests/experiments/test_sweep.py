@@ -10,13 +10,13 @@ import jax
 import numpy as np
 import pytest
 
-from models.lm.sampling import SamplingParams
-from models.lm.tiny import alphabet_language_model
-from models.reasoning.ssm import StepSettings
-from models.reasoning.tasks import Task, TaskProblem
 from ppl import cli
 from ppl.experiments.plots import accuracy_table, budget_ratios
 from ppl.experiments.sweep import read_results, run_sweep
+from ppl.models.lm.sampling import SamplingParams
+from ppl.models.lm.tiny import alphabet_language_model
+from ppl.models.reasoning.ssm import StepSettings
+from ppl.models.reasoning.tasks import Task, TaskProblem
 
 
 def letters_task(long_prompt_at: int | None = None) -> Task:
@@ -123,8 +123,8 @@ def test_records_are_json(tmp_path):
 
 @pytest.mark.parametrize("name", ["self_certainty", "judge", "outcome"])
 def test_model_based_verifiers_run_in_a_sweep(tmp_path, name):
-    from models.lm.tiny import tiny_language_model
     from ppl.experiments.sweep import VerifierSpec
+    from ppl.models.lm.tiny import tiny_language_model
 
     task = letters_task()  # the judge needs a byte-level vocabulary: the tiny chat model
     task = dataclasses.replace(task, load_model=lambda: tiny_language_model(jax.random.key(0)))

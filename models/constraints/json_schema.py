@@ -2,9 +2,9 @@
 
 A schema without recursion (no `$ref`) over fixed-order object properties is a regular language
 of texts, so `schema_regex` writes it as one regex and `schema_automaton` compiles that to a byte
-automaton (`ppl.automata.regex`), whose prefix weight is -inf exactly when no continuation can
-become a valid document. The regex uses only what `interegular` parses (classes, groups,
-alternation, `*`, `+`, `?`, `{m,n}`), and Python's `re` reads it the same way.
+automaton (`ppl.models.constraints.automata.regex`), whose prefix weight is -inf exactly
+when no continuation can become a valid document. The regex uses only what `interegular` parses
+(classes, groups, alternation, `*`, `+`, `?`, `{m,n}`), and Python's `re` reads it the same way.
 
 Supported subset (anything else raises a ValueError naming the keyword and its location):
 
@@ -37,7 +37,7 @@ import json
 import math
 from typing import Any
 
-from ppl.automata import ByteAutomaton, regex
+from ppl.models.constraints.automata import ByteAutomaton, regex
 
 FLEXIBLE_WHITESPACE = 8
 

@@ -8,8 +8,14 @@ import itertools
 import numpy as np
 import pytest
 
-from ppl.automata import forbidden_bytes, intersect, max_word_length, regex, token_table
-from ppl.sequence_potential import check_contract
+from ppl.models.constraints.automata import (
+    forbidden_bytes,
+    intersect,
+    max_word_length,
+    regex,
+    token_table,
+)
+from ppl.models.constraints.sequence_potential import check_contract
 
 ALPHABET = b"ae x"
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ppl.cli import main
+from ppl.experiments.cli import main
 from tests.models.lm.gguf_fixtures import write_tiny_gguf
 
 

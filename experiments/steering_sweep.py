@@ -20,11 +20,11 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from models.lm.language_model import LanguageModel
-from models.steering.tasks import SteeringTask
-from models.steering.twist import TwistHead
 from ppl.experiments.steering import METHODS, steer, steering_problem, train_twist
 from ppl.experiments.sweep import end_cut_line, read_results
+from ppl.models.lm.language_model import LanguageModel
+from ppl.models.steering.tasks import SteeringTask
+from ppl.models.steering.twist import TwistHead
 
 SWEEP_METHODS = ("rejection", "best_of_n", "masked", "is", "smc", "steer", "twisted")
 

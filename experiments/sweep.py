@@ -20,21 +20,21 @@ from typing import Any
 import jax
 from tqdm.auto import tqdm
 
-from models.lm.errors import ContextLengthError
-from models.lm.language_model import LanguageModel
-from models.reasoning.answers import answers_match
-from models.reasoning.judge import LMJudge
-from models.reasoning.self_certainty import SelfCertainty
-from models.reasoning.tasks import Task, TaskProblem
-from models.reasoning.verifiers import (
+from ppl.experiments import reasoning
+from ppl.models.lm.errors import ContextLengthError
+from ppl.models.lm.language_model import LanguageModel
+from ppl.models.reasoning.answers import answers_match
+from ppl.models.reasoning.judge import LMJudge
+from ppl.models.reasoning.reward_weighting import RewardWeighting
+from ppl.models.reasoning.self_certainty import SelfCertainty
+from ppl.models.reasoning.tasks import Task, TaskProblem
+from ppl.models.reasoning.verifiers import (
     ArithmeticSteps,
     Imperfect,
     OutcomeCorrect,
     Softened,
     Verifier,
 )
-from ppl.experiments import reasoning
-from ppl.reward_weighting import RewardWeighting
 
 METHODS = ("pf", "pg", "pgpt", "bon", "wbon", "sc", "bom", "beam", "dvts")
 VERIFIERS = ("arithmetic", "outcome", "self_certainty", "judge")

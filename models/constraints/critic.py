@@ -1,11 +1,12 @@
 """Any sequence potential as a critic of token-level particles, evaluated on the host.
 
-A critic φ follows the prefix/complete contract of `ppl.sequence_potential`: it scores the
-decoded bytes of every prefix (`prefix`) and of every finished generation (`complete`). Inside
-the compiled sampling loop it runs through `jax.pure_callback`, once per step for the whole
-batch, so it may be arbitrary Python: a context-free grammar (`ppl.grammar.LarkGrammar`), a
-regular expression too large to lift to a token table, or a programmatic checker. The sampler
-multiplies in φ_t(x_1:t) / φ_{t-1}(x_1:t-1), which telescopes to φ(x) on complete sequences.
+A critic φ follows the prefix/complete contract of `ppl.models.constraints.sequence_potential`: it
+scores the decoded bytes of every prefix (`prefix`) and of every finished generation (`complete`).
+Inside the compiled sampling loop it runs through `jax.pure_callback`, once per step for the whole
+batch, so it may be arbitrary Python: a context-free grammar
+(`ppl.models.constraints.grammar.LarkGrammar`), a regular expression too large to lift to a token
+table, or a programmatic checker. The sampler multiplies in φ_t(x_1:t) / φ_{t-1}(x_1:t-1), which
+telescopes to φ(x) on complete sequences.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppl.sequence_potential import SequencePotential
+from ppl.models.constraints.sequence_potential import SequencePotential
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from ppl.grammar import ARITHMETIC, JSON, LarkGrammar
-from ppl.sequence_potential import check_contract
+from ppl.models.constraints.grammar import ARITHMETIC, JSON, LarkGrammar
+from ppl.models.constraints.sequence_potential import check_contract
 
 ALPHABET = b"1+()"
 

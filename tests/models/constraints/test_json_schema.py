@@ -11,9 +11,14 @@ import time
 import numpy as np
 import pytest
 
-from ppl.automata import ByteAutomaton
-from ppl.json_schema import FLEXIBLE_WHITESPACE, integer_regex, schema_automaton, schema_regex
-from ppl.sequence_potential import check_contract
+from ppl.models.constraints.automata import ByteAutomaton
+from ppl.models.constraints.json_schema import (
+    FLEXIBLE_WHITESPACE,
+    integer_regex,
+    schema_automaton,
+    schema_regex,
+)
+from ppl.models.constraints.sequence_potential import check_contract
 
 PERSON = {
     "type": "object",

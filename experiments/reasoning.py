@@ -2,10 +2,10 @@
 
 Every method gets a budget N (generations: particles, samples) per problem and returns, per
 problem, the selected answer, the candidates it chose from, and what it spent (generations,
-tokens, reasoning steps, verifier calls) as metered by `models.reasoning.ssm.ReasoningSSM`.
+tokens, reasoning steps, verifier calls) as metered by `ppl.models.reasoning.ssm.ReasoningSSM`.
 
     pf    particle filtering (Puri et al.): N particles over reasoning steps, reweighted by
-          the verifier and resampled (`samplers.host_smc`), final answer by `selection`
+          the verifier and resampled (`ppl.samplers.host_smc`), final answer by `selection`
     bon   best-of-N: N independent generations, the answer of the highest aggregated reward
     wbon  weighted best-of-N: N independent generations, votes weighted by reward
     sc    self-consistency: N independent generations, majority vote
@@ -25,13 +25,13 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from models.lm.language_model import LanguageModel
-from models.reasoning.answers import answer_ids, extract_answer
-from models.reasoning.ssm import ReasoningParticles, ReasoningSSM, StepSettings
-from models.reasoning.verifiers import Verifier
-from ppl.reward_weighting import RewardWeighting
-from samplers import beam_search, host_parallel_tempering, host_particle_gibbs, host_smc
-from samplers.selection import ANSWER_SELECTIONS
+from ppl.models.lm.language_model import LanguageModel
+from ppl.models.reasoning.answers import answer_ids, extract_answer
+from ppl.models.reasoning.reward_weighting import RewardWeighting
+from ppl.models.reasoning.ssm import ReasoningParticles, ReasoningSSM, StepSettings
+from ppl.models.reasoning.verifiers import Verifier
+from ppl.samplers import beam_search, host_parallel_tempering, host_particle_gibbs, host_smc
+from ppl.samplers.selection import ANSWER_SELECTIONS
 
 
 @dataclasses.dataclass

@@ -6,8 +6,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from models.steering.token_constraint import lift, unconstrained
-from ppl.automata import regex
+from ppl.models.constraints.automata import regex
+from ppl.models.constraints.token_constraint import lift, unconstrained
 
 # tokens: 0 "a", 1 "b", 2 "ab", 3 "" (special), 4 "" (end of sequence)
 TOKEN_BYTES = [b"a", b"b", b"ab", b"", b""]

@@ -8,10 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from models.lm.sampling import SamplingParams
-from models.lm.tiny import alphabet_language_model
-from models.reasoning.ssm import StepSettings
 from ppl.experiments import reasoning
+from ppl.models.lm.sampling import SamplingParams
+from ppl.models.lm.tiny import alphabet_language_model
+from ppl.models.reasoning.ssm import StepSettings
 
 SETTINGS = StepSettings(
     delimiter="\n", max_step_tokens=3, max_steps=3, sampling=SamplingParams(temperature=1.0)

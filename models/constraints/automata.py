@@ -3,7 +3,7 @@
 A constraint on generated text is a deterministic finite automaton over bytes: a transition
 table [S, 256], the accepting states [S], start state 0 and a dead state from which no
 accepting state can be reached. As a potential (the prefix/complete contract of
-`ppl.sequence_potential`) it gives
+`ppl.models.constraints.sequence_potential`) it gives
 
     prefix(x)   = 0 if x does not lead to the dead state, else -inf
     complete(x) = 0 if x leads to an accepting state, else -inf,

@@ -18,7 +18,7 @@ import numpy as np
 from ppl.inference_data import to_inference_data
 from ppl.mcmc_diagnostics import ConvergenceReport, check_convergence
 from ppl.numpyro_bridge import NumPyroModel
-from samplers import mcmc, tempered_smc
+from ppl.samplers import mcmc, tempered_smc
 
 
 class MCMCFit(NamedTuple):

@@ -14,13 +14,13 @@ import jax
 import numpy as np
 import pytest
 
-from models.bayes.posteriordb import (
+from ppl.experiments.bayes import run_mcmc, run_tempered_smc
+from ppl.models.bayes.posteriordb import (
     POSTERIOR_NAMES,
     load_posterior,
     load_reference_draws,
     stan_names,
 )
-from ppl.experiments.bayes import run_mcmc, run_tempered_smc
 from ppl.numpyro_bridge import from_numpyro
 
 Z_LIMIT = 4.5

@@ -21,7 +21,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from models.lm import LanguageModel
+    from ppl.models.lm import LanguageModel
 
     return LanguageModel.load(args.model, dtype=args.dtype)
 
@@ -29,7 +29,7 @@ def _load(args: argparse.Namespace) -> Any:
 def _generate(args: argparse.Namespace) -> int:
     import jax
 
-    from models.lm import SamplingParams
+    from ppl.models.lm import SamplingParams
 
     lm = _load(args)
     sampling = SamplingParams(args.temperature, top_k=args.top_k, top_p=args.top_p)
@@ -63,7 +63,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _bench_lm(args: argparse.Namespace) -> int:
-    from models.lm.throughput import environment, format_table, measure
+    from ppl.models.lm.throughput import environment, format_table, measure
 
     lm = _load(args)
     batches = [int(b) for b in args.batch.split(",")]
@@ -87,17 +87,17 @@ def _bench_lm(args: argparse.Namespace) -> int:
 
 
 def _fetch_model(args: argparse.Namespace) -> int:
-    from models.lm.default_model import default_model_path
+    from ppl.models.lm.default_model import default_model_path
 
     print(default_model_path())
     return 0
 
 
 def _scale(args: argparse.Namespace) -> int:
-    from models.reasoning.tasks import get_task
     from ppl.experiments.plots import accuracy_table, format_table
     from ppl.experiments.sweep import VerifierSpec, read_results, run_sweep
-    from ppl.reward_weighting import RewardWeighting
+    from ppl.models.reasoning.reward_weighting import RewardWeighting
+    from ppl.models.reasoning.tasks import get_task
 
     task = get_task(args.task)
     lm = _load(args) if args.model else None
@@ -143,8 +143,8 @@ def _steer(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from models.steering.tasks import get_task
     from ppl.experiments.steering import steer, steering_problem, train_twist
+    from ppl.models.steering.tasks import get_task
 
     task = get_task(args.task)
     lm = _load(args)

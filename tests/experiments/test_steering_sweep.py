@@ -6,10 +6,10 @@ from __future__ import annotations
 import jax
 import pytest
 
-from models.lm.tiny import alphabet_language_model
-from models.steering.tasks import TASKS, SteeringTask, get_task
-from ppl.automata import regex
 from ppl.experiments.steering_sweep import format_summary, read_records, run_steering_sweep, summary
+from ppl.models.constraints.automata import regex
+from ppl.models.lm.tiny import alphabet_language_model
+from ppl.models.steering.tasks import TASKS, SteeringTask, get_task
 
 TASK = SteeringTask("tiny-regex", "a+b?", ("ab",), lambda: regex("a+b?"), 3, chat=False)
 

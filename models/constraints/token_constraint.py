@@ -1,9 +1,9 @@
 """Boolean constraints on generated text as per-state token masks.
 
-A `ByteAutomaton` (see `ppl.automata`) lifted to a vocabulary: `table[s, v]` is the automaton
-state after reading token v's bytes from state s. A particle keeps its state s; the tokens it
-may emit next are those whose next state is not dead, and an end-of-sequence token is allowed
-exactly when s is accepting. Special tokens other than end-of-sequence (they decode to no
+A `ByteAutomaton` (see `ppl.models.constraints.automata`) lifted to a vocabulary: `table[s, v]`
+is the automaton state after reading token v's bytes from state s. A particle keeps its state s; the
+tokens it may emit next are those whose next state is not dead, and an end-of-sequence token is
+allowed exactly when s is accepting. Special tokens other than end-of-sequence (they decode to no
 bytes) are never allowed under a constraint.
 
 The token limit is part of the target, so the mask also looks ahead to it: `distance[s]` is the
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppl.automata import ByteAutomaton, token_table
+from ppl.models.constraints.automata import ByteAutomaton, token_table
 
 
 class TokenConstraint(NamedTuple):

@@ -1,1 +1,0 @@
-"""Experiment runners: the top of the stack, where models meet samplers (like `ppl.cli`)."""
