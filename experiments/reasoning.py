@@ -2,7 +2,8 @@
 
 Every method gets a budget N (generations: particles, samples) per problem and returns, per
 problem, the selected answer, the candidates it chose from, and what it spent (generations,
-tokens, reasoning steps, verifier calls) as metered by `ppl.models.reasoning.ssm.ReasoningSSM`.
+tokens, reasoning steps, verifier calls) as metered in the particles of
+`ppl.models.reasoning.ssm.ReasoningSSM` (`ReasoningParticles.spent`).
 
     pf    particle filtering (Puri et al.): N particles over reasoning steps, reweighted by
           the verifier and resampled (`ppl.samplers.host_smc`), final answer by `selection`
@@ -28,7 +29,7 @@ import numpy as np
 from ppl.models.lm.language_model import LanguageModel
 from ppl.models.reasoning.answers import answer_ids, extract_answer
 from ppl.models.reasoning.reward_weighting import RewardWeighting
-from ppl.models.reasoning.ssm import ReasoningParticles, ReasoningSSM, StepSettings
+from ppl.models.reasoning.ssm import Budget, ReasoningParticles, ReasoningSSM, StepSettings
 from ppl.models.reasoning.verifiers import Verifier
 from ppl.samplers import beam_search, host_parallel_tempering, host_particle_gibbs, host_smc
 from ppl.samplers.selection import ANSWER_SELECTIONS
@@ -55,6 +56,7 @@ def _outcomes(
     method: str,
     budget: int,
     ssm: ReasoningSSM,
+    spent: Budget,
     texts: Sequence[Sequence[str]],
     scores: np.ndarray,
     selection: str,
@@ -84,10 +86,7 @@ def _outcomes(
                 candidates=answers,
                 texts=list(texts[problem]),
                 scores=[float(s) for s in scores[problem]],
-                spent={
-                    field.name: int(getattr(ssm.spent, field.name)[owned].sum())
-                    for field in dataclasses.fields(ssm.spent)
-                },
+                spent={name: int(value[owned].sum()) for name, value in spent._asdict().items()},
                 all_dead=any(bool(r.all_dead[target]) for r in results),
                 num_nan=sum(int(info.num_nan[owned].sum()) for r in results for info in r.infos),
                 log_evidence=float(results[0].log_evidence[target]) if results else None,
@@ -110,6 +109,14 @@ def _pool_sweeps(
                 texts[g // chains] += group_texts
                 scores[g // chains] += list(result.log_weights[g] - np.log(len(results)))
     return texts, np.asarray(scores)
+
+
+def _total_spent(results: Sequence[host_smc.HostSMCResult]) -> Budget:
+    """What every sweep spent, summed (each sweep meters its own particles)."""
+    spent = results[0].state.particles.spent
+    for result in results[1:]:
+        spent = spent.plus(result.state.particles.spent)
+    return spent
 
 
 def _by_group(ssm: ReasoningSSM, particles: ReasoningParticles) -> list[list[str]]:
@@ -138,17 +145,20 @@ def particle_filtering(
     key_run, key_select = jax.random.split(rng_key)
     threshold = 1.0 if weighting.resample_every_step else ess_threshold
     result = host_smc.run(
-        key_run,
-        ssm,
-        ssm.start(num_particles),
-        ssm.settings.max_steps,
-        resampling,
-        threshold,
-        progress=progress,
+        key_run, ssm, num_particles, ssm.num_steps, resampling, threshold, progress=progress
     )
-    texts = _by_group(ssm, result.state.particles)
+    particles = result.state.particles
+    texts = _by_group(ssm, particles)
     return _outcomes(
-        "pf", num_particles, ssm, texts, result.log_weights, selection, key_select, [result]
+        "pf",
+        num_particles,
+        ssm,
+        particles.spent,
+        texts,
+        result.log_weights,
+        selection,
+        key_select,
+        [result],
     )
 
 
@@ -179,15 +189,17 @@ def independent_samples(
     result = host_smc.run(
         key_run,
         ssm,
-        ssm.start(num_samples),
-        ssm.settings.max_steps,
+        num_samples,
+        ssm.num_steps,
         ess_threshold=0.0,  # never resample: N independent generations
         progress=progress,
     )
     particles = result.state.particles
     scores = np.asarray(particles.log_value, np.float64).reshape(ssm.num_groups, -1)
     texts = _by_group(ssm, particles)
-    return _outcomes(method, num_samples, ssm, texts, scores, selection[method], key_select)
+    return _outcomes(
+        method, num_samples, ssm, particles.spent, texts, scores, selection[method], key_select
+    )
 
 
 def tree_search(
@@ -214,15 +226,16 @@ def tree_search(
     result = beam_search.run(
         key_run,
         ssm,
-        ssm.start(num_beams),
-        ssm.settings.max_steps,
+        num_beams,
+        ssm.num_steps,
         math.gcd(num_beams, expansions),
         diverse=method == "dvts",
         progress=progress,
     )
     scores = result.scores.reshape(ssm.num_groups, -1)
     texts = _by_group(ssm, result.particles)
-    return _outcomes(method, num_beams, ssm, texts, scores, "argmax_weight", key_select)
+    spent = result.particles.spent
+    return _outcomes(method, num_beams, ssm, spent, texts, scores, "argmax_weight", key_select)
 
 
 def particle_gibbs(
@@ -248,16 +261,12 @@ def particle_gibbs(
     per_sweep = budget // sweeps
     ssm = ReasoningSSM(lm, prompts, verifier, weighting, settings)
     key_run, key_select = jax.random.split(rng_key)
-    results = host_particle_gibbs.particle_gibbs(
-        key_run,
-        ssm,
-        lambda reference: (ssm.start(per_sweep), None),
-        sweeps,
-        ssm.settings.max_steps,
-        progress,
-    )
+    results = host_particle_gibbs.run(
+        key_run, ssm, per_sweep, ssm.num_steps, sweeps, progress=progress
+    ).sweeps
     texts, scores = _pool_sweeps(ssm, results)
-    return _outcomes("pg", budget, ssm, texts, scores, selection, key_select, results)
+    spent = _total_spent(results)
+    return _outcomes("pg", budget, ssm, spent, texts, scores, selection, key_select, results)
 
 
 def particle_gibbs_tempering(
@@ -295,20 +304,20 @@ def particle_gibbs_tempering(
         inverse_temperatures=betas.tolist(),
     )
     key_run, key_select = jax.random.split(rng_key)
-    result = host_parallel_tempering.particle_gibbs_tempering(
+    result = host_parallel_tempering.run(
         key_run,
         ssm,
-        lambda references: (ssm.start(per_sweep), None),
-        ssm.path_log_potential,
+        per_sweep,
+        ssm.num_steps,
+        num_sweeps,
         np.arange(len(prompts) * levels).reshape(-1, levels),
         betas,
-        num_sweeps,
-        ssm.settings.max_steps,
         progress=progress,
     )
     texts, scores = _pool_sweeps(ssm, result.sweeps, levels)
+    spent = _total_spent(result.sweeps)
     return _outcomes(
-        "pgpt", budget, ssm, texts, scores, selection, key_select, result.sweeps, levels
+        "pgpt", budget, ssm, spent, texts, scores, selection, key_select, result.sweeps, levels
     )
 
 

@@ -16,14 +16,21 @@ Either way Z_T = p(y_{0:T}), which SMC estimates without bias.
 
 Particles are pytrees whose leaves share a leading particle axis of size N; every function
 here acts on the whole particle batch at once.
+
+Two forms of one protocol: `FeynmanKac`, pure traceable functions that the jitted samplers
+(`ppl.samplers.smc`, ...) run inside `lax.scan`, and `HostFeynmanKac`, the same methods with
+the same arguments called from Python, for models whose steps cannot be traced (an LLM
+reasoning step scored by a verifier); the host samplers (`ppl.samplers.host_smc`, ...) run
+those, with G independent particle systems in one batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import jax
+import numpy as np
 
 Particles = Any  # a pytree whose leaves have a leading particle axis
 InitialSample = Callable[[jax.Array, int], Particles]
@@ -65,3 +72,101 @@ def gather_particles(model: FeynmanKac, particles: Particles, ancestors: jax.Arr
     if model.gather is not None:
         return model.gather(particles, ancestors)
     return jax.tree.map(lambda x: x[ancestors], particles)
+
+
+class HostFeynmanKac(Protocol):
+    """A Feynman-Kac model stepped from the host: the same methods, argument names and order
+    as `FeynmanKac`, as ordinary Python methods that may decode text with a language model or
+    call a programmatic checker between compiled pieces (`ppl.models.reasoning.ssm`).
+
+    The particles hold B = G x N rows: G independent particle systems (one per prompt, say)
+    of N particles each, in one batch so that the device runs them together. Rows are
+    group-major (row g * N + i is particle i of group g). N is set once, by
+    `initial_sample(rng_key, num_particles)`; everything downstream reads it from the shapes
+    of the particles, so a model object is immutable configuration and whatever a run
+    accumulates (a budget meter, say) lives in its particles.
+
+        x_0 ~ M_0                        `initial_sample(rng_key, num_particles)`  B rows
+        log G_0(x_0)                     `initial_log_potential(particles)`        [B]
+        x_t ~ M_t(x_{t-1}, .)            `transition_sample(rng_key, t, particles)`
+        log G_t(x_{t-1}, x_t)            `log_potential(t, previous, particles)`   [B]
+        finished rows are absorbed       `finished(particles)`                     [B] bool
+        resampling is a gather           `gather(particles, ancestors)`            ancestors [B]
+
+    `transition_sample` must leave finished rows unchanged, and `log_potential` gives every
+    row its incremental log weight (0 keeps an absorbed row's weight as it is; NaN counts as
+    -inf). Ancestors are global row indices, always drawn within a row's group.
+    """
+
+    @property
+    def num_groups(self) -> int:
+        """G, the number of independent particle systems in the batch."""
+        ...
+
+    def initial_sample(self, rng_key: jax.Array, num_particles: int) -> Particles:
+        """x_0 for G x `num_particles` rows."""
+        ...
+
+    def initial_log_potential(self, particles: Particles) -> np.ndarray:
+        """log G_0(x_0) [B]."""
+        ...
+
+    def transition_sample(self, rng_key: jax.Array, t: int, particles: Particles) -> Particles:
+        """x_t for every live row; finished rows come back unchanged."""
+        ...
+
+    def log_potential(self, t: int, previous: Particles, particles: Particles) -> np.ndarray:
+        """Incremental log weights [B] of the step `previous -> particles` to time t."""
+        ...
+
+    def finished(self, particles: Particles) -> np.ndarray:
+        """[B] bool: rows that are complete and must not be extended."""
+        ...
+
+    def gather(self, particles: Particles, ancestors: jax.Array) -> Particles:
+        """Rows `ancestors` [B] of the batch."""
+        ...
+
+
+class HostConditionalFeynmanKac(HostFeynmanKac, Protocol):
+    """A host model that conditional SMC can run on: it keeps one reference path per group
+    alive, in the rows `reference_rows` (a group's first row), by replaying its steps.
+
+    A reference is a host object per group (`trace` gives them), e.g. a list of steps.
+    """
+
+    def trace(self, particles: Particles, rows: Sequence[int]) -> Sequence[Any]:
+        """The paths of `rows` so far, one host object per row."""
+        ...
+
+    def conditional_initial_sample(
+        self,
+        rng_key: jax.Array,
+        num_particles: int,
+        reference_rows: np.ndarray,
+        reference: Sequence[Any],
+    ) -> Particles:
+        """`initial_sample`, with row `reference_rows[g]` holding the initial state of
+        `reference[g]`."""
+        ...
+
+    def conditional_transition_sample(
+        self,
+        rng_key: jax.Array,
+        t: int,
+        particles: Particles,
+        reference_rows: np.ndarray,
+        reference: Sequence[Any],
+    ) -> Particles:
+        """`transition_sample`, with row `reference_rows[g]` replaying the step of
+        `reference[g]` to time t."""
+        ...
+
+
+class HostTemperedFeynmanKac(HostConditionalFeynmanKac, Protocol):
+    """A conditional host model whose groups are tempered (group g's potentials raised to its
+    inverse temperature beta_g), for parallel tempering."""
+
+    def path_log_potential(self, particles: Particles, rows: Sequence[int]) -> np.ndarray:
+        """V(x) [len(rows)], the untempered total log potential of the paths of `rows`."""
+        ...

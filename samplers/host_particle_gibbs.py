@@ -1,4 +1,4 @@
-"""Conditional SMC and particle Gibbs for `StepwiseModel`s driven from the host.
+"""Conditional SMC and particle Gibbs for `HostConditionalFeynmanKac` models driven from the host.
 
 Conditional SMC keeps one reference path per group alive through the run: row g * N (the
 first row of group g) replays the reference's steps instead of sampling, its ancestor is
@@ -8,39 +8,41 @@ is a Markov kernel that leaves the target path distribution invariant (Andrieu, 
 Holenstein 2010); iterating it is particle Gibbs, the sampler Puri et al. run over LLM
 reasoning steps with the reference particle kept across sweeps.
 
-A model supports this through two more methods (`ConditionalStepwiseModel`): `trace`, the
-path of given rows as a host object, and `extend_conditional`, `extend` with the reference
-rows replaying their next step.
+`init` / `step` / `run` mirror `ppl.samplers.particle_gibbs`: the state is every group's
+reference (None before the first sweep, which is a plain particle filter resampling at every
+step); `step` is one sweep and a new reference drawn from its final weights. Sweep k uses the
+key `fold_in(rng_key, k)`. A model supports this through the methods of
+`HostConditionalFeynmanKac`: `trace`, the path of given rows as a host object, and
+`conditional_initial_sample` / `conditional_transition_sample`, the model's draws with the
+reference rows replaying the reference.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppl.feynman_kac import Particles
+from ppl.feynman_kac import HostConditionalFeynmanKac
 from ppl.samplers import host_smc
-from ppl.stepwise import StepwiseModel
 
 
-class ConditionalStepwiseModel(StepwiseModel, Protocol):
-    def trace(self, particles: Particles, rows: Sequence[int]) -> Sequence[Any]:
-        """The paths of `rows` so far, one host object per row, for `extend_conditional`."""
-        ...
+class HostParticleGibbsState(NamedTuple):
+    reference: Sequence[Any] | None  # one path per group (None: no sweep yet)
+    sweep: int  # sweeps done
 
-    def extend_conditional(
-        self,
-        rng_key: jax.Array,
-        particles: Particles,
-        reference_rows: np.ndarray,
-        reference: Sequence[Any],
-    ) -> Particles:
-        """`extend`, with row `reference_rows[g]` replaying the next step of `reference[g]`."""
-        ...
+
+class HostParticleGibbsInfo(NamedTuple):
+    result: host_smc.HostSMCResult  # the sweep's run over all groups
+    reference_rows: np.ndarray  # [G] the final row each new reference was drawn from
+
+
+class HostParticleGibbsResult(NamedTuple):
+    state: HostParticleGibbsState  # the references after the last sweep
+    sweeps: list[host_smc.HostSMCResult]  # every sweep's run; sweep k >= 1 updates sweep k - 1
 
 
 def reference_rows(num_groups: int, num_particles: int) -> np.ndarray:
@@ -48,14 +50,29 @@ def reference_rows(num_groups: int, num_particles: int) -> np.ndarray:
     return np.arange(num_groups) * num_particles
 
 
+def conditional_init(
+    rng_key: jax.Array,
+    model: HostConditionalFeynmanKac,
+    num_particles: int,
+    reference: Sequence[Any],
+) -> tuple[host_smc.HostSMCState, host_smc.HostSMCInfo]:
+    """x_0 for G x `num_particles` rows with the reference rows holding the reference's
+    initial state, weighted by G_0."""
+    if num_particles < 2:
+        raise ValueError(f"conditional SMC needs at least 2 particles, got {num_particles}")
+    rows = reference_rows(model.num_groups, num_particles)
+    particles = model.conditional_initial_sample(rng_key, num_particles, rows, reference)
+    return host_smc.weigh_initial(model, particles, num_particles)
+
+
 def conditional_step(
     rng_key: jax.Array,
     state: host_smc.HostSMCState,
-    model: ConditionalStepwiseModel,
+    model: HostConditionalFeynmanKac,
     reference: Sequence[Any],
 ) -> tuple[host_smc.HostSMCState, host_smc.HostSMCInfo]:
     """Resample every group multinomially (the reference row keeps itself as its parent),
-    extend with the reference replayed, reweight."""
+    propagate with the reference replayed, reweight."""
     key_resample, key_extend = jax.random.split(rng_key)
     num_groups, num_particles = state.log_weights.shape
     rows = reference_rows(num_groups, num_particles)
@@ -69,7 +86,9 @@ def conditional_step(
     ancestors = host_smc.survivors_in_place(ancestors, num_particles)
     particles = model.gather(state.particles, jnp.asarray(ancestors))
     uniform = np.full(state.log_weights.shape, -np.log(num_particles))
-    extended = model.extend_conditional(key_extend, particles, rows, reference)
+    extended = model.conditional_transition_sample(
+        key_extend, state.step + 1, particles, rows, reference
+    )
     return host_smc.reweight_step(
         state, model, particles, extended, uniform, ancestors, np.ones(num_groups, bool)
     )
@@ -77,16 +96,16 @@ def conditional_step(
 
 def run_conditional(
     rng_key: jax.Array,
-    model: ConditionalStepwiseModel,
-    particles: Particles,
+    model: HostConditionalFeynmanKac,
+    num_particles: int,
+    num_steps: int,
     reference: Sequence[Any],
-    max_steps: int,
-    initial_log_potentials: np.ndarray | None = None,
     progress: bool = True,
 ) -> host_smc.HostSMCResult:
-    """Conditional SMC around `reference` (one path per group) from initial rows `particles`
-    whose reference rows already hold the reference's initial state."""
-    state, _ = host_smc.init(model, particles, initial_log_potentials)
+    """Conditional SMC around `reference` (one path per group) for t = 0..num_steps-1, keys
+    as in `host_smc.run` (x_0 with `fold_in(rng_key, 0)`, step t with `fold_in(rng_key, t)`)."""
+    host_smc.check_run(num_steps)
+    state, _ = conditional_init(jax.random.fold_in(rng_key, 0), model, num_particles, reference)
 
     def advance(
         key: jax.Array, state: host_smc.HostSMCState
@@ -94,12 +113,12 @@ def run_conditional(
         return conditional_step(key, state, model, reference)
 
     return host_smc.run_steps(
-        rng_key, state, model, max_steps, advance, "conditional SMC", progress
+        rng_key, state, model, num_steps, advance, "conditional SMC", progress
     )
 
 
 def draw_reference(
-    rng_key: jax.Array, model: ConditionalStepwiseModel, result: host_smc.HostSMCResult
+    rng_key: jax.Array, model: HostConditionalFeynmanKac, result: host_smc.HostSMCResult
 ) -> tuple[np.ndarray, Sequence[Any]]:
     """Rows k_g ~ W_g of the final weights, one per group, and their paths."""
     log_weights = jnp.asarray(result.log_weights)
@@ -108,39 +127,63 @@ def draw_reference(
     return rows, model.trace(result.state.particles, rows.tolist())
 
 
-def particle_gibbs(
-    rng_key: jax.Array,
-    model: ConditionalStepwiseModel,
-    start: Callable[[Sequence[Any] | None], tuple[Particles, np.ndarray | None]],
-    num_sweeps: int,
-    max_steps: int,
-    progress: bool = True,
-) -> list[host_smc.HostSMCResult]:
-    """`num_sweeps` sweeps: a particle filter (resampling at every step), then conditional
-    SMC around a reference drawn from the previous sweep's final weights.
+def init(initial_reference: Sequence[Any] | None = None) -> HostParticleGibbsState:
+    """The chain's start: one path per group, or None to start with a particle filter."""
+    reference = None if initial_reference is None else list(initial_reference)
+    return HostParticleGibbsState(reference, 0)
 
-    Args:
-        start: `reference -> (x_0 rows, log G_0 or None)`, called with None for the first
-            sweep; for later sweeps the reference rows (`reference_rows`) must hold the
-            reference's initial state.
-    Returns every sweep's result; sweep k >= 1 is the particle-Gibbs update of sweep k - 1.
-    """
+
+def sweep(
+    rng_key: jax.Array,
+    model: HostConditionalFeynmanKac,
+    num_particles: int,
+    num_steps: int,
+    reference: Sequence[Any] | None,
+    progress: bool = True,
+) -> host_smc.HostSMCResult:
+    """A particle filter resampling at every step (no reference yet) or conditional SMC."""
+    if reference is None:
+        return host_smc.run(
+            rng_key, model, num_particles, num_steps, "multinomial", 1.0, progress
+        )
+    return run_conditional(rng_key, model, num_particles, num_steps, reference, progress)
+
+
+def step(
+    rng_key: jax.Array,
+    state: HostParticleGibbsState,
+    model: HostConditionalFeynmanKac,
+    num_particles: int,
+    num_steps: int,
+    progress: bool = True,
+) -> tuple[HostParticleGibbsState, HostParticleGibbsInfo]:
+    """One particle-Gibbs update: a sweep around the references, then new references drawn
+    from its final weights."""
+    key_run, key_pick = jax.random.split(rng_key)
+    result = sweep(key_run, model, num_particles, num_steps, state.reference, progress)
+    rows, reference = draw_reference(key_pick, model, result)
+    return HostParticleGibbsState(reference, state.sweep + 1), HostParticleGibbsInfo(result, rows)
+
+
+def run(
+    rng_key: jax.Array,
+    model: HostConditionalFeynmanKac,
+    num_particles: int,
+    num_steps: int,
+    num_sweeps: int,
+    initial_reference: Sequence[Any] | None = None,
+    progress: bool = True,
+) -> HostParticleGibbsResult:
+    """`num_sweeps` particle-Gibbs sweeps of `num_particles` per group over t = 0..num_steps-1,
+    from `initial_reference` (None: the first sweep is a particle filter); sweep k uses the
+    key `fold_in(rng_key, k)`."""
     if num_sweeps < 1:
         raise ValueError(f"num_sweeps must be >= 1, got {num_sweeps}")
-    results = []
-    reference: Sequence[Any] | None = None
-    for sweep in range(num_sweeps):
-        key = jax.random.fold_in(rng_key, sweep)
-        key_run, key_pick = jax.random.split(key)
-        particles, log_g0 = start(reference)
-        if reference is None:
-            result = host_smc.run(
-                key_run, model, particles, max_steps, "multinomial", 1.0, log_g0, progress
-            )
-        else:
-            result = run_conditional(
-                key_run, model, particles, reference, max_steps, log_g0, progress
-            )
-        results.append(result)
-        _, reference = draw_reference(key_pick, model, result)
-    return results
+    state = init(initial_reference)
+    sweeps = []
+    for index in range(num_sweeps):
+        state, info = step(
+            jax.random.fold_in(rng_key, index), state, model, num_particles, num_steps, progress
+        )
+        sweeps.append(info.result)
+    return HostParticleGibbsResult(state, sweeps)

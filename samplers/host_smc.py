@@ -1,4 +1,4 @@
-"""SMC driven from the host for `StepwiseModel`s: G particle systems in one batch.
+"""SMC driven from the host for `HostFeynmanKac` models: G particle systems in one batch.
 
 The same algorithm as `ppl.samplers.smc` (resample when ESS < threshold x N, propagate, reweight,
 accumulate log Z_hat = Σ_t log Σ_i W_{t-1}^{a_i} G_t^i), applied to each of G groups of N
@@ -7,8 +7,10 @@ called from Python between compiled pieces (reweighting and resampling are jitte
 over groups). Rows are group-major: row g * N + i is particle i of group g, and ancestors are
 always drawn within a group.
 
-The loop stops after `max_steps` steps or when every row is finished (absorbed particles keep
-their weights). Each group reports its own diagnostics: a group whose weights are all zero at
+`init`, `step` and `run` mirror `ppl.samplers.smc`: `run(rng_key, model, num_particles,
+num_steps)` draws x_0 with the key `fold_in(rng_key, 0)` and takes step t with
+`fold_in(rng_key, t)`, for t = 1..num_steps-1, stopping early once every row is finished
+(absorbed particles keep their weights). Each group reports its own diagnostics: a group whose weights are all zero at
 a step is flagged (`all_dead`) and its log-evidence becomes -inf; NaN potentials are counted
 and treated as zero weight. Neither stops the other groups.
 """
@@ -24,10 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from ppl.feynman_kac import Particles
-from ppl.samplers.resampling import get_scheme, resample
-from ppl.samplers.weighting import Reweighted, reweight
-from ppl.stepwise import StepwiseModel
+from ppl.feynman_kac import HostFeynmanKac, Particles
+from ppl.samplers.resampling import get_scheme, resample_where
+from ppl.samplers.weighting import Reweighted, needs_resampling, reweight
 
 
 class HostSMCState(NamedTuple):
@@ -48,7 +49,7 @@ class HostSMCInfo(NamedTuple):
 
 class HostSMCResult(NamedTuple):
     state: HostSMCState
-    infos: list[HostSMCInfo]  # one per step t = 1..T
+    infos: list[HostSMCInfo]  # one per step taken, t = 1, 2, ...
 
     @property
     def log_evidence(self) -> np.ndarray:
@@ -73,9 +74,9 @@ def _resample_groups(
     """Global ancestors [G * N]: within-group draws where `do_resample`, identity elsewhere."""
     num_groups, num_particles = log_weights.shape
     keys = jax.random.split(rng_key, num_groups)
-    local = jax.vmap(lambda k, lw: resample(k, lw, num_particles, scheme))(keys, log_weights)
-    identity = jnp.broadcast_to(jnp.arange(num_particles, dtype=jnp.int32), local.shape)
-    local = jnp.where(do_resample[:, None], local, identity)
+    local = jax.vmap(lambda k, lw, do: resample_where(k, lw, do, scheme))(
+        keys, log_weights, do_resample
+    )
     offsets = (jnp.arange(num_groups, dtype=jnp.int32) * num_particles)[:, None]
     return (local + offsets).reshape(-1)
 
@@ -107,16 +108,27 @@ def survivors_in_place(ancestors: np.ndarray, num_particles: int) -> np.ndarray:
 
 
 def init(
-    model: StepwiseModel, particles: Particles, log_potentials: np.ndarray | None = None
+    rng_key: jax.Array, model: HostFeynmanKac, num_particles: int
 ) -> tuple[HostSMCState, HostSMCInfo]:
-    """Weight initial particles x_0 (B rows) by G_0 (`log_potentials` [B], default 0)."""
+    """Draw x_0 ~ M_0 for G x `num_particles` rows and weight each group by G_0."""
+    if num_particles < 1:
+        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+    particles = model.initial_sample(rng_key, num_particles)
+    return weigh_initial(model, particles, num_particles)
+
+
+def weigh_initial(
+    model: HostFeynmanKac, particles: Particles, num_particles: int
+) -> tuple[HostSMCState, HostSMCInfo]:
+    """The state at t = 0 of initial rows `particles`, weighted by the model's log G_0."""
     num_rows = jax.tree.leaves(particles)[0].shape[0]
     num_groups = model.num_groups
-    if num_rows % num_groups:
-        raise ValueError(f"{num_rows} rows do not split into {num_groups} equal groups")
-    num_particles = num_rows // num_groups
-    if log_potentials is None:
-        log_potentials = np.zeros(num_rows, np.float32)
+    if num_rows != num_groups * num_particles:
+        raise ValueError(
+            f"{num_rows} initial rows do not split into {num_groups} equal groups of "
+            f"{num_particles} particles"
+        )
+    log_potentials = np.asarray(model.initial_log_potential(particles), np.float32)
     uniform = jnp.full((num_groups, num_particles), -jnp.log(num_particles))
     new = _reweight_groups(uniform, jnp.asarray(log_potentials).reshape(num_groups, -1))
     state = HostSMCState(particles, np.asarray(new.log_weights), np.asarray(new.log_increment), 0)
@@ -136,7 +148,7 @@ def _info(ancestors: np.ndarray, resampled: np.ndarray, new: Reweighted) -> Host
 
 def reweight_step(
     state: HostSMCState,
-    model: StepwiseModel,
+    model: HostFeynmanKac,
     particles: Particles,
     extended: Particles,
     log_weights: np.ndarray,
@@ -146,7 +158,8 @@ def reweight_step(
     """Weight the step `particles -> extended` by the model's log potentials, starting from
     the groups' `log_weights` [G, N] after resampling, and advance `state`."""
     num_groups = log_weights.shape[0]
-    log_potentials = np.asarray(model.log_potential(particles, extended), np.float32)
+    t = state.step + 1
+    log_potentials = np.asarray(model.log_potential(t, particles, extended), np.float32)
     new = _reweight_groups(
         jnp.asarray(log_weights, jnp.float32), jnp.asarray(log_potentials).reshape(num_groups, -1)
     )
@@ -154,7 +167,7 @@ def reweight_step(
         extended,
         np.asarray(new.log_weights),
         state.log_evidence + np.asarray(new.log_increment),
-        state.step + 1,
+        t,
     )
     return new_state, _info(ancestors, resampled, new)
 
@@ -162,17 +175,17 @@ def reweight_step(
 def run_steps(
     rng_key: jax.Array,
     state: HostSMCState,
-    model: StepwiseModel,
-    max_steps: int,
+    model: HostFeynmanKac,
+    num_steps: int,
     advance: Callable[[jax.Array, HostSMCState], tuple[HostSMCState, HostSMCInfo]],
     description: str,
     progress: bool,
 ) -> HostSMCResult:
-    """Apply `advance` with key `fold_in(rng_key, t)` at t = 1, 2, ... until every row is
-    finished or `max_steps` steps were taken, with a progress bar."""
+    """The host run loop: apply `advance` with key `fold_in(rng_key, t)` at t = 1..num_steps-1
+    until every row is finished, with a progress bar."""
     infos = []
-    with tqdm(total=max_steps, desc=description, disable=not progress, leave=False) as bar:
-        for t in range(1, max_steps + 1):
+    with tqdm(total=num_steps - 1, desc=description, disable=not progress, leave=False) as bar:
+        for t in range(1, num_steps):
             if np.all(model.finished(state.particles)):
                 break
             state, info = advance(jax.random.fold_in(rng_key, t), state)
@@ -181,19 +194,27 @@ def run_steps(
     return HostSMCResult(state, infos)
 
 
+def check_run(num_steps: int, resampling: str = "systematic", ess_threshold: float = 0.5) -> None:
+    """Fail early on arguments a host run cannot use."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if not 0 <= ess_threshold <= 1:
+        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
+    get_scheme(resampling)
+
+
 def step(
     rng_key: jax.Array,
     state: HostSMCState,
-    model: StepwiseModel,
+    model: HostFeynmanKac,
     resampling: str = "systematic",
     ess_threshold: float = 0.5,
 ) -> tuple[HostSMCState, HostSMCInfo]:
-    """One resample-extend-reweight step for every group."""
+    """One resample-propagate-reweight step from time t - 1 to t for every group."""
     get_scheme(resampling)
     key_resample, key_extend = jax.random.split(rng_key)
     num_groups, num_particles = state.log_weights.shape
-    ess = 1.0 / np.sum(np.exp(2.0 * state.log_weights.astype(np.float64)), axis=1)
-    do_resample = ess < ess_threshold * num_particles
+    do_resample = np.asarray(needs_resampling(state.log_weights, ess_threshold))
     particles, log_weights = state.particles, state.log_weights
     ancestors = np.arange(num_groups * num_particles)
     if do_resample.any():  # concrete host values: skip the gather when no group resamples
@@ -207,36 +228,31 @@ def step(
         )
         particles = model.gather(particles, jnp.asarray(ancestors))
         log_weights = np.where(do_resample[:, None], -np.log(num_particles), log_weights)
-    extended = model.extend(key_extend, particles)
+    extended = model.transition_sample(key_extend, state.step + 1, particles)
     return reweight_step(state, model, particles, extended, log_weights, ancestors, do_resample)
 
 
 def run(
     rng_key: jax.Array,
-    model: StepwiseModel,
-    particles: Particles,
-    max_steps: int,
+    model: HostFeynmanKac,
+    num_particles: int,
+    num_steps: int,
     resampling: str = "systematic",
     ess_threshold: float = 0.5,
-    initial_log_potentials: np.ndarray | None = None,
     progress: bool = True,
 ) -> HostSMCResult:
-    """Run until every row is finished or `max_steps` steps have been taken.
+    """Run SMC on G groups of `num_particles` for time steps t = 0..num_steps-1, or until
+    every row is finished.
 
     Args:
-        particles: x_0 for all B = G x N rows (group-major).
         ess_threshold: resample a group when its ESS < ess_threshold * N (1.0: every step).
-        initial_log_potentials: log G_0(x_0) [B] (default 0).
-    Step t uses the key `fold_in(rng_key, t)`, so a run is reproducible from its key.
+    x_0 is drawn with `fold_in(rng_key, 0)` and step t uses `fold_in(rng_key, t)`, so a run is
+    reproducible from its key.
     """
-    if max_steps < 0:
-        raise ValueError(f"max_steps must be >= 0, got {max_steps}")
-    if not 0 <= ess_threshold <= 1:
-        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
-    get_scheme(resampling)
-    state, _ = init(model, particles, initial_log_potentials)
+    check_run(num_steps, resampling, ess_threshold)
+    state, _ = init(jax.random.fold_in(rng_key, 0), model, num_particles)
 
     def advance(key: jax.Array, state: HostSMCState) -> tuple[HostSMCState, HostSMCInfo]:
         return step(key, state, model, resampling, ess_threshold)
 
-    return run_steps(rng_key, state, model, max_steps, advance, "SMC steps", progress)
+    return run_steps(rng_key, state, model, num_steps, advance, "SMC steps", progress)

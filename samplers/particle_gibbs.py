@@ -9,11 +9,15 @@ N >= 2, so averages over the chain converge to smoothing expectations. With
 few particles; without it the early states of the path mix slowly when the particle system
 degenerates (the new path tends to coalesce with the reference before the final steps).
 
-The chain runs in one `lax.scan` over iterations; wrap `particle_gibbs` in `jax.jit` with
-`model` and the integer arguments static.
+`init` gives the chain's start, `step` is one update (a `ParticleGibbsState` holds the current
+reference path), and `run` scans `step` over iterations in one `lax.scan`; wrap `run` in
+`jax.jit` with `model` and the integer arguments static. `ppl.samplers.host_particle_gibbs` is
+the same chain for host-stepped models.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,17 +40,74 @@ def initial_path(
     return jax.tree.map(lambda x: x[:, index], paths)
 
 
-def particle_gibbs(
+class ParticleGibbsState(NamedTuple):
+    reference: Particles  # the current path, leaves [T, ...]
+
+
+class ParticleGibbsInfo(NamedTuple):
+    final_index: jax.Array  # the final particle of the sweep whose genealogy is the new path
+    ess: jax.Array  # [T] effective sample sizes of the sweep
+    num_nan: jax.Array  # [T] NaN potentials met in the sweep
+
+
+class ParticleGibbsResult(NamedTuple):
+    state: ParticleGibbsState  # after the last update
+    info: ParticleGibbsInfo  # per update, leaves stacked on a leading axis
+    paths: Particles  # leaves [num_iterations, T, ...]: the path after each update
+
+
+def init(
     rng_key: jax.Array,
     model: FeynmanKac,
-    initial_reference: Particles | None,
+    num_particles: int,
+    num_steps: int,
+    initial_reference: Particles | None = None,
+    transition_log_density: TransitionLogDensity | None = None,
+) -> ParticleGibbsState:
+    """The chain's start: `initial_reference` (leaves [T, ...]) or, if None, one path from a
+    plain SMC run (`initial_path`), cast to the dtypes an update returns."""
+    if initial_reference is None:
+        initial_reference = initial_path(rng_key, model, num_particles, num_steps)
+
+    def update(reference: Particles) -> Particles:
+        return conditional_smc(
+            rng_key, model, reference, num_particles, num_steps, transition_log_density
+        ).path
+
+    # The scan carry must keep one dtype: cast the start to the dtype the kernel returns.
+    out = jax.eval_shape(update, initial_reference)
+    start = jax.tree.map(lambda x, s: jnp.asarray(x, s.dtype), initial_reference, out)
+    return ParticleGibbsState(start)
+
+
+def step(
+    rng_key: jax.Array,
+    state: ParticleGibbsState,
+    model: FeynmanKac,
+    num_particles: int,
+    num_steps: int,
+    transition_log_density: TransitionLogDensity | None = None,
+) -> tuple[ParticleGibbsState, ParticleGibbsInfo]:
+    """One particle-Gibbs update: a conditional SMC sweep around the reference and a new path
+    from its genealogy."""
+    result = conditional_smc(
+        rng_key, model, state.reference, num_particles, num_steps, transition_log_density
+    )
+    info = ParticleGibbsInfo(result.final_index, result.ess, result.num_nan)
+    return ParticleGibbsState(result.path), info
+
+
+def run(
+    rng_key: jax.Array,
+    model: FeynmanKac,
     num_particles: int,
     num_steps: int,
     num_iterations: int,
+    initial_reference: Particles | None = None,
     transition_log_density: TransitionLogDensity | None = None,
     progress: bool = False,
-) -> Particles:
-    """Run `num_iterations` particle-Gibbs updates; returns the paths after each update,
+) -> ParticleGibbsResult:
+    """Run `num_iterations` particle-Gibbs updates; `paths` holds the path after each update,
     leaves [num_iterations, T, ...] (the initial reference is not included; discard burn-in
     yourself).
 
@@ -61,25 +122,19 @@ def particle_gibbs(
     if num_iterations < 1:
         raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
     key_init, key_chain = jax.random.split(rng_key)
-    if initial_reference is None:
-        initial_reference = initial_path(key_init, model, num_particles, num_steps)
+    state = init(
+        key_init, model, num_particles, num_steps, initial_reference, transition_log_density
+    )
 
-    def update(reference: Particles, key: jax.Array) -> Particles:
-        return conditional_smc(
-            key, model, reference, num_particles, num_steps, transition_log_density
-        ).path
-
-    # The scan carry must keep one dtype: cast the start to the dtype the kernel returns.
-    out = jax.eval_shape(update, initial_reference, key_chain)
-    start = jax.tree.map(lambda x, s: jnp.asarray(x, s.dtype), initial_reference, out)
-
-    def body(reference: Particles, key: jax.Array) -> tuple[Particles, Particles]:
-        new = update(reference, key)
-        return new, new
+    def body(
+        state: ParticleGibbsState, key: jax.Array
+    ) -> tuple[ParticleGibbsState, tuple[Particles, ParticleGibbsInfo]]:
+        new_state, info = step(key, state, model, num_particles, num_steps, transition_log_density)
+        return new_state, (new_state.reference, info)
 
     keys = jax.random.split(key_chain, num_iterations)
     if progress:
-        _, paths = scan_with_progress(body, start, keys, description="particle Gibbs")
+        final, (paths, info) = scan_with_progress(body, state, keys, description="particle Gibbs")
     else:
-        _, paths = jax.lax.scan(body, start, keys)
-    return paths
+        final, (paths, info) = jax.lax.scan(body, state, keys)
+    return ParticleGibbsResult(final, info, paths)

@@ -28,6 +28,11 @@ from ppl.samplers.smc import SMCInfo, SMCResult, SMCState
 from ppl.samplers.weighting import reweight
 
 
+def init(rng_key: jax.Array, model: FeynmanKac, num_particles: int) -> tuple[SMCState, SMCInfo]:
+    """x_0 ~ M_0 weighted by G_0, as `ppl.samplers.smc.init`."""
+    return smc.init(rng_key, model, num_particles)
+
+
 def step(rng_key: jax.Array, state: SMCState, model: FeynmanKac) -> tuple[SMCState, SMCInfo]:
     """Resample the free particles, keep particle 0's lineage, propagate and reweight."""
     key_resample, key_move = jax.random.split(rng_key)
@@ -47,19 +52,13 @@ def step(rng_key: jax.Array, state: SMCState, model: FeynmanKac) -> tuple[SMCSta
 
 def run(rng_key: jax.Array, model: FeynmanKac, num_particles: int, num_steps: int) -> SMCResult:
     """Conditional SMC for time steps t = 0..num_steps-1 in one `lax.scan` (no history kept)."""
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if num_particles < 2:
         raise ValueError(f"conditional SMC needs at least 2 particles, got {num_particles}")
-    key_init, key_steps = jax.random.split(rng_key)
-    state, info0 = smc.init(key_init, model, num_particles)
-
-    def body(state: SMCState, key: jax.Array) -> tuple[SMCState, tuple[SMCInfo, jax.Array]]:
-        new_state, info = step(key, state, model)
-        return new_state, (info, new_state.log_weights)
-
-    keys = jax.random.split(key_steps, num_steps - 1)
-    final, (infos, log_weights) = jax.lax.scan(body, state, keys)
-
-    info = jax.tree.map(smc.prepend_initial, info0, infos)
-    return SMCResult(final, info, None, smc.prepend_initial(state.log_weights, log_weights))
+    loop = smc.scan_run(
+        rng_key,
+        lambda key: smc.init(key, model, num_particles),
+        lambda key, state: step(key, state, model),
+        num_steps,
+    )
+    info = jax.tree.map(smc.prepend_initial, loop.initial_info, loop.infos)
+    return SMCResult(loop.final, info, None, loop.log_weights)

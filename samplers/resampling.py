@@ -55,3 +55,16 @@ def resample(
     """Ancestor indices [num_samples] drawn in proportion to exp(log_weights)."""
     weights = jax.nn.softmax(log_weights)
     return get_scheme(scheme)(rng_key, weights, num_samples).astype(jnp.int32)
+
+
+def resample_where(
+    rng_key: jax.Array, log_weights: jax.Array, do_resample: jax.Array, scheme: str = "systematic"
+) -> jax.Array:
+    """Ancestors [N]: drawn from exp(log_weights) [N] if `do_resample`, else the identity (a
+    traced `lax.cond`; under `vmap`, per group)."""
+    num_particles = log_weights.shape[0]
+    return jax.lax.cond(
+        do_resample,
+        lambda: resample(rng_key, log_weights, num_particles, scheme),
+        lambda: jnp.arange(num_particles, dtype=jnp.int32),
+    )

@@ -23,10 +23,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ppl.diagnostics import effective_sample_size_normalized
 from ppl.feynman_kac import FeynmanKac, Particles, gather_particles
-from ppl.samplers.resampling import get_scheme, resample
-from ppl.samplers.weighting import reweight, select
+from ppl.samplers.resampling import get_scheme, resample_where
+from ppl.samplers.weighting import needs_resampling, reweight, select
 
 
 class SMCState(NamedTuple):
@@ -106,17 +105,13 @@ def step(
     get_scheme(resampling)  # fail early on a bad name
     key_resample, key_move = jax.random.split(rng_key)
     num_particles = state.log_weights.shape[0]
-    ess = effective_sample_size_normalized(state.log_weights)
-    do_resample = ess < ess_threshold * num_particles
-
-    def resample_parents() -> tuple[jax.Array, Particles]:
-        ancestors = resample(key_resample, state.log_weights, num_particles, resampling)
-        return ancestors, gather_particles(model, state.particles, ancestors)
-
-    def keep_parents() -> tuple[jax.Array, Particles]:
-        return jnp.arange(num_particles, dtype=jnp.int32), state.particles
-
-    ancestors, parents = jax.lax.cond(do_resample, resample_parents, keep_parents)
+    do_resample = needs_resampling(state.log_weights, ess_threshold)
+    ancestors = resample_where(key_resample, state.log_weights, do_resample, resampling)
+    parents = jax.lax.cond(
+        do_resample,
+        lambda: gather_particles(model, state.particles, ancestors),
+        lambda: state.particles,
+    )
     log_weights = jnp.where(do_resample, -jnp.log(num_particles), state.log_weights)
     t = state.step + 1
     particles, log_potentials, _ = propagate(key_move, t, model, parents)
@@ -124,6 +119,47 @@ def step(
     new_state = SMCState(particles, new.log_weights, state.log_evidence + new.log_increment, t)
     info = SMCInfo(ancestors, do_resample, new.ess, new.log_increment, new.num_nan, new.all_dead)
     return new_state, info
+
+
+class ScanRun(NamedTuple):
+    """What `scan_run` gives back: the t = 0 state and info, the final state, and per step
+    t = 1..T-1 the infos, the kept particles and the log weights."""
+
+    initial: Any  # the state at t = 0
+    initial_info: Any
+    final: Any  # the state at t = T - 1
+    infos: Any  # leaves stacked on a leading axis of size T - 1
+    history: Any  # `keep(particles)` of t = 1..T-1, stacked (None when nothing is kept)
+    log_weights: jax.Array  # [T, N] normalized log weights, t = 0 included
+
+
+def scan_run(
+    rng_key: jax.Array,
+    init_fn: Callable[[jax.Array], tuple[Any, Any]],
+    step_fn: Callable[[jax.Array, Any], tuple[Any, Any]],
+    num_steps: int,
+    keep: Callable[[Particles], Any] | None = None,
+) -> ScanRun:
+    """The run loop of the jitted particle samplers, in one `lax.scan`: with
+    `key_init, key_steps = split(rng_key)`, the state at t = 0 is `init_fn(key_init)` and the
+    state at t >= 1 is `step_fn(key_t, state)` for the keys `split(key_steps, num_steps - 1)`.
+    States have `particles` and `log_weights`; `keep(particles)` (default: nothing) is kept
+    for every step."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    key_init, key_steps = jax.random.split(rng_key)
+    state, info0 = init_fn(key_init)
+
+    def body(state: Any, key: jax.Array) -> tuple[Any, tuple]:
+        new_state, info = step_fn(key, state)
+        kept = None if keep is None else keep(new_state.particles)
+        return new_state, (info, kept, new_state.log_weights)
+
+    keys = jax.random.split(key_steps, num_steps - 1)
+    final, (infos, history, log_weights) = jax.lax.scan(body, state, keys)
+    return ScanRun(
+        state, info0, final, infos, history, prepend_initial(state.log_weights, log_weights)
+    )
 
 
 def run(
@@ -146,28 +182,25 @@ def run(
         record: keep `record(particles)` of every step instead of the whole particles (a
             small summary of particles too large to keep); implies keeping a history.
     """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if not 0 <= ess_threshold <= 1:
         raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
     get_scheme(resampling)
-    key_init, key_steps = jax.random.split(rng_key)
-    state, info0 = init(key_init, model, num_particles)
-
-    def body(state: SMCState, key: jax.Array) -> tuple[SMCState, tuple]:
-        new_state, info = step(key, state, model, resampling, ess_threshold)
-        kept = keep(new_state.particles)
-        return new_state, (info, kept, new_state.log_weights)
 
     def keep(particles: Particles) -> Any:
         if record is not None:
             return record(particles)
         return particles if keep_history else None
 
-    keys = jax.random.split(key_steps, num_steps - 1)
-    final, (infos, history, log_weights) = jax.lax.scan(body, state, keys)
-
-    info = jax.tree.map(prepend_initial, info0, infos)
-    kept_first = keep(state.particles)
-    particles = None if kept_first is None else jax.tree.map(prepend_initial, kept_first, history)
-    return SMCResult(final, info, particles, prepend_initial(state.log_weights, log_weights))
+    loop = scan_run(
+        rng_key,
+        lambda key: init(key, model, num_particles),
+        lambda key, state: step(key, state, model, resampling, ess_threshold),
+        num_steps,
+        keep,
+    )
+    info = jax.tree.map(prepend_initial, loop.initial_info, loop.infos)
+    kept_first = keep(loop.initial.particles)
+    particles = (
+        None if kept_first is None else jax.tree.map(prepend_initial, kept_first, loop.history)
+    )
+    return SMCResult(loop.final, info, particles, loop.log_weights)

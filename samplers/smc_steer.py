@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from ppl.diagnostics import effective_sample_size_normalized
 from ppl.feynman_kac import FeynmanKac, gather_particles
 from ppl.samplers import smc
-from ppl.samplers.smc import SMCState
+from ppl.samplers.smc import SMCInfo, SMCState
 from ppl.samplers.weighting import reweight
 
 
@@ -87,6 +87,11 @@ def resample_without_replacement(
     return order[position], jnp.log(new_weights), num_kept
 
 
+def init(rng_key: jax.Array, model: FeynmanKac, num_particles: int) -> tuple[SMCState, SMCInfo]:
+    """x_0 ~ M_0 weighted by G_0, as `ppl.samplers.smc.init`."""
+    return smc.init(rng_key, model, num_particles)
+
+
 def step(
     rng_key: jax.Array, state: SMCState, model: FeynmanKac, num_beams: int
 ) -> tuple[SMCState, SteerInfo]:
@@ -114,17 +119,12 @@ def run(
     rng_key: jax.Array, model: FeynmanKac, num_particles: int, num_steps: int, num_beams: int
 ) -> SteerResult:
     """SMC steer for time steps t = 0..num_steps-1 in one `lax.scan`."""
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
-    key_init, key_steps = jax.random.split(rng_key)
-    state, _ = smc.init(key_init, model, num_particles)
-
-    def body(state: SMCState, key: jax.Array) -> tuple[SMCState, tuple[SteerInfo, jax.Array]]:
-        new_state, info = step(key, state, model, num_beams)
-        return new_state, (info, new_state.log_weights)
-
-    keys = jax.random.split(key_steps, num_steps - 1)
-    final, (info, log_weights) = jax.lax.scan(body, state, keys)
-    return SteerResult(final, info, smc.prepend_initial(state.log_weights, log_weights))
+    loop = smc.scan_run(
+        rng_key,
+        lambda key: smc.init(key, model, num_particles),
+        lambda key, state: step(key, state, model, num_beams),
+        num_steps,
+    )
+    return SteerResult(loop.final, loop.infos, loop.log_weights)

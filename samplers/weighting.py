@@ -1,4 +1,5 @@
-"""Reweighting and particle selection shared by the SMC samplers."""
+"""Reweighting, the resampling decision and particle selection, shared by the jitted and the
+host-stepped SMC samplers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 
 from ppl.diagnostics import effective_sample_size_normalized
@@ -31,6 +33,20 @@ def reweight(log_weights: jax.Array, log_potentials: jax.Array) -> Reweighted:
     normalized = jnp.where(all_dead, uniform, unnormalized - increment)
     ess = jnp.where(all_dead, 0.0, effective_sample_size_normalized(normalized))
     return Reweighted(normalized, increment, num_nan, all_dead, ess)
+
+
+def needs_resampling(log_weights: jax.Array | np.ndarray, ess_threshold: float) -> jax.Array:
+    """ESS(W) < ess_threshold * N over the last (particle) axis of normalized log weights,
+    ESS = 1 / Σ W_i². Traced for JAX arrays (the jitted samplers decide in `lax.cond`);
+    float64 NumPy for host arrays, whose groups the host samplers decide on concretely."""
+    num_particles = log_weights.shape[-1]
+    if isinstance(log_weights, np.ndarray):
+        ess = 1.0 / np.sum(np.exp(2.0 * log_weights.astype(np.float64)), axis=-1)
+    elif log_weights.ndim == 1:
+        ess = effective_sample_size_normalized(log_weights)
+    else:
+        ess = jax.vmap(effective_sample_size_normalized)(log_weights)
+    return ess < ess_threshold * num_particles
 
 
 def select(mask: jax.Array, if_true: Particles, if_false: Particles) -> Particles:

@@ -4,16 +4,21 @@
     transition   x_t ~ p_LM(. | prompt, x_{1:t-1}): decode until the step delimiter
     observation  o_t = 1 with a probability given by a verifier's rewards r(x_{1:t})
 
-`ReasoningSSM` implements `ppl.stepwise.StepwiseModel` for G prompts x N particles in one
-batch: `extend` generates one step for every live row with the JAX runtime and scores the
-new steps with the verifier, `log_potential` turns the aggregated rewards into incremental
-log weights with a `ppl.models.reasoning.reward_weighting.RewardWeighting` rule. With
+`ReasoningSSM` implements `ppl.feynman_kac.HostFeynmanKac` (and its conditional and tempered
+forms) for G prompts x N particles in one batch: `initial_sample(rng_key, num_particles)`
+prefills every prompt once and fans it out to N rows, `transition_sample` generates one step
+for every live row with the JAX runtime and scores the new steps with the verifier,
+`log_potential` turns the aggregated rewards into incremental log weights with a
+`ppl.models.reasoning.reward_weighting.RewardWeighting` rule. With
 `proposal_correction` the target is the untempered model, and each step's weight gains log p(x_t) -
 log q(x_t) for the sampling distribution q (temperature, top-k, top-p); without it the target is the
 sampling distribution reweighted by the verifier, as in Puri et al.
 
-The model also meters what it spends, per prompt: generations (rows started), tokens
-generated, reasoning steps and verifier calls (one per live row per step).
+The model object is immutable configuration. N is set by `initial_sample` alone and read
+back from the particles' shapes; what a run spends, per prompt (generations started, tokens
+generated, reasoning steps, verifier calls: one per live row per step), is metered in the
+particles (`ReasoningParticles.spent`, [G] per group, kept through resampling so that the
+spending of rows that die is not lost).
 """
 
 from __future__ import annotations
@@ -67,14 +72,7 @@ class StepSettings:
         return self.max_step_tokens * self.max_steps
 
 
-class ReasoningParticles(NamedTuple):
-    generations: Generations
-    log_value: jax.Array  # [B] aggregated log reward v_t (0 before the first step)
-    reward: jax.Array  # [B] the latest reward r_t (NaN before the first step)
-
-
-@dataclasses.dataclass
-class Budget:
+class Budget(NamedTuple):
     """What a method spent, per prompt ([G] integer arrays)."""
 
     generations: np.ndarray
@@ -86,9 +84,16 @@ class Budget:
     def zeros(cls, num_groups: int) -> Budget:
         return cls(*(np.zeros(num_groups, np.int64) for _ in range(4)))
 
-    def add(self, other: Budget) -> None:
-        for field in dataclasses.fields(self):
-            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+    def plus(self, other: Budget) -> Budget:
+        """The sum of two budgets (e.g. of two sweeps)."""
+        return Budget(*(a + b for a, b in zip(self, other, strict=True)))
+
+
+class ReasoningParticles(NamedTuple):
+    generations: Generations
+    log_value: jax.Array  # [B] aggregated log reward v_t (0 before the first step)
+    reward: jax.Array  # [B] the latest reward r_t (NaN before the first step)
+    spent: Budget  # [G] per prompt group, since `initial_sample` (not gathered with the rows)
 
 
 class ReasoningSSM:
@@ -124,8 +129,6 @@ class ReasoningSSM:
         self.settings = settings or StepSettings()
         self.proposal_correction = proposal_correction
         self.mesh = mesh
-        self.spent = Budget.zeros(len(self.prompts))
-        self._num_particles = 0
         self._eos = jnp.asarray(lm.tokenizer.eos_token_ids, jnp.int32)
         self._delimiter = lm.stop_automata((self.settings.delimiter,))
         self.prompt_ids = lm.encode_prompts(self.prompts, chat=self.settings.chat)
@@ -137,17 +140,29 @@ class ReasoningSSM:
                 f"{self.settings.max_step_tokens} tokens needs {needed} positions, more than "
                 f"the model's context length {lm.config.context_length}"
             )
+        self._frozen = True
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if getattr(self, "_frozen", False):
+            raise AttributeError(f"a ReasoningSSM is immutable configuration: cannot set {name!r}")
+        super().__setattr__(name, value)
 
     @property
     def num_groups(self) -> int:
         return len(self.prompts)
 
-    # Starting ----------------------------------------------------------------------------
-    def start(self, num_particles: int) -> ReasoningParticles:
-        """Prefill every prompt once and fan it out to `num_particles` empty generations."""
+    @property
+    def num_steps(self) -> int:
+        """T: the time steps t = 0..max_steps of the model (t = 0 is the bare prompt)."""
+        return self.settings.max_steps + 1
+
+    # The HostFeynmanKac protocol ----------------------------------------------------------
+    def initial_sample(self, rng_key: jax.Array, num_particles: int) -> ReasoningParticles:
+        """Prefill every prompt once and fan it out to `num_particles` empty generations
+        (deterministic: `rng_key` is not used)."""
+        del rng_key
         if num_particles < 1:
             raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-        self._num_particles = num_particles
         capacity = self.lm.cache_capacity(max(map(len, self.prompt_ids)), self.settings.max_tokens)
         logits, cache = self.lm.prefill(self.prompt_ids, capacity)
         rows = jnp.repeat(jnp.arange(self.num_groups), num_particles)
@@ -158,11 +173,29 @@ class ReasoningSSM:
             self.settings.max_steps,
         )
         batch = self.num_groups * num_particles
-        self.spent.generations += num_particles
+        spent = Budget.zeros(self.num_groups)
+        spent = spent._replace(generations=spent.generations + num_particles)
         particles = ReasoningParticles(
-            generations, jnp.zeros(batch, jnp.float32), jnp.full(batch, jnp.nan, jnp.float32)
+            generations,
+            jnp.zeros(batch, jnp.float32),
+            jnp.full(batch, jnp.nan, jnp.float32),
+            spent,
         )
         return particles if self.mesh is None else self.shard(particles)
+
+    def conditional_initial_sample(
+        self,
+        rng_key: jax.Array,
+        num_particles: int,
+        reference_rows: np.ndarray,
+        reference: Sequence[Sequence[Sequence[int]]],
+    ) -> ReasoningParticles:
+        """`initial_sample`: every path starts from its bare prompt, the reference's too."""
+        return self.initial_sample(rng_key, num_particles)
+
+    def initial_log_potential(self, particles: ReasoningParticles) -> np.ndarray:
+        """log G_0 = 0 for every row: the verifier first scores a step."""
+        return np.zeros(particles.generations.finished.shape[0], np.float32)
 
     def shard(self, particles: ReasoningParticles) -> ReasoningParticles:
         """Place the batch axis of every array on the devices of `mesh`."""
@@ -189,22 +222,28 @@ class ReasoningSSM:
             placed,
             jax.device_put(particles.log_value, rows),
             jax.device_put(particles.reward, rows),
+            particles.spent,
         )
 
-    # The StepwiseModel protocol ------------------------------------------------------------
-    def extend(self, rng_key: jax.Array, particles: ReasoningParticles) -> ReasoningParticles:
+    def transition_sample(
+        self, rng_key: jax.Array, t: int, particles: ReasoningParticles
+    ) -> ReasoningParticles:
+        """Generate and score the next reasoning step of every live row (the row's own step
+        count is its time index, so `t` is not needed)."""
         generations = self._sample_step(rng_key, particles.generations)
         return self._score(particles, generations)
 
-    def extend_conditional(
+    def conditional_transition_sample(
         self,
         rng_key: jax.Array,
+        t: int,
         particles: ReasoningParticles,
         reference_rows: np.ndarray,
         reference: Sequence[Sequence[Sequence[int]]],
     ) -> ReasoningParticles:
-        """`extend`, except that row `reference_rows[g]` replays the next step of the path
-        `reference[g]` (a list of steps, each a list of token ids) instead of sampling."""
+        """`transition_sample`, except that row `reference_rows[g]` replays the next step of
+        the path `reference[g]` (a list of steps, each a list of token ids) instead of
+        sampling."""
         previous = particles.generations
         forced = np.zeros(previous.finished.shape[0], bool)
         forced[np.asarray(reference_rows)] = True
@@ -233,7 +272,8 @@ class ReasoningSSM:
         return self._score(particles, generations, replayed=forced)
 
     def trace(self, particles: ReasoningParticles, rows: Sequence[int]) -> list[list[list[int]]]:
-        """The reasoning steps (token ids) of `rows`, to replay with `extend_conditional`."""
+        """The reasoning steps (token ids) of `rows`, to replay with
+        `conditional_transition_sample`."""
         generations = particles.generations
         tokens, ends = np.asarray(generations.tokens), np.asarray(generations.step_ends)
         counts = np.asarray(generations.num_steps)
@@ -267,13 +307,17 @@ class ReasoningSSM:
         previous = particles.generations
         moved = ~np.asarray(previous.finished)
         rows = np.flatnonzero(moved)
-        groups = self.groups()
+        groups = self.groups(previous)
         new_tokens = np.asarray(generations.num_tokens) - np.asarray(previous.num_tokens)
         if replayed is not None:
             new_tokens = np.where(replayed, 0, new_tokens)
-        np.add.at(self.spent.tokens, groups, new_tokens)
-        np.add.at(self.spent.steps, groups[rows], 1)
-        np.add.at(self.spent.verifier_calls, groups[rows], 1)
+        spent = particles.spent
+        tokens, steps = spent.tokens.copy(), spent.steps.copy()
+        verifier_calls = spent.verifier_calls.copy()
+        np.add.at(tokens, groups, new_tokens)
+        np.add.at(steps, groups[rows], 1)
+        np.add.at(verifier_calls, groups[rows], 1)
+        spent = Budget(spent.generations, tokens, steps, verifier_calls)
         rewards = np.full(moved.shape, np.nan)
         if rows.size:
             rewards[rows] = call_verifier(self.verifier, self.candidates(generations, rows))
@@ -284,17 +328,22 @@ class ReasoningSSM:
         log_value = np.where(moved, updated, log_value)
         reward = np.where(moved, rewards, np.asarray(particles.reward))
         return ReasoningParticles(
-            generations, jnp.asarray(log_value, jnp.float32), jnp.asarray(reward, jnp.float32)
+            generations,
+            jnp.asarray(log_value, jnp.float32),
+            jnp.asarray(reward, jnp.float32),
+            spent,
         )
 
     def log_potential(
-        self, previous: ReasoningParticles, particles: ReasoningParticles
+        self, t: int, previous: ReasoningParticles, particles: ReasoningParticles
     ) -> np.ndarray:
+        """beta_g times the weighting rule's increment from v_{t-1} to v_t (plus log p - log q
+        of the step with `proposal_correction`); 0 for rows that were already finished."""
         moved = ~np.asarray(previous.generations.finished)
         increments = log_potentials(
             self.weighting, np.asarray(previous.log_value), np.asarray(particles.log_value), moved
         )
-        betas = self.inverse_temperatures[self.groups()]
+        betas = self.inverse_temperatures[self.groups(previous)]
         increments = betas * increments
         if self.proposal_correction:
             generations = particles.generations
@@ -321,12 +370,14 @@ class ReasoningSSM:
             gather_generations_in_place(particles.generations, rows),
             particles.log_value[index],
             particles.reward[index],
+            particles.spent,
         )
 
     # Views ---------------------------------------------------------------------------------
-    def groups(self) -> np.ndarray:
-        """[B] the prompt index of every row."""
-        return np.repeat(np.arange(self.num_groups), self._num_particles)
+    def groups(self, particles: ReasoningParticles | Generations) -> np.ndarray:
+        """[B] the prompt index of every row (N = B / G, read from the particles' shape)."""
+        num_rows = _generations(particles).finished.shape[0]
+        return np.repeat(np.arange(self.num_groups), num_rows // self.num_groups)
 
     def token_ids(self, generations: Generations, rows: Sequence[int] | None = None) -> list:
         tokens, counts = np.asarray(generations.tokens), np.asarray(generations.num_tokens)
@@ -347,7 +398,7 @@ class ReasoningSSM:
         tokens, counts = np.asarray(generations.tokens), np.asarray(generations.num_tokens)
         starts = np.asarray(generations.step_start)
         decode = self.lm.tokenizer.decode
-        groups = self.groups()[rows]
+        groups = self.groups(generations)[rows]
         return Candidates(
             prompts=[self.prompts[g] for g in groups],
             texts=[decode(tokens[b, : counts[b]].tolist(), skip_special_tokens=True) for b in rows],
