@@ -30,7 +30,14 @@ class DigitTree:
     def __init__(self, num_groups, depth, finish_after=None):
         self.num_groups, self.depth, self.finish_after = num_groups, depth, finish_after
 
-    def extend(self, rng_key, rows):
+    def initial_sample(self, rng_key, num_particles):
+        num_rows = self.num_groups * num_particles
+        return Paths(jnp.zeros((num_rows, self.depth), jnp.int32), jnp.zeros(num_rows, jnp.int32))
+
+    def initial_log_potential(self, rows):
+        return np.zeros(rows.length.shape)
+
+    def transition_sample(self, rng_key, t, rows):
         done = self.finished(rows)
         digit = jnp.arange(rows.length.shape[0]) % BRANCHING
         digits = rows.digits.at[jnp.arange(len(digit)), rows.length].set(digit)
@@ -39,7 +46,7 @@ class DigitTree:
             jnp.where(done, rows.length, rows.length + 1),
         )
 
-    def log_potential(self, previous, rows):
+    def log_potential(self, t, previous, rows):
         moved = np.asarray(rows.length > previous.length)
         return np.asarray([value(self.path(rows, b)) if m else 0.0 for b, m in enumerate(moved)])
 
@@ -80,9 +87,8 @@ def brute_force_beam(num_rows, expansions, depth, diverse):
 def test_matches_brute_force_search(diverse):
     num_rows, expansions, depth = 12, 3, 4
     model = DigitTree(1, depth)
-    rows = Paths(jnp.zeros((num_rows, depth), jnp.int32), jnp.zeros(num_rows, jnp.int32))
     result = beam_search.run(
-        jax.random.key(0), model, rows, depth, expansions, diverse, progress=False
+        jax.random.key(0), model, num_rows, depth + 1, expansions, diverse, progress=False
     )
     expected = brute_force_beam(num_rows, expansions, depth, diverse)
     assert [model.path(result.particles, b) for b in range(num_rows)] == [p for p, _ in expected]
@@ -104,22 +110,20 @@ class EarlyFinish(DigitTree):
         lengths, first = np.asarray(rows.length), np.asarray(rows.digits[:, 0])
         return (lengths >= self.depth) | ((lengths >= 1) & (first == 0))
 
-    def log_potential(self, previous, rows):
+    def log_potential(self, t, previous, rows):
         bonus = np.where(np.asarray(rows.digits[:, 0]) == 0, 10.0, 0.0)
-        return super().log_potential(previous, rows) + bonus * np.asarray(previous.length == 0)
+        return super().log_potential(t, previous, rows) + bonus * np.asarray(previous.length == 0)
 
 
 def test_finished_rows_compete_once():
     """Rows 0 and 3 finish first with the best scores and are kept, three copies each: only
     the first copy of each keeps its score, so a finished beam counts once."""
     model = EarlyFinish(1, depth=3)
-    rows = Paths(jnp.zeros((6, 3), jnp.int32), jnp.zeros(6, jnp.int32))
-    result = beam_search.run(jax.random.key(0), model, rows, 3, 3, progress=False)
+    result = beam_search.run(jax.random.key(0), model, 6, 4, 3, progress=False)
     assert [model.path(result.particles, b) for b in range(6)] == [(0,)] * 6
     assert np.isfinite(result.scores).tolist() == [True, False, False, True, False, False]
 
 
 def test_bad_expansions():
-    rows = Paths(jnp.zeros((6, 3), jnp.int32), jnp.zeros(6, jnp.int32))
     with pytest.raises(ValueError, match="expansions"):
-        beam_search.run(jax.random.key(0), DigitTree(1, 3), rows, 3, 4, progress=False)
+        beam_search.run(jax.random.key(0), DigitTree(1, 3), 6, 4, 4, progress=False)

@@ -25,35 +25,44 @@ class Paths(NamedTuple):
 
 
 class LinearGaussianRows:
-    def __init__(self, num_groups):
+    """x_0 is drawn with fixed keys, `initial_seeds` (without, with a reference), whatever key
+    the sampler passes: the keys these tests have always drawn their starts with."""
+
+    def __init__(self, num_groups, initial_seeds=(1, 1)):
         self.model = model_1d()
         _, self.ys = simulate(jax.random.key(3), self.model, NUM_STEPS)
         self.fk = bootstrap(self.model, self.ys)
         self.num_groups = num_groups
+        self.initial_seeds = initial_seeds
 
-    def start(self, rng_key, num_rows, reference=None, rows=None):
-        x0 = self.fk.initial_sample(rng_key, num_rows)[:, 0]
+    def conditional_initial_sample(self, rng_key, num_particles, reference_rows, reference):
+        num_rows = self.num_groups * num_particles
+        key = jax.random.key(self.initial_seeds[reference is not None])
+        x0 = self.fk.initial_sample(key, num_rows)[:, 0]
         if reference is not None:
-            x0 = x0.at[rows].set(jnp.asarray([r[0] for r in reference]))
+            x0 = x0.at[reference_rows].set(jnp.asarray([r[0] for r in reference]))
         x = jnp.zeros((num_rows, NUM_STEPS)).at[:, 0].set(x0)
-        log_g0 = np.asarray(self.fk.initial_log_potential(x0[:, None]))
-        return Paths(x, jnp.zeros(num_rows, jnp.int32)), log_g0
+        return Paths(x, jnp.zeros(num_rows, jnp.int32))
 
-    def _step(self, rng_key, rows, replay=None):
-        t = int(rows.t[0]) + 1
+    def initial_sample(self, rng_key, num_particles):
+        return self.conditional_initial_sample(rng_key, num_particles, None, None)
+
+    def initial_log_potential(self, rows):
+        return np.asarray(self.fk.initial_log_potential(rows.x[:, :1]))
+
+    def _step(self, rng_key, t, rows, replay=None):
         x = self.fk.transition_sample(rng_key, t, rows.x[:, t - 1 : t])[:, 0]
         if replay is not None:
             x = x.at[replay[0]].set(jnp.asarray(replay[1][:, t]))
         return Paths(rows.x.at[:, t].set(x), rows.t + 1)
 
-    def extend(self, rng_key, rows):
-        return self._step(rng_key, rows)
+    def transition_sample(self, rng_key, t, rows):
+        return self._step(rng_key, t, rows)
 
-    def extend_conditional(self, rng_key, rows, reference_rows, reference):
-        return self._step(rng_key, rows, (reference_rows, np.asarray(reference)))
+    def conditional_transition_sample(self, rng_key, t, rows, reference_rows, reference):
+        return self._step(rng_key, t, rows, (reference_rows, np.asarray(reference)))
 
-    def log_potential(self, previous, rows):
-        t = int(rows.t[0])
+    def log_potential(self, t, previous, rows):
         return np.asarray(self.fk.log_potential(t, None, rows.x[:, t : t + 1]))
 
     def finished(self, rows):
@@ -95,9 +104,8 @@ def test_the_conditional_kernel_leaves_the_smoothing_distribution_invariant():
     steps = LinearGaussianRows(groups)
     reference = list(backward_samples(np.random.default_rng(0), groups))
     rows = pg.reference_rows(groups, particles)
-    start, log_g0 = steps.start(jax.random.key(1), groups * particles, reference, rows)
     result = pg.run_conditional(
-        jax.random.key(2), steps, start, reference, NUM_STEPS, log_g0, progress=False
+        jax.random.key(2), steps, particles, NUM_STEPS, reference, progress=False
     )
     assert all(np.array_equal(info.ancestors[rows], rows) for info in result.infos)
     _, new = pg.draw_reference(jax.random.key(3), steps, result)
@@ -112,14 +120,8 @@ def test_particle_gibbs_moves_a_biased_start_towards_the_smoothing_distribution(
     without ancestor sampling, are much closer."""
     groups, particles = 1500, 16
     _, means, _ = exact_smoothing()
-    steps = LinearGaussianRows(groups)
-    rows = pg.reference_rows(groups, particles)
-
-    def start(reference):
-        key = jax.random.key(10 if reference is None else 11)
-        return steps.start(key, groups * particles, reference, rows)
-
-    results = pg.particle_gibbs(jax.random.key(4), steps, start, 4, NUM_STEPS, progress=False)
+    steps = LinearGaussianRows(groups, initial_seeds=(10, 11))
+    results = pg.run(jax.random.key(4), steps, particles, NUM_STEPS, 4, progress=False).sweeps
     z = [
         mean_z(np.asarray(pg.draw_reference(jax.random.key(5), steps, r)[1]), means)
         for r in (results[0], results[-1])
@@ -134,11 +136,10 @@ def test_a_kernel_that_forgets_the_reference_is_caught():
     groups, particles = 3000, 4
     _, means, _ = exact_smoothing()
     steps = LinearGaussianRows(groups)
-    start, log_g0 = steps.start(jax.random.key(1), groups * particles)
     from ppl.samplers import host_smc
 
     result = host_smc.run(
-        jax.random.key(2), steps, start, NUM_STEPS, "multinomial", 1.0, log_g0, progress=False
+        jax.random.key(2), steps, particles, NUM_STEPS, "multinomial", 1.0, progress=False
     )
     _, paths = pg.draw_reference(jax.random.key(3), steps, result)
     assert np.max(np.abs(mean_z(np.asarray(paths), means))) > Z_BOUND

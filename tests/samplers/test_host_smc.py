@@ -23,24 +23,34 @@ class Rows(NamedTuple):
 
 
 class FeynmanKacRows:
-    """A `FeynmanKac` model run as a `StepwiseModel` (G groups, rows finish after `horizon`)."""
+    """A `FeynmanKac` model run as a `HostFeynmanKac` (G groups, rows finish after `horizon`)."""
 
-    def __init__(self, fk: FeynmanKac, num_groups: int, horizon: jax.Array | int):
+    def __init__(
+        self,
+        fk: FeynmanKac,
+        num_groups: int,
+        horizon: jax.Array | int,
+        initial_key: jax.Array | None = None,
+    ):
         self.fk, self.num_groups, self.horizon = fk, num_groups, horizon
+        self.initial_key = initial_key  # given: x_0 is drawn with it, not the sampler's key
 
-    def start(self, rng_key: jax.Array, num_rows: int) -> tuple[Rows, np.ndarray]:
-        x = self.fk.initial_sample(rng_key, num_rows)
-        return Rows(x, jnp.zeros(num_rows, jnp.int32)), np.asarray(self.fk.initial_log_potential(x))
+    def initial_sample(self, rng_key: jax.Array, num_particles: int) -> Rows:
+        num_rows = self.num_groups * num_particles
+        key = rng_key if self.initial_key is None else self.initial_key
+        return Rows(self.fk.initial_sample(key, num_rows), jnp.zeros(num_rows, jnp.int32))
 
-    def extend(self, rng_key, rows: Rows) -> Rows:
+    def initial_log_potential(self, rows: Rows) -> np.ndarray:
+        return np.asarray(self.fk.initial_log_potential(rows.x))
+
+    def transition_sample(self, rng_key, t, rows: Rows) -> Rows:
         done = self.finished(rows)
-        t = jnp.max(rows.t) + 1
         x = self.fk.transition_sample(rng_key, t, rows.x)
         return Rows(jnp.where(done[:, None], rows.x, x), jnp.where(done, rows.t, rows.t + 1))
 
-    def log_potential(self, previous: Rows, rows: Rows) -> np.ndarray:
+    def log_potential(self, t, previous: Rows, rows: Rows) -> np.ndarray:
         moved = rows.t > previous.t
-        log_g = self.fk.log_potential(jnp.max(rows.t), previous.x, rows.x)
+        log_g = self.fk.log_potential(t, previous.x, rows.x)
         return np.asarray(jnp.where(moved, log_g, 0.0))
 
     def finished(self, rows: Rows) -> np.ndarray:
@@ -59,10 +69,11 @@ def problem():
 
 def run_groups(seed, num_groups, num_particles, horizon, threshold=0.5, scheme="systematic"):
     model, ys = problem()
-    steps = FeynmanKacRows(bootstrap(model, ys), num_groups, horizon)
     key_init, key_run = jax.random.split(jax.random.key(seed))
-    rows, log_g0 = steps.start(key_init, num_groups * num_particles)
-    return host_smc.run(key_run, steps, rows, NUM_STEPS, scheme, threshold, log_g0, progress=False)
+    steps = FeynmanKacRows(bootstrap(model, ys), num_groups, horizon, key_init)
+    return host_smc.run(
+        key_run, steps, num_particles, NUM_STEPS, scheme, threshold, progress=False
+    )
 
 
 @pytest.mark.parametrize(("scheme", "threshold"), [("systematic", 0.5), ("multinomial", 1.0)])
@@ -91,13 +102,19 @@ def test_resampling_stays_within_groups():
 
 
 class ConstantRows(FeynmanKacRows):
-    def __init__(self, log_potential):
-        self.num_groups, self.log_g = 2, log_potential
+    def __init__(self, log_potential, num_rows=8):
+        self.num_groups, self.log_g, self.num_rows = 2, log_potential, num_rows
 
-    def extend(self, rng_key, rows):
+    def initial_sample(self, rng_key, num_particles):
+        return Rows(jnp.zeros((self.num_rows, 1)), jnp.zeros(self.num_rows, jnp.int32))
+
+    def initial_log_potential(self, rows):
+        return np.zeros(rows.t.shape, np.float32)
+
+    def transition_sample(self, rng_key, t, rows):
         return Rows(rows.x + 1, rows.t + 1)
 
-    def log_potential(self, previous, rows):
+    def log_potential(self, t, previous, rows):
         return self.log_g(np.asarray(rows.t))
 
     def finished(self, rows):
@@ -111,8 +128,7 @@ def test_dead_group_and_nan_are_reported_without_stopping_the_other_group():
         out[4] = np.nan if t[4] == 1 else 0.0
         return out
 
-    rows = Rows(jnp.zeros((8, 1)), jnp.zeros(8, jnp.int32))
-    result = host_smc.run(jax.random.key(0), ConstantRows(log_g), rows, 3, progress=False)
+    result = host_smc.run(jax.random.key(0), ConstantRows(log_g), 4, 4, progress=False)
     assert result.all_dead.tolist() == [True, False]
     assert result.log_evidence[0] == -np.inf
     assert np.isfinite(result.log_evidence[1])
@@ -120,11 +136,11 @@ def test_dead_group_and_nan_are_reported_without_stopping_the_other_group():
 
 
 def test_bad_arguments():
-    rows = Rows(jnp.zeros((7, 1)), jnp.zeros(7, jnp.int32))
+    odd = ConstantRows(np.zeros_like, num_rows=7)
     with pytest.raises(ValueError, match="equal groups"):
-        host_smc.run(jax.random.key(0), ConstantRows(np.zeros_like), rows, 2, progress=False)
+        host_smc.run(jax.random.key(0), odd, 4, 3, progress=False)
     with pytest.raises(ValueError, match="resampling"):
-        host_smc.run(jax.random.key(0), ConstantRows(np.zeros_like), rows, 2, "bogus")
+        host_smc.run(jax.random.key(0), odd, 4, 3, "bogus")
 
 
 def test_survivors_keep_their_own_slots():
@@ -136,3 +152,17 @@ def test_survivors_keep_their_own_slots():
             block, original = out[5 * g : 5 * g + 5], ancestors[5 * g : 5 * g + 5]
             assert sorted(block) == sorted(original)  # the same offspring counts
             assert np.all(out[block] == block)  # every parent keeps its own slot
+
+
+def test_run_draws_x0_with_the_key_of_time_zero_and_mirrors_init_and_step():
+    model, ys = problem()
+    steps = FeynmanKacRows(bootstrap(model, ys), 2, NUM_STEPS)
+    key = jax.random.key(9)
+    result = host_smc.run(key, steps, 3, 3, ess_threshold=1.0, progress=False)
+    state, info = host_smc.init(jax.random.fold_in(key, 0), steps, 3)
+    assert state.log_weights.shape == (2, 3) and info.ancestors.tolist() == list(range(6))
+    for t in (1, 2):
+        state, _ = host_smc.step(jax.random.fold_in(key, t), state, steps, ess_threshold=1.0)
+    assert len(result.infos) == 2 and result.state.step == state.step == 2
+    np.testing.assert_array_equal(result.state.particles.x, state.particles.x)
+    np.testing.assert_array_equal(result.log_evidence, state.log_evidence)

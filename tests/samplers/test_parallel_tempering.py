@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from ppl.models.ssm.linear_gaussian import bootstrap, kalman_smoother
-from ppl.samplers.parallel_tempering import parallel_tempering, path_log_potential, temper
+from ppl.samplers import parallel_tempering as pt
+from ppl.samplers.parallel_tempering import path_log_potential, temper
 from tests.monte_carlo import batch_means_z
 from tests.samplers.test_particle_gibbs import (
     BURN_IN,
@@ -31,7 +32,7 @@ def run():
     model, _, ys, _, _ = problem()
     result = jax.jit(
         functools.partial(
-            parallel_tempering,
+            pt.run,
             model=bootstrap(model, ys),
             inverse_temperatures=jnp.asarray(BETAS),
             num_particles=10,
@@ -86,11 +87,11 @@ def test_path_log_potential_and_tempering():
 def test_bad_temperatures_are_rejected():
     model, _, ys, _, _ = problem()
     with pytest.raises(ValueError, match="at least two inverse temperatures"):
-        parallel_tempering(jax.random.key(0), bootstrap(model, ys), jnp.asarray([1.0]), 4, 8, 2)
+        pt.run(jax.random.key(0), bootstrap(model, ys), jnp.asarray([1.0]), 4, 8, 2)
 
 
 def test_progress_runs_give_the_same_draws():
-    from ppl.samplers.particle_gibbs import particle_gibbs
+    from ppl.samplers import particle_gibbs
 
     model, _, ys, _, _ = problem()
     kwargs = {
@@ -100,12 +101,14 @@ def test_progress_runs_give_the_same_draws():
         "num_iterations": 7,
     }
     betas = jnp.asarray([1.0, 0.5])
-    plain = parallel_tempering(jax.random.key(3), inverse_temperatures=betas, **kwargs)
-    shown = parallel_tempering(
+    plain = pt.run(jax.random.key(3), inverse_temperatures=betas, **kwargs)
+    shown = pt.run(
         jax.random.key(3), inverse_temperatures=betas, progress=True, **kwargs
     )
     np.testing.assert_allclose(plain.paths, shown.paths, rtol=1e-6)
     np.testing.assert_array_equal(plain.swap_accepted, shown.swap_accepted)
-    a = particle_gibbs(jax.random.key(4), initial_reference=None, **kwargs)
-    b = particle_gibbs(jax.random.key(4), initial_reference=None, progress=True, **kwargs)
+    a = particle_gibbs.run(jax.random.key(4), initial_reference=None, **kwargs).paths
+    b = particle_gibbs.run(
+        jax.random.key(4), initial_reference=None, progress=True, **kwargs
+    ).paths
     np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -25,7 +25,7 @@ from jax.scipy.stats import multivariate_normal
 from ppl.models.ssm.linear_gaussian import LinearGaussian, bootstrap, kalman_smoother, simulate
 from ppl.samplers import conditional_smc as csmc
 from ppl.samplers.genealogy import trajectories
-from ppl.samplers.particle_gibbs import particle_gibbs
+from ppl.samplers import particle_gibbs
 from tests.monte_carlo import batch_means_z
 
 Z_BOUND = 4.5  # |z| bound per statistic (batch-means z over 40 batches, max over 8 times)
@@ -72,7 +72,7 @@ def chain(ancestor_sampling: bool, num_iterations: int, observation_variance: fl
     density = gaussian_transition(model) if ancestor_sampling else None
     run = jax.jit(
         functools.partial(
-            particle_gibbs,
+            particle_gibbs.run,
             model=bootstrap(model, ys),
             initial_reference=None,
             num_particles=NUM_PARTICLES,
@@ -81,7 +81,7 @@ def chain(ancestor_sampling: bool, num_iterations: int, observation_variance: fl
             transition_log_density=density,
         )
     )
-    paths = run(jax.random.key(2024))
+    paths = run(jax.random.key(2024)).paths
     return np.asarray(paths[BURN_IN:, :, 0], np.float64)
 
 
@@ -204,4 +204,4 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="reference_index"):
         csmc.conditional_smc(key, fk, states, 4, NUM_STEPS, reference_index=4)
     with pytest.raises(ValueError, match="num_iterations"):
-        particle_gibbs(key, fk, states, 4, NUM_STEPS, 0)
+        particle_gibbs.run(key, fk, 4, NUM_STEPS, 0, initial_reference=states)

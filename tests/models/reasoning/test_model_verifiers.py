@@ -120,15 +120,15 @@ def test_self_certainty_is_the_geometric_mean_token_probability(tiny_lm):
         delimiter=" ", max_step_tokens=6, max_steps=3, sampling=SamplingParams(temperature=1.3)
     )
     ssm = ReasoningSSM(tiny_lm, ["Start with 2.", "Add"], SelfCertainty(), settings=settings)
-    particles = ssm.start(3)
+    particles = ssm.initial_sample(jax.random.key(0), 3)
     for step in range(2):
         previous = particles
-        particles = ssm.extend(jax.random.key(step), particles)
+        particles = ssm.transition_sample(jax.random.key(step), step + 1, particles)
     generations = particles.generations
     rows = np.flatnonzero(~np.asarray(previous.generations.finished))
     assert rows.size >= 4
     tokens = ssm.token_ids(generations)
-    groups = ssm.groups()
+    groups = ssm.groups(particles)
     scores = tiny_lm.score_tokens([ssm.prompt_ids[g] for g in groups], tokens)
     starts = np.asarray(generations.step_start)
     step_expected = [np.exp(scores.token_logprobs[b][starts[b] :].mean()) for b in rows]

@@ -24,8 +24,7 @@ runs = {}
 for name, mesh in (("one", None), ("four", Mesh(np.array(jax.devices()), ("batch",)))):
     ssm = ReasoningSSM(language_model(), ["ab", "b"], letter_verifier, settings=settings,
                        mesh=mesh)
-    start = ssm.start(4)
-    result = host_smc.run(jax.random.key(0), ssm, start, 3, ess_threshold=1.0,
+    result = host_smc.run(jax.random.key(0), ssm, 4, ssm.num_steps, ess_threshold=1.0,
                           progress=False)
     cache = result.state.particles.generations.cache
     runs[name] = {

@@ -22,6 +22,7 @@ from tests.monte_carlo import evidence_ratio_z, mean_z
 PROMPT = "ab"
 STEP_CAP, MAX_STEPS = 2, 2
 Z_BOUND = 4.0
+KEY = jax.random.key(0)  # for initial_sample, which does not use it (prefill is deterministic)
 
 
 @functools.cache
@@ -124,8 +125,8 @@ def test_particle_filter_matches_enumeration(aggregation, temperature, correctio
     result = host_smc.run(
         jax.random.key(1),
         ssm,
-        ssm.start(particles),
-        MAX_STEPS,
+        particles,
+        ssm.num_steps,
         ess_threshold=1.0,
         progress=False,
     )
@@ -154,10 +155,10 @@ def test_gathered_cache_gives_the_same_next_token_distribution_as_recomputation(
         letter_verifier,
         settings=StepSettings(delimiter="\n", max_step_tokens=4, max_steps=3),
     )
-    particles = ssm.extend(jax.random.key(2), ssm.start(4))
+    particles = ssm.transition_sample(jax.random.key(2), 1, ssm.initial_sample(KEY, 4))
     ancestors = np.asarray([3, 3, 0, 1, 6, 4, 4, 5])
     gathered = ssm.gather(particles, ancestors)
-    extended = ssm.extend(jax.random.key(3), gathered)
+    extended = ssm.transition_sample(jax.random.key(3), 2, gathered)
     for state in (gathered, extended):
         generations = state.generations
         for row, tokens in enumerate(ssm.token_ids(generations)):
@@ -169,14 +170,15 @@ def test_gathered_cache_gives_the_same_next_token_distribution_as_recomputation(
 def test_budget_counts_what_was_generated_and_scored():
     ssm = make_ssm(3, RewardWeighting())
     result = host_smc.run(
-        jax.random.key(4), ssm, ssm.start(5), MAX_STEPS, ess_threshold=0.0, progress=False
+        jax.random.key(4), ssm, 5, ssm.num_steps, ess_threshold=0.0, progress=False
     )
     generations = result.state.particles.generations  # no resampling: rows are lineages
+    spent = result.state.particles.spent
     per_group = lambda x: np.asarray(x).reshape(3, 5).sum(axis=1)  # noqa: E731
-    assert ssm.spent.generations.tolist() == [5, 5, 5]
-    assert ssm.spent.tokens.tolist() == per_group(generations.num_tokens).tolist()
-    assert ssm.spent.steps.tolist() == per_group(generations.num_steps).tolist()
-    assert ssm.spent.verifier_calls.tolist() == ssm.spent.steps.tolist()
+    assert spent.generations.tolist() == [5, 5, 5]
+    assert spent.tokens.tolist() == per_group(generations.num_tokens).tolist()
+    assert spent.steps.tolist() == per_group(generations.num_steps).tolist()
+    assert spent.verifier_calls.tolist() == spent.steps.tolist()
 
 
 def test_zero_and_nan_rewards_are_reported_not_raised():
@@ -186,7 +188,7 @@ def test_zero_and_nan_rewards_are_reported_not_raised():
         return rewards
 
     ssm = make_ssm(2, RewardWeighting(), verifier=verifier)
-    result = host_smc.run(jax.random.key(5), ssm, ssm.start(4), MAX_STEPS, progress=False)
+    result = host_smc.run(jax.random.key(5), ssm, 4, ssm.num_steps, progress=False)
     assert result.all_dead.tolist() == [True, False]
     assert result.infos[0].num_nan.tolist() == [0, 1]
     assert np.isfinite(result.log_evidence[1])
@@ -195,7 +197,7 @@ def test_zero_and_nan_rewards_are_reported_not_raised():
 def test_verifier_output_is_checked():
     ssm = make_ssm(1, RewardWeighting(), verifier=lambda c: np.full(len(c), 2.0))
     with pytest.raises(ValueError, match="outside"):
-        ssm.extend(jax.random.key(0), ssm.start(2))
+        ssm.transition_sample(jax.random.key(0), 1, ssm.initial_sample(KEY, 2))
 
 
 def test_prompt_longer_than_the_context_is_a_clear_error():
@@ -205,14 +207,16 @@ def test_prompt_longer_than_the_context_is_a_clear_error():
 
 def test_replayed_reference_matches_the_original_generation():
     ssm = make_ssm(2, RewardWeighting())
-    result = host_smc.run(jax.random.key(6), ssm, ssm.start(3), MAX_STEPS, progress=False)
+    result = host_smc.run(jax.random.key(6), ssm, 3, ssm.num_steps, progress=False)
     final = result.state.particles
     rows = [1, 5]
     reference = ssm.trace(final, rows)
     replay = make_ssm(2, RewardWeighting())
-    particles = replay.start(3)
+    particles = replay.conditional_initial_sample(KEY, 3, [0, 3], reference)
     for t in range(MAX_STEPS):
-        particles = replay.extend_conditional(jax.random.key(t), particles, [0, 3], reference)
+        particles = replay.conditional_transition_sample(
+            jax.random.key(t), t + 1, particles, [0, 3], reference
+        )
     for original, copy in zip(rows, [0, 3], strict=True):
         a, b = final.generations, particles.generations
         assert ssm.token_ids(a, [original]) == replay.token_ids(b, [copy])
@@ -239,7 +243,7 @@ def test_conditional_kernel_leaves_the_exact_posterior_invariant():
     ssm = make_ssm(groups, RewardWeighting("bernoulli", "product"))
     reference = [steps_of(keys[i]) for i in picks]
     result = pg.run_conditional(
-        jax.random.key(8), ssm, ssm.start(particles), reference, MAX_STEPS, progress=False
+        jax.random.key(8), ssm, particles, ssm.num_steps, reference, progress=False
     )
     _, drawn = pg.draw_reference(jax.random.key(9), ssm, result)
     index = {k: i for i, k in enumerate(keys)}
@@ -256,7 +260,7 @@ def test_in_place_gather_equals_the_full_gather():
     from ppl.models.reasoning.generations import gather_generations, gather_generations_in_place
 
     ssm = make_ssm(2, RewardWeighting())
-    particles = ssm.extend(jax.random.key(1), ssm.start(4))
+    particles = ssm.transition_sample(jax.random.key(1), 1, ssm.initial_sample(KEY, 4))
     for ancestors in ([0, 0, 2, 2, 4, 5, 5, 5], [1, 1, 2, 3, 4, 5, 6, 7], [3, 2, 1, 0, 4, 5, 6, 7]):
         expected = jax.tree.map(
             np.asarray, gather_generations(particles.generations, jnp.asarray(ancestors))
@@ -299,15 +303,14 @@ def test_parallel_tempering_sweep_leaves_the_tempered_posteriors_invariant():
         settings,
         inverse_temperatures=inverse_temperatures,
     )
-    result = pt.particle_gibbs_tempering(
+    result = pt.run(
         jax.random.key(3),
         ssm,
-        lambda refs: (ssm.start(particles), None),
-        ssm.path_log_potential,
+        particles,
+        ssm.num_steps,
+        1,
         np.arange(2 * ladders_count).reshape(-1, 2),
         inverse_temperatures,
-        1,
-        MAX_STEPS,
         initial_references=references,
         progress=False,
     )
@@ -324,3 +327,17 @@ def test_parallel_tempering_sweep_leaves_the_tempered_posteriors_invariant():
         pooled = np.column_stack([hits[:, common], hits[:, ~common].sum(axis=1)])
         target = np.append(probs[common], probs[~common].sum())
         assert np.all(np.abs(mean_z(pooled, target)) < Z_BOUND + 0.5), level
+
+
+def test_the_model_is_immutable_and_reads_n_from_the_particles():
+    ssm = make_ssm(2, RewardWeighting())
+    with pytest.raises(AttributeError, match="immutable"):
+        ssm.settings = StepSettings()
+    for n in (3, 5):  # one model object, two particle counts: nothing is kept on the model
+        particles = ssm.transition_sample(jax.random.key(n), 1, ssm.initial_sample(KEY, n))
+        assert ssm.groups(particles).tolist() == [0] * n + [1] * n
+        assert particles.spent.generations.tolist() == [n, n]
+        assert particles.spent.steps.tolist() == [n, n]
+        assert particles.generations.cache.keys.shape[1] == 2 * n  # the KV cache's batch axis
+    gathered = ssm.gather(particles, np.zeros(10, np.int32))
+    assert gathered.spent is particles.spent  # what dead rows spent is not lost
