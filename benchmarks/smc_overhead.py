@@ -4,10 +4,11 @@
 
 One `ppl.samplers.host_smc.step` on `ppl.models.reasoning.ssm.ReasoningSSM` with
 SmolLM2-135M-Instruct, N particles after a prompt of about `--context` tokens, is timed by parts:
-generating one reasoning step (`extend`: decode until "\\n\\n" or the step cap, plus the verifier),
-and the SMC machinery (ESS, within-group resampling, the KV-cache gather by ancestors, reweighting).
-Resampling runs at every step (threshold 1.0) so the gather is always paid. Reports the
-machinery's share of step time; writes benchmarks/results/smc_overhead.json.
+generating one reasoning step (`transition_sample`: decode until "\\n\\n" or the step cap,
+plus the verifier), and the SMC machinery (ESS, within-group resampling, the KV-cache gather
+by ancestors, reweighting). Resampling runs at every step (threshold 1.0) so the gather is
+always paid. Reports the machinery's share of step time; writes
+benchmarks/results/smc_overhead.json.
 """
 
 from __future__ import annotations
@@ -51,9 +52,8 @@ def main() -> None:
         max_step_tokens=args.step_tokens, max_steps=4, sampling=SamplingParams(temperature=0.8)
     )
     ssm = ReasoningSSM(lm, [prompt], ArithmeticSteps(), settings=settings)
-    particles = ssm.start(args.particles)
-    state, _ = host_smc.init(ssm, particles)
-    cached = int(np.asarray(particles.generations.cache.lengths)[0])
+    state, _ = host_smc.init(jax.random.key(0), ssm, args.particles)
+    cached = int(np.asarray(state.particles.generations.cache.lengths)[0])
 
     rows = []
     particles = state.particles
@@ -68,9 +68,9 @@ def main() -> None:
         )
         t_resample = time.perf_counter() - start
         gathered, t_gather = timed(ssm.gather, particles, ancestors)
-        extended, t_extend = timed(ssm.extend, key, gathered)
+        extended, t_extend = timed(ssm.transition_sample, key, repeat + 1, gathered)
         start = time.perf_counter()
-        log_potentials = ssm.log_potential(gathered, extended)
+        log_potentials = ssm.log_potential(repeat + 1, gathered, extended)
         new = jax.block_until_ready(
             host_smc._reweight_groups(
                 jnp.full((1, args.particles), -np.log(args.particles)),

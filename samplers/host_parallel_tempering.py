@@ -156,6 +156,4 @@ def run(
         sweeps.append(info.result)
         attempted.append(info.swap_attempted)
         accepted.append(info.swap_accepted)
-    return HostParallelTemperingResult(
-        state, sweeps, np.asarray(attempted), np.asarray(accepted)
-    )
+    return HostParallelTemperingResult(state, sweeps, np.asarray(attempted), np.asarray(accepted))

@@ -143,9 +143,7 @@ def sweep(
 ) -> host_smc.HostSMCResult:
     """A particle filter resampling at every step (no reference yet) or conditional SMC."""
     if reference is None:
-        return host_smc.run(
-            rng_key, model, num_particles, num_steps, "multinomial", 1.0, progress
-        )
+        return host_smc.run(rng_key, model, num_particles, num_steps, "multinomial", 1.0, progress)
     return run_conditional(rng_key, model, num_particles, num_steps, reference, progress)
 
 

@@ -3,16 +3,18 @@
 The same algorithm as `ppl.samplers.smc` (resample when ESS < threshold x N, propagate, reweight,
 accumulate log Z_hat = Σ_t log Σ_i W_{t-1}^{a_i} G_t^i), applied to each of G groups of N
 particles independently while their rows share one batch, with the transition and potential
-called from Python between compiled pieces (reweighting and resampling are jitted and vmapped
-over groups). Rows are group-major: row g * N + i is particle i of group g, and ancestors are
+called from Python between compiled pieces. The pieces are the jitted sampler's own: the ESS
+decision (`weighting.needs_resampling`, in float64 on the host), the masked resampling
+(`resampling.resample_where`) and the reweighting (`weighting.reweight`), the last two jitted and
+vmapped over groups. Rows are group-major: row g * N + i is particle i of group g, and ancestors are
 always drawn within a group.
 
 `init`, `step` and `run` mirror `ppl.samplers.smc`: `run(rng_key, model, num_particles,
 num_steps)` draws x_0 with the key `fold_in(rng_key, 0)` and takes step t with
 `fold_in(rng_key, t)`, for t = 1..num_steps-1, stopping early once every row is finished
-(absorbed particles keep their weights). Each group reports its own diagnostics: a group whose weights are all zero at
-a step is flagged (`all_dead`) and its log-evidence becomes -inf; NaN potentials are counted
-and treated as zero weight. Neither stops the other groups.
+(absorbed particles keep their weights). Each group reports its own diagnostics: a group
+whose weights are all zero at a step is flagged (`all_dead`) and its log-evidence becomes
+-inf; NaN potentials are counted and treated as zero weight. Neither stops the other groups.
 """
 
 from __future__ import annotations

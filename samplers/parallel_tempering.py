@@ -143,9 +143,7 @@ def init(
 
     def sweeps(paths: Particles) -> Particles:
         return jax.vmap(
-            lambda k, b, p: _sweep(
-                k, model, b, p, num_particles, num_steps, transition_log_density
-            )
+            lambda k, b, p: _sweep(k, model, b, p, num_particles, num_steps, transition_log_density)
         )(keys, betas, paths)
 
     out = jax.eval_shape(sweeps, start)
@@ -219,9 +217,7 @@ def run(
         key_init, model, betas, num_particles, num_steps, initial_paths, transition_log_density
     )
 
-    def body(
-        state: ParallelTemperingState, key: jax.Array
-    ) -> tuple[ParallelTemperingState, tuple]:
+    def body(state: ParallelTemperingState, key: jax.Array) -> tuple[ParallelTemperingState, tuple]:
         new_state, info = step(
             key, state, model, betas, num_particles, num_steps, transition_log_density
         )

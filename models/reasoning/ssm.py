@@ -97,7 +97,8 @@ class ReasoningParticles(NamedTuple):
 
 
 class ReasoningSSM:
-    """G prompts x N particles of step-level generation scored by a verifier."""
+    """G prompts x N particles of step-level generation scored by a verifier: a
+    `HostTemperedFeynmanKac` (see `ppl.feynman_kac`), immutable once built."""
 
     def __init__(
         self,
@@ -122,8 +123,9 @@ class ReasoningSSM:
         self.inverse_temperatures = np.asarray(betas, np.float64)
         if self.inverse_temperatures.shape != (len(prompts),):
             raise ValueError("inverse_temperatures needs one value per prompt")
+        self.inverse_temperatures.flags.writeable = False
         self.lm = lm
-        self.prompts = list(prompts)
+        self.prompts = tuple(prompts)
         self.verifier = verifier
         self.weighting = (weighting or RewardWeighting()).validate()
         self.settings = settings or StepSettings()

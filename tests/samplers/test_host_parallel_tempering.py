@@ -37,3 +37,23 @@ def test_acceptance_rate_matches_the_ratio():
         rates.append(accepted[0, 0])
     p = np.exp(-0.5)
     assert abs(np.mean(rates) - p) < 4 * np.sqrt(p * (1 - p) / 2000)
+
+
+def test_host_and_jitted_tempering_share_the_swap_decisions():
+    import jax.numpy as jnp
+
+    from ppl.samplers.parallel_tempering import swap_decisions
+
+    rng = np.random.default_rng(2)
+    betas = np.asarray([1.0, 0.6, 0.3, 0.1])
+    for parity in (0, 1):
+        values = rng.normal(size=(200, 4)) * 3
+        log_uniforms = np.log(rng.uniform(size=(200, 3)))
+        host = swap_decisions(log_uniforms, np.tile(betas, (200, 1)), values, parity)
+        jitted = jax.jit(
+            jax.vmap(lambda u, v: swap_decisions(u, jnp.asarray(betas), v, parity))
+        )(jnp.asarray(log_uniforms), jnp.asarray(values))
+        assert host[0][:, parity].all() and not host[0][:, 1 - parity].any()
+        np.testing.assert_array_equal(host[0], np.asarray(jitted[0]))
+        np.testing.assert_array_equal(host[1], np.asarray(jitted[1]))
+        assert 0 < host[1].sum() < host[0].sum()

@@ -71,9 +71,7 @@ def run_groups(seed, num_groups, num_particles, horizon, threshold=0.5, scheme="
     model, ys = problem()
     key_init, key_run = jax.random.split(jax.random.key(seed))
     steps = FeynmanKacRows(bootstrap(model, ys), num_groups, horizon, key_init)
-    return host_smc.run(
-        key_run, steps, num_particles, NUM_STEPS, scheme, threshold, progress=False
-    )
+    return host_smc.run(key_run, steps, num_particles, NUM_STEPS, scheme, threshold, progress=False)
 
 
 @pytest.mark.parametrize(("scheme", "threshold"), [("systematic", 0.5), ("multinomial", 1.0)])
@@ -166,3 +164,15 @@ def test_run_draws_x0_with_the_key_of_time_zero_and_mirrors_init_and_step():
     assert len(result.infos) == 2 and result.state.step == state.step == 2
     np.testing.assert_array_equal(result.state.particles.x, state.particles.x)
     np.testing.assert_array_equal(result.log_evidence, state.log_evidence)
+
+
+def test_host_and_jitted_smc_share_the_resampling_decision():
+    from ppl.samplers.weighting import needs_resampling
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(50, 8)) * 2
+    log_weights = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    host = needs_resampling(log_weights, 0.5)  # float64 NumPy, per group
+    jitted = jax.jit(jax.vmap(lambda lw: needs_resampling(lw, 0.5)))(jnp.asarray(log_weights))
+    assert host.dtype == bool and 0 < host.sum() < 50
+    np.testing.assert_array_equal(host, np.asarray(jitted))

@@ -102,13 +102,9 @@ def test_progress_runs_give_the_same_draws():
     }
     betas = jnp.asarray([1.0, 0.5])
     plain = pt.run(jax.random.key(3), inverse_temperatures=betas, **kwargs)
-    shown = pt.run(
-        jax.random.key(3), inverse_temperatures=betas, progress=True, **kwargs
-    )
+    shown = pt.run(jax.random.key(3), inverse_temperatures=betas, progress=True, **kwargs)
     np.testing.assert_allclose(plain.paths, shown.paths, rtol=1e-6)
     np.testing.assert_array_equal(plain.swap_accepted, shown.swap_accepted)
     a = particle_gibbs.run(jax.random.key(4), initial_reference=None, **kwargs).paths
-    b = particle_gibbs.run(
-        jax.random.key(4), initial_reference=None, progress=True, **kwargs
-    ).paths
+    b = particle_gibbs.run(jax.random.key(4), initial_reference=None, progress=True, **kwargs).paths
     np.testing.assert_allclose(a, b, rtol=1e-6)

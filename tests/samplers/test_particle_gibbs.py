@@ -24,8 +24,8 @@ from jax.scipy.stats import multivariate_normal
 
 from ppl.models.ssm.linear_gaussian import LinearGaussian, bootstrap, kalman_smoother, simulate
 from ppl.samplers import conditional_smc as csmc
-from ppl.samplers.genealogy import trajectories
 from ppl.samplers import particle_gibbs
+from ppl.samplers.genealogy import trajectories
 from tests.monte_carlo import batch_means_z
 
 Z_BOUND = 4.5  # |z| bound per statistic (batch-means z over 40 batches, max over 8 times)
