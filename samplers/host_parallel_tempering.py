@@ -67,12 +67,13 @@ def swap_neighbours(
     k % 2 == parity, in place; returns (attempted, accepted) [num_ladders, K - 1]."""
     num_ladders, levels = ladders.shape
     uniforms = np.asarray(jax.random.uniform(rng_key, (num_ladders, max(levels - 1, 1))))
-    attempted, accepted = swap_decisions(
+    decisions = swap_decisions(
         np.log(uniforms[:, : levels - 1]),
         np.asarray(inverse_temperatures)[ladders],
         values[ladders],
         parity,
     )
+    attempted, accepted = np.asarray(decisions[0]), np.asarray(decisions[1])
     for ladder in range(num_ladders):
         for k in np.flatnonzero(accepted[ladder]):
             a, b = ladders[ladder, k], ladders[ladder, k + 1]
