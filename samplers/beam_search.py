@@ -40,7 +40,7 @@ class BeamSearchInfo(NamedTuple):
     ancestors: np.ndarray  # [B] global parent row of each row (identity at the first step)
 
 
-class BeamResult(NamedTuple):
+class BeamSearchResult(NamedTuple):
     particles: Particles  # the final rows, B = G x N
     scores: np.ndarray  # [B] cumulative log potentials (-inf: duplicate of a finished row)
     num_steps: int  # steps taken
@@ -117,7 +117,7 @@ def run(
     expansions: int,
     diverse: bool = False,
     progress: bool = True,
-) -> BeamResult:
+) -> BeamSearchResult:
     """Beam search (`diverse=False`) or DVTS (`diverse=True`) with `num_particles` rows per
     group over t = 0..num_steps-1. `expansions` (M) must divide `num_particles`."""
     _block(num_particles, expansions, diverse)
@@ -131,4 +131,4 @@ def run(
             state, _ = step(jax.random.fold_in(rng_key, t), state, model, expansions, diverse)
             bar.update(1)
     scores = np.where(state.duplicate, -np.inf, state.scores)
-    return BeamResult(state.particles, scores, state.step)
+    return BeamSearchResult(state.particles, scores, state.step)
