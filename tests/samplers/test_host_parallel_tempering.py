@@ -50,9 +50,9 @@ def test_host_and_jitted_tempering_share_the_swap_decisions():
         values = rng.normal(size=(200, 4)) * 3
         log_uniforms = np.log(rng.uniform(size=(200, 3)))
         host = swap_decisions(log_uniforms, np.tile(betas, (200, 1)), values, parity)
-        jitted = jax.jit(jax.vmap(lambda u, v: swap_decisions(u, jnp.asarray(betas), v, parity)))(
-            jnp.asarray(log_uniforms), jnp.asarray(values)
-        )
+        jitted = jax.jit(
+            jax.vmap(lambda u, v, p=parity: swap_decisions(u, jnp.asarray(betas), v, p))
+        )(jnp.asarray(log_uniforms), jnp.asarray(values))
         assert host[0][:, parity].all() and not host[0][:, 1 - parity].any()
         np.testing.assert_array_equal(host[0], np.asarray(jitted[0]))
         np.testing.assert_array_equal(host[1], np.asarray(jitted[1]))
