@@ -122,7 +122,7 @@ class Llama(Architecture):
     gguf_layer_tensors = GGUF_LAYER_TENSORS
     hf_tensors = HF_TENSORS
     hf_layer_tensors = HF_LAYER_TENSORS
-    pre_tokenizers = PRE_TOKENIZERS
+    pre_tokenizers: ClassVar[Mapping[str, PreTokenizerRule]] = PRE_TOKENIZERS
     gguf_rotary_permuted: ClassVar[bool] = True  # llama.cpp permutes Wq and Wk of this family
 
     # GGUF ------------------------------------------------------------------------------
