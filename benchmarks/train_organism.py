@@ -35,7 +35,7 @@ from safetensors.numpy import save_file
 from tokenizers import decoders, models, pre_tokenizers
 from tqdm import tqdm
 
-from ppl.models.lm import LanguageModel, LlamaConfig, SamplingParams, init_cache
+from ppl.models.lm import DecoderConfig, LanguageModel, SamplingParams, init_cache
 from ppl.models.lm.config import rope_inverse_frequencies
 from ppl.models.lm.params import LayerParams, Params
 from ppl.models.lm.tokenizer import _unicode_to_byte
@@ -182,7 +182,7 @@ def training_solutions(
 
 
 # Model -----------------------------------------------------------------------------------
-def init_params(rng_key: jax.Array, config: LlamaConfig) -> Params:
+def init_params(rng_key: jax.Array, config: DecoderConfig) -> Params:
     """Scaled normal initialisation (GPT-2 style: residual outputs shrunk by sqrt(2 L)), unit
     norm weights, tied embeddings, the runtime's `Params` layout."""
     d, f, n = config.hidden_size, config.intermediate_size, config.num_layers
@@ -217,7 +217,7 @@ def init_params(rng_key: jax.Array, config: LlamaConfig) -> Params:
 
 
 def loss_fn(
-    params: Params, config: LlamaConfig, tokens: jax.Array, targets: jax.Array
+    params: Params, config: DecoderConfig, tokens: jax.Array, targets: jax.Array
 ) -> jax.Array:
     """Mean next-token cross-entropy over the target positions, through the runtime forward."""
     batch, width = tokens.shape
@@ -280,7 +280,7 @@ class LengthBuckets:
 
 
 def train(
-    config: LlamaConfig,
+    config: DecoderConfig,
     params: Params,
     tokens: np.ndarray,
     targets: np.ndarray,
@@ -335,7 +335,7 @@ HF_NAMES = {
 
 
 def save_checkpoint(
-    out: Path, config: LlamaConfig, params: Params, backend: tokenizers.Tokenizer
+    out: Path, config: DecoderConfig, params: Params, backend: tokenizers.Tokenizer
 ) -> None:
     """Hugging Face Llama layout: [out, in] matrices, half-split rotary (the runtime's own)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -536,7 +536,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     backend = build_tokenizer()
     eos_id = backend.token_to_id(SPECIAL_TOKENS[1])
     assert eos_id is not None
-    config = LlamaConfig(
+    config = DecoderConfig(
         vocab_size=backend.get_vocab_size(with_added_tokens=True),
         hidden_size=args.hidden_size,
         intermediate_size=args.ffn,

@@ -34,7 +34,7 @@ from ppl.models.constraints.critic import HostCritic
 from ppl.models.constraints.sequence_potential import SequencePotential
 from ppl.models.constraints.token_constraint import TokenConstraint, lift, unconstrained
 from ppl.models.lm.cache import KVCache
-from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.decoding import NO_TOKEN
 from ppl.models.lm.language_model import LanguageModel
 from ppl.models.lm.params import Params
@@ -153,7 +153,7 @@ class _RunOutput(eqx.Module):
 def _run(
     rng_key: jax.Array,
     params: Params,
-    config: LlamaConfig,
+    config: DecoderConfig,
     cache: KVCache,
     logits: jax.Array,
     constraint: TokenConstraint,

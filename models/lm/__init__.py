@@ -1,7 +1,7 @@
-"""The JAX language-model runtime: Llama-family decoders, loaders, tokenizers, generation."""
+"""The JAX language-model runtime: decoders, architectures, loaders, tokenizers, generation."""
 
 from ppl.models.lm.cache import KVCache, gather_cache, init_cache
-from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.decoding import DecodeOutput, decode, extend, prefill
 from ppl.models.lm.errors import BatchShapeError, ContextLengthError, ModelLoadError
 from ppl.models.lm.language_model import Generation, LanguageModel, Scores
@@ -13,11 +13,11 @@ __all__ = [
     "BatchShapeError",
     "ContextLengthError",
     "DecodeOutput",
+    "DecoderConfig",
     "Generation",
     "KVCache",
     "LanguageModel",
     "LayerParams",
-    "LlamaConfig",
     "ModelLoadError",
     "Params",
     "SamplingParams",

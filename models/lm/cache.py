@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.config import DecoderConfig
 
 
 class KVCache(NamedTuple):
@@ -32,7 +32,7 @@ class KVCache(NamedTuple):
 
 
 def init_cache(
-    config: LlamaConfig, batch_size: int, capacity: int, dtype: jnp.dtype = jnp.float32
+    config: DecoderConfig, batch_size: int, capacity: int, dtype: jnp.dtype = jnp.float32
 ) -> KVCache:
     """An empty cache for `batch_size` sequences of up to `capacity` tokens."""
     if capacity > config.context_length:

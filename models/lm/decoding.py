@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from ppl.models.lm.cache import KVCache
-from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.params import Params
 from ppl.models.lm.sampling import SamplingParams, sample
 from ppl.models.lm.stopping import StopAutomata, advance, matched
@@ -37,7 +37,7 @@ class DecodeOutput(NamedTuple):
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def prefill(
-    params: Params, config: LlamaConfig, tokens: jax.Array, lengths: jax.Array, cache: KVCache
+    params: Params, config: DecoderConfig, tokens: jax.Array, lengths: jax.Array, cache: KVCache
 ) -> tuple[jax.Array, KVCache]:
     """Run right-padded prompts `tokens` [B, S] (real lengths `lengths`) into an empty cache.
 
@@ -50,7 +50,7 @@ def prefill(
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def extend(
-    params: Params, config: LlamaConfig, tokens: jax.Array, num_new: jax.Array, cache: KVCache
+    params: Params, config: DecoderConfig, tokens: jax.Array, num_new: jax.Array, cache: KVCache
 ) -> tuple[jax.Array, KVCache]:
     """Append right-padded chunks `tokens` [B, S] after each cached prefix.
 
@@ -77,7 +77,7 @@ class _LoopState(NamedTuple):
 @functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "sampling"))
 def decode(
     params: Params,
-    config: LlamaConfig,
+    config: DecoderConfig,
     rng_key: jax.Array,
     cache: KVCache,
     logits: jax.Array,

@@ -1,23 +1,32 @@
-"""Load a Llama-family checkpoint (config, float weights, tokenizer) from a GGUF file.
+"""Load a decoder checkpoint (config, float weights, tokenizer) from a GGUF file.
 
-Quantized tensors are dequantized once at load with the `gguf` package (the runtime computes
-in float32 or bfloat16; see docs/benchmarks.md for why dequantizing once is the faster choice
-on CPU). GGUF files of the `llama` architecture store the query and key projections permuted
-for rotary embeddings on interleaved pairs; they are un-permuted here to the half-split layout
-that `ppl.models.lm.transformer` uses. `qwen2` files are stored unpermuted.
+The file's `general.architecture` picks the registered architecture
+(`ppl.models.lm.architectures`), which names the metadata keys and tensors and converts their
+layout (the rotary permute llama.cpp applies to Wq and Wk of `llama` files). Quantized tensors
+are dequantized once at load with the `gguf` package (the runtime computes in float32 or
+bfloat16; see docs/benchmarks.md for why dequantizing once is the faster choice on CPU).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import gguf
 import numpy as np
 
-from ppl.models.lm.config import LlamaConfig, rope_inverse_frequencies
+from ppl.models.lm import architectures
+from ppl.models.lm.architectures import Architecture
+from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.errors import ModelLoadError
-from ppl.models.lm.params import Params, check_shapes, stack_layers
+from ppl.models.lm.params import (
+    OPTIONAL_LAYER_FIELDS,
+    LayerParams,
+    Params,
+    check_shapes,
+    stack_layers,
+)
 from ppl.models.lm.tokenizer import Tokenizer
 
 Q = gguf.GGMLQuantizationType
@@ -36,20 +45,6 @@ SUPPORTED_TYPES = (
     Q.Q5_K,
     Q.Q6_K,
 )
-_LAYER_TENSORS = {
-    "attn_norm.weight": "attn_norm",
-    "attn_q.weight": "wq",
-    "attn_k.weight": "wk",
-    "attn_v.weight": "wv",
-    "attn_output.weight": "wo",
-    "attn_q.bias": "bq",
-    "attn_k.bias": "bk",
-    "attn_v.bias": "bv",
-    "ffn_norm.weight": "ffn_norm",
-    "ffn_gate.weight": "w_gate",
-    "ffn_up.weight": "w_up",
-    "ffn_down.weight": "w_down",
-}
 
 
 def read_fields(reader: gguf.GGUFReader) -> dict[str, Any]:
@@ -68,37 +63,13 @@ def open_gguf(path: str | Path) -> gguf.GGUFReader:
         raise ModelLoadError(f"{path} is not a readable GGUF file: {error}") from error
 
 
-def config_from_fields(fields: dict[str, Any]) -> LlamaConfig:
-    arch = fields.get("general.architecture")
-    if arch not in ("llama", "qwen2"):
-        raise ModelLoadError(
-            f"unknown architecture {arch!r} in GGUF metadata; supported: 'llama', 'qwen2'"
-        )
-
-    def get(key: str, default: Any = None) -> Any:
-        value = fields.get(f"{arch}.{key}", default)
-        if value is None:
-            raise ModelLoadError(f"GGUF metadata lacks {arch}.{key}")
-        return value
-
-    hidden = int(get("embedding_length"))
-    heads = int(get("attention.head_count"))
-    vocab = fields.get(f"{arch}.vocab_size") or len(fields["tokenizer.ggml.tokens"])
-    return LlamaConfig(
-        vocab_size=int(vocab),
-        hidden_size=hidden,
-        intermediate_size=int(get("feed_forward_length")),
-        num_layers=int(get("block_count")),
-        num_heads=heads,
-        num_kv_heads=int(get("attention.head_count_kv", heads)),
-        head_dim=int(get("attention.key_length", hidden // heads)),
-        # stored as float32: recover the shortest decimal it came from (1e-5, not 9.99999974e-6)
-        rms_norm_eps=float(str(np.float32(get("attention.layer_norm_rms_epsilon")))),
-        context_length=int(get("context_length")),
-        tie_embeddings=True,  # set below from the tensors present
-        attention_bias=arch == "qwen2",
-        architecture=str(arch),
-    )
+def architecture_of(fields: dict[str, Any]) -> Architecture:
+    """The registered architecture a GGUF file names in `general.architecture`."""
+    name = fields.get("general.architecture")
+    try:
+        return architectures.get(str(name))
+    except ValueError as error:
+        raise ModelLoadError(f"{error} (GGUF general.architecture)") from error
 
 
 def _dequantize(tensor: gguf.ReaderTensor) -> np.ndarray:
@@ -115,57 +86,44 @@ def _dequantize(tensor: gguf.ReaderTensor) -> np.ndarray:
     return np.asarray(gguf.quants.dequantize(tensor.data, kind), np.float32).reshape(shape)
 
 
-def _unpermute_rotary(weight: np.ndarray, num_heads: int) -> np.ndarray:
-    """Undo llama.cpp's conversion permute: interleaved rotary pairs -> half-split (rows = out)."""
-    rows = weight.shape[0]
-    rest = weight.shape[1:]
-    return (
-        weight.reshape(num_heads, rows // num_heads // 2, 2, *rest)
-        .swapaxes(1, 2)
-        .reshape(weight.shape)
-    )
-
-
-def load_gguf(path: str | Path) -> tuple[LlamaConfig, Params, Tokenizer]:
+def load_gguf(path: str | Path) -> tuple[DecoderConfig, Params, Tokenizer]:
     """Read config, float32 weights (numpy) and tokenizer from a GGUF file."""
     reader = open_gguf(path)
     fields = read_fields(reader)
-    config = config_from_fields(fields)
+    arch = architecture_of(fields)
+    config = arch.config_from_gguf(fields)
     tensors = {t.name: t for t in reader.tensors}
-    for required in ("token_embd.weight", "output_norm.weight"):
-        if required not in tensors:
-            raise ModelLoadError(f"{path} lacks tensor {required}")
-    permute = config.architecture == "llama"
+
+    def read(name: str) -> np.ndarray | None:
+        return _dequantize(tensors[name]) if name in tensors else None
+
+    def take(name: str) -> np.ndarray:
+        if name not in tensors:
+            raise ModelLoadError(f"{path} lacks tensor {name}")
+        return _dequantize(tensors[name])
+
+    embed, final_norm = take(arch.gguf_tensors["embed"]), take(arch.gguf_tensors["final_norm"])
     layers = []
     for i in range(config.num_layers):
         layer: dict[str, np.ndarray | None] = {}
-        for suffix, field in _LAYER_TENSORS.items():
-            tensor = tensors.get(f"blk.{i}.{suffix}")
-            if tensor is None:
-                if field.startswith("b"):
-                    continue
-                raise ModelLoadError(f"{path} lacks tensor blk.{i}.{suffix}")
-            value = _dequantize(tensor)
-            if permute and field in ("wq", "bq"):
-                value = _unpermute_rotary(value, config.num_heads)
-            elif permute and field in ("wk", "bk"):
-                value = _unpermute_rotary(value, config.num_kv_heads)
+        for field in LayerParams._fields:
+            name = arch.gguf_layer_tensors[field].format(i=i)
+            if field in OPTIONAL_LAYER_FIELDS and name not in tensors:
+                continue
+            value = arch.from_gguf_layout(field, take(name), config)
             layer[field] = value.T if value.ndim == 2 else value  # [out, in] -> [in, out]
         layers.append(layer)
-    theta = float(fields.get(f"{config.architecture}.rope.freq_base", 10000.0))
-    inv_freq = np.asarray(rope_inverse_frequencies(config.head_dim, theta), np.float32)
-    if "rope_freqs.weight" in tensors:  # Llama 3 long-context factors: divide the frequencies
-        inv_freq = inv_freq / _dequantize(tensors["rope_freqs.weight"]).reshape(-1)
-    untied = "output.weight" in tensors
-    config = LlamaConfig(**{**config.__dict__, "tie_embeddings": not untied})
+    inv_freq = arch.rope_from_gguf(fields, config, read)
+    lm_head = read(arch.gguf_tensors["lm_head"])
     stacked = stack_layers(layers)
-    if config.attention_bias and stacked.bq is None:
-        config = LlamaConfig(**{**config.__dict__, "attention_bias": False})
+    config = dataclasses.replace(
+        config, tie_embeddings=lm_head is None, attention_bias=stacked.bq is not None
+    )
     params = Params(
-        embed=_dequantize(tensors["token_embd.weight"]),
+        embed=embed,
         layers=stacked,
-        final_norm=_dequantize(tensors["output_norm.weight"]),
-        lm_head=_dequantize(tensors["output.weight"]).T if untied else None,
+        final_norm=final_norm,
+        lm_head=None if lm_head is None else lm_head.T,
         rope_inv_freq=inv_freq,
     )
     try:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppl.models.lm.cache import KVCache, gather_cache, init_cache
-from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.decoding import FINISH_EOS, FINISH_STOP, DecodeOutput, decode, extend, prefill
 from ppl.models.lm.errors import BatchShapeError, ContextLengthError, ModelLoadError
 from ppl.models.lm.params import Params, cast_params
@@ -67,11 +67,11 @@ class Scores:
 
 
 class LanguageModel:
-    """A Llama-family checkpoint ready to run: config, device parameters and tokenizer."""
+    """A decoder checkpoint ready to run: config, device parameters and tokenizer."""
 
     def __init__(
         self,
-        config: LlamaConfig,
+        config: DecoderConfig,
         params: Params,
         tokenizer: Tokenizer,
         name: str = "model",

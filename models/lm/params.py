@@ -1,4 +1,4 @@
-"""Parameter pytrees of a Llama-family decoder.
+"""Parameter pytrees of a decoder (every registered architecture loads into these).
 
 Matrices are stored `[in, out]` so a layer computes `x @ w`. The per-layer parameters are
 stacked on a leading axis of size `num_layers` and the forward pass scans over it, which keeps
@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.config import DecoderConfig, rope_inverse_frequencies
 
 Tensor = jax.Array | np.ndarray  # loaders build parameters in NumPy; the runtime casts to JAX
 
@@ -33,6 +33,9 @@ class LayerParams(NamedTuple):
     w_gate: Tensor  # [d, F]
     w_up: Tensor  # [d, F]
     w_down: Tensor  # [F, d]
+
+
+OPTIONAL_LAYER_FIELDS = ("bq", "bk", "bv")  # None where a checkpoint has no attention biases
 
 
 class Params(NamedTuple):
@@ -66,7 +69,7 @@ def cast_params(params: Params, dtype: jnp.dtype) -> Params:
     return cast._replace(rope_inv_freq=jnp.asarray(params.rope_inv_freq, jnp.float32))
 
 
-def check_shapes(params: Params, config: LlamaConfig) -> None:
+def check_shapes(params: Params, config: DecoderConfig) -> None:
     """Raise a ValueError naming the first parameter whose shape disagrees with `config`."""
     d, f, v, n = config.hidden_size, config.intermediate_size, config.vocab_size, config.num_layers
     q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
@@ -98,10 +101,8 @@ def check_shapes(params: Params, config: LlamaConfig) -> None:
             raise ValueError(f"parameter {name} has shape {tuple(obj.shape)}, expected {shape}")
 
 
-def init_random_params(key: jax.Array, config: LlamaConfig, scale: float = 0.2) -> Params:
+def init_random_params(key: jax.Array, config: DecoderConfig, scale: float = 0.2) -> Params:
     """Random weights for tests and tiny experiments (normal with std `scale`, unit norms)."""
-    from ppl.models.lm.config import rope_inverse_frequencies
-
     d, f, v, n = config.hidden_size, config.intermediate_size, config.vocab_size, config.num_layers
     q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
     keys = iter(jax.random.split(key, 16))

@@ -11,7 +11,7 @@ import jax
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
-from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.language_model import LanguageModel
 from ppl.models.lm.params import init_random_params
 from ppl.models.lm.tokenizer import Tokenizer, _unicode_to_byte
@@ -51,7 +51,7 @@ def byte_tokenizer() -> Tokenizer:
     )
 
 
-def tiny_config(**overrides: object) -> LlamaConfig:
+def tiny_config(**overrides: object) -> DecoderConfig:
     """A two-layer decoder over the tiny tokenizer's vocabulary (GQA with 2 groups)."""
     fields: dict[str, object] = {
         "vocab_size": len(byte_level_vocabulary()[0]),
@@ -66,11 +66,11 @@ def tiny_config(**overrides: object) -> LlamaConfig:
         "tie_embeddings": True,
     }
     fields.update(overrides)
-    return LlamaConfig(**fields)  # type: ignore[arg-type]
+    return DecoderConfig(**fields)  # type: ignore[arg-type]
 
 
 def tiny_language_model(
-    rng_key: jax.Array, config: LlamaConfig | None = None, dtype: str = "float32"
+    rng_key: jax.Array, config: DecoderConfig | None = None, dtype: str = "float32"
 ) -> LanguageModel:
     """Random weights over the tiny byte-level tokenizer."""
     config = config or tiny_config()

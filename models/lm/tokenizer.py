@@ -14,40 +14,31 @@ import jinja2.sandbox
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, processors
 
+from ppl.models.lm.architectures import PreTokenizerRule, pre_tokenizer_rules
 from ppl.models.lm.errors import ModelLoadError
 
-# Split patterns of the byte-level BPE pre-tokenizers, keyed by GGUF's `tokenizer.ggml.pre`.
-_LLAMA3_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
-    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-_QWEN2_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
-    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-GGUF_PRE_TOKENIZERS = ("smollm", "llama-bpe", "llama3", "qwen2", "gpt-2", "default")
+# GPT-2's byte-level pre-tokenizer; architectures add theirs (`Architecture.pre_tokenizers`).
+GPT2_PRE_TOKENIZERS = {"gpt-2": PreTokenizerRule(), "default": PreTokenizerRule()}
 TOKEN_TYPE_CONTROL = 3
 TOKEN_TYPE_USER_DEFINED = 4
 
 
-def _byte_level_pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    if pre == "smollm":
-        return pre_tokenizers.Sequence(
-            [
-                pre_tokenizers.Digits(individual_digits=True),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-            ]
-        )
-    if pre in ("llama-bpe", "llama3", "qwen2"):
-        pattern = _QWEN2_PATTERN if pre == "qwen2" else _LLAMA3_PATTERN
-        split = pre_tokenizers.Split(tokenizers.Regex(pattern), behavior="isolated")
-        return pre_tokenizers.Sequence([split, byte_level])
-    if pre in ("gpt-2", "default"):
-        return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    raise ModelLoadError(
-        f"unsupported GGUF pre-tokenizer {pre!r}; supported: {', '.join(GGUF_PRE_TOKENIZERS)}"
-    )
+def gguf_pre_tokenizers() -> dict[str, PreTokenizerRule]:
+    """The `tokenizer.ggml.pre` names this runtime reads, with their rules."""
+    return {**pre_tokenizer_rules(), **GPT2_PRE_TOKENIZERS}
+
+
+def _byte_level_pre_tokenizer(rule: PreTokenizerRule) -> pre_tokenizers.PreTokenizer:
+    steps: list[pre_tokenizers.PreTokenizer] = []
+    if rule.individual_digits:
+        steps.append(pre_tokenizers.Digits(individual_digits=True))
+    if rule.split_pattern is None:
+        steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True))
+    else:
+        pattern = tokenizers.Regex(rule.split_pattern)
+        steps.append(pre_tokenizers.Split(pattern, behavior="isolated"))
+        steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False))
+    return steps[0] if len(steps) == 1 else pre_tokenizers.Sequence(steps)
 
 
 @functools.cache
@@ -145,14 +136,19 @@ class Tokenizer:
         merges = [tuple(m.split(" ", 1)) for m in fields["tokenizer.ggml.merges"]]
         types: list[int] = fields.get("tokenizer.ggml.token_type", [1] * len(tokens))
         pre = str(fields.get("tokenizer.ggml.pre", "default"))
+        rules = gguf_pre_tokenizers()
+        if pre not in rules:
+            raise ModelLoadError(
+                f"unsupported GGUF pre-tokenizer {pre!r}; supported: {', '.join(sorted(rules))}"
+            )
         backend = tokenizers.Tokenizer(
             models.BPE(
                 vocab={t: i for i, t in enumerate(tokens)},
                 merges=merges,
-                ignore_merges=pre in ("llama-bpe", "llama3"),
+                ignore_merges=rules[pre].ignore_merges,
             )
         )
-        backend.pre_tokenizer = _byte_level_pre_tokenizer(pre)
+        backend.pre_tokenizer = _byte_level_pre_tokenizer(rules[pre])
         backend.decoder = decoders.ByteLevel()
         backend.add_special_tokens(
             [

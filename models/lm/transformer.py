@@ -1,9 +1,10 @@
-"""The forward pass of a Llama-family decoder as pure functions over `Params`.
+"""The forward pass of a decoder as pure functions over `Params`.
 
 RMSNorm -> grouped-query attention with rotary embeddings (half-split layout) -> residual ->
 RMSNorm -> SwiGLU -> residual, for every block; then a final RMSNorm and the (tied or untied)
-output projection. Loaders convert checkpoints whose rotary layout is interleaved (GGUF files of
-the llama architecture) to the half-split layout, so one rotary convention serves all.
+output projection. Every registered architecture (`ppl.models.lm.architectures`) loads into
+this one layout; the loaders convert checkpoints whose rotary layout is interleaved (GGUF files
+of the llama architecture) to the half-split layout, so one rotary convention serves all.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from ppl.models.lm.cache import KVCache
-from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.params import LayerParams, Params, Tensor
 
 
@@ -74,7 +75,7 @@ def _attention(
 
 
 def _block(
-    config: LlamaConfig,
+    config: DecoderConfig,
     layer: LayerParams,
     x: jax.Array,
     positions: jax.Array,
@@ -101,7 +102,7 @@ def _block(
 
 def forward(
     params: Params,
-    config: LlamaConfig,
+    config: DecoderConfig,
     tokens: jax.Array,
     cache: KVCache,
     num_new: jax.Array,

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppl.models.lm.cache import KVCache, gather_cache
-from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.decoding import FINISH_EOS, NO_TOKEN, decode
 from ppl.models.lm.params import Params
 from ppl.models.lm.sampling import SamplingParams, filtered_logits
@@ -93,7 +93,7 @@ def _gather_rows(generations: Generations, ancestors: jax.Array) -> dict[str, ja
 @functools.partial(jax.jit, static_argnames=("config", "max_step_tokens", "max_steps", "sampling"))
 def extend_generations(
     params: Params,
-    config: LlamaConfig,
+    config: DecoderConfig,
     rng_key: jax.Array,
     generations: Generations,
     *,
@@ -184,7 +184,7 @@ def _finish_step(
 @functools.partial(jax.jit, static_argnames=("config", "max_steps", "sampling"))
 def replay_step(
     params: Params,
-    config: LlamaConfig,
+    config: DecoderConfig,
     generations: Generations,
     forced: jax.Array,
     step_tokens: jax.Array,

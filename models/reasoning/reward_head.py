@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 from ppl.models.lm.cache import init_cache
-from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.errors import ContextLengthError, ModelLoadError
 from ppl.models.lm.language_model import LanguageModel, pad_batch
 from ppl.models.lm.params import Params
@@ -193,7 +193,7 @@ def hidden_features(
 @functools.partial(jax.jit, static_argnames=("config", "pooling"))
 def _pooled_hidden(
     params: Params,
-    config: LlamaConfig,
+    config: DecoderConfig,
     tokens: jax.Array,
     lengths: jax.Array,
     starts: jax.Array,

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from ppl.feynman_kac import FeynmanKac
 from ppl.models.constraints.token_constraint import TokenConstraint
 from ppl.models.lm.cache import KVCache, gather_cache
-from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.decoding import NO_TOKEN
 from ppl.models.lm.params import Params
 from ppl.models.lm.sampling import inverse_cdf_sample
@@ -175,7 +175,7 @@ def advance(
     rng_key: jax.Array,
     particles: TokenParticles,
     params: Params,
-    config: LlamaConfig,
+    config: DecoderConfig,
     constraint: TokenConstraint,
     settings: TokenSettings,
     log_twist: LogTwist | None = None,
@@ -248,7 +248,7 @@ def log_potential(parents: TokenParticles, particles: TokenParticles) -> jax.Arr
 
 def token_feynman_kac(
     params: Params,
-    config: LlamaConfig,
+    config: DecoderConfig,
     initial: TokenParticles,
     constraint: TokenConstraint,
     settings: TokenSettings,

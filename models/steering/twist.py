@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 from ppl.models.constraints.token_constraint import TokenConstraint
-from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.params import Params
 from ppl.models.steering.token_model import TokenParticles, TokenSettings, advance
 
@@ -56,7 +56,7 @@ class Rollouts(NamedTuple):
 def rollouts(
     rng_key: jax.Array,
     params: Params,
-    config: LlamaConfig,
+    config: DecoderConfig,
     initial: TokenParticles,
     constraint: TokenConstraint,
     settings: TokenSettings,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ppl.models.lm.config import LlamaConfig
+from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.params import Params
 
 
@@ -29,7 +29,7 @@ def _rope(x: np.ndarray, inv_freq: np.ndarray) -> np.ndarray:
     return out
 
 
-def reference_logits(params: Params, config: LlamaConfig, tokens: list[int]) -> np.ndarray:
+def reference_logits(params: Params, config: DecoderConfig, tokens: list[int]) -> np.ndarray:
     """Logits [S, V] at every position of one sequence."""
 
     def f64(x: object) -> np.ndarray:

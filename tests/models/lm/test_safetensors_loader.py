@@ -1,5 +1,5 @@
 """Hugging Face checkpoint directories: a round trip of our own weights, and (when PyTorch and
-transformers are installed) logits of transformers' own Llama and Qwen2 implementations."""
+transformers are installed) logits of transformers' own Llama, Mistral and Qwen2 implementations."""
 
 from __future__ import annotations
 
@@ -128,6 +128,12 @@ HF_CASES = {
         },
     },
     "qwen2-biases": {"model_type": "qwen2", "tie_word_embeddings": False},
+    # a window longer than the test's 48 tokens: the context is capped at 64, logits agree
+    "mistral-sliding-window": {
+        "model_type": "mistral",
+        "tie_word_embeddings": False,
+        "sliding_window": 64,
+    },
 }
 
 
@@ -138,8 +144,16 @@ def test_logits_match_transformers(case, tmp_path):
     transformers = pytest.importorskip("transformers")
     settings = dict(HF_CASES[case])
     model_type = settings.pop("model_type")
-    config_cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[model_type]
-    model_cls = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM}
+    config_cls = {
+        "llama": transformers.LlamaConfig,
+        "mistral": transformers.MistralConfig,
+        "qwen2": transformers.Qwen2Config,
+    }[model_type]
+    model_cls = {
+        "llama": transformers.LlamaForCausalLM,
+        "mistral": transformers.MistralForCausalLM,
+        "qwen2": transformers.Qwen2ForCausalLM,
+    }
     tiny = tiny_config()
     hf_config = config_cls(
         vocab_size=tiny.vocab_size,

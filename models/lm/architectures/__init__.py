@@ -1,0 +1,24 @@
+"""LM architectures: one module each, registered by name.
+
+`get(name)` gives the architecture a checkpoint names (GGUF's `general.architecture`, the
+`model_type` of a Hugging Face config.json); the generic loaders in `ppl.models.lm` ask it
+for metadata keys, tensor names and layout conversions. Adding an architecture is one module
+(copy `mistral.py`) whose last line registers it, and its name on the import line below.
+"""
+
+from ppl.models.lm.architectures import llama, mistral, qwen2  # noqa: F401 (registers them)
+from ppl.models.lm.architectures.base import Architecture, PreTokenizerRule
+from ppl.models.lm.architectures.registry import get, names, register
+
+
+def pre_tokenizer_rules() -> dict[str, PreTokenizerRule]:
+    """Every registered architecture's GGUF pre-tokenizers, by `tokenizer.ggml.pre` name."""
+    rules: dict[str, PreTokenizerRule] = {}
+    for name in names():
+        for pre, rule in get(name).pre_tokenizers.items():
+            if rules.setdefault(pre, rule) != rule:
+                raise ValueError(f"pre-tokenizer {pre!r} is defined twice, differently")
+    return rules
+
+
+__all__ = ["Architecture", "PreTokenizerRule", "get", "names", "pre_tokenizer_rules", "register"]
