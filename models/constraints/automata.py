@@ -23,6 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ppl.models.constraints.sequence_potential import CONSTRAINTS
+
 NUM_BYTES = 256
 
 
@@ -43,12 +45,22 @@ class ByteAutomaton(NamedTuple):
         return 0.0 if self.accepting[self.run(data)] else -np.inf
 
 
+@CONSTRAINTS.register("forbidden", "text without any of the given characters (a lipogram: eE)")
+def _forbidden(characters: str) -> ByteAutomaton:
+    return forbidden_bytes(characters.encode())
+
+
 def forbidden_bytes(forbidden: bytes) -> ByteAutomaton:
     """Text that never contains any byte of `forbidden` (a lipogram for b"eE")."""
     transitions = np.zeros((2, NUM_BYTES), np.int32)
     transitions[0, list(forbidden)] = 1
     transitions[1, :] = 1
     return ByteAutomaton(transitions, np.asarray([True, False]), dead=1)
+
+
+@CONSTRAINTS.register("max-word-length", "words of at most the given number of letters")
+def _max_word_length(limit: str) -> ByteAutomaton:
+    return max_word_length(int(limit))
 
 
 def max_word_length(limit: int, letters: bytes | None = None) -> ByteAutomaton:
@@ -103,6 +115,7 @@ def token_table(automaton: ByteAutomaton, token_bytes: Sequence[bytes]) -> np.nd
     return table
 
 
+@CONSTRAINTS.register("regex", "text that fully matches the given regular expression")
 def regex(pattern: str) -> ByteAutomaton:
     """Text that fully matches the regular expression `pattern` (Python syntax as parsed by
     `interegular`; ASCII patterns, read byte by byte).

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from ppl import cli
+from ppl.experiments import cli
 from ppl.experiments.plots import accuracy_table, budget_ratios
 from ppl.experiments.sweep import read_results, run_sweep
 from ppl.models.lm.sampling import SamplingParams
