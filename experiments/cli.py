@@ -23,7 +23,7 @@ from ppl.experiments.steering import STEERING_METHODS
 from ppl.experiments.steering_sweep import sweep_methods
 from ppl.experiments.sweep import VERIFIERS
 from ppl.models.constraints import grammar, json_schema  # noqa: F401  (register constraints)
-from ppl.models.constraints.sequence_potential import CONSTRAINTS
+from ppl.models.constraints.sequence_potential import CONSTRAINTS, SequencePotential
 from ppl.models.lm.language_model import DTYPES
 from ppl.models.reasoning.reward_weighting import AGGREGATIONS, RULES
 from ppl.models.reasoning.tasks import DEFAULT_TASK, TASKS
@@ -199,16 +199,21 @@ def _steer(args: argparse.Namespace) -> int:
     from ppl.models.steering.tasks import get_task
 
     task = get_task(args.task)
-    automaton, critic = task.make_constraint(), None
+    automaton: ByteAutomaton | None = task.make_constraint()
+    critic: SequencePotential | None = None
     if args.constraint is not None:  # the task's prompts under another constraint
         name, argument = args.constraint
         potential = CONSTRAINTS.get(name)(argument)
-        automaton, critic = (
-            (potential, None) if isinstance(potential, ByteAutomaton) else (None, potential)
+        if isinstance(potential, ByteAutomaton):
+            automaton = potential
+        elif args.sweep:
+            raise ValueError(f"constraint {name!r} runs as a critic; sweeps take automata only")
+        else:
+            automaton, critic = None, potential
+        chosen = automaton
+        task = dataclasses.replace(
+            task, name=f"{task.name}[{name}:{argument}]", make_constraint=lambda: chosen
         )
-        if critic is not None and args.sweep:
-            raise ValueError(f"constraint {name!r} is a critic; sweeps take automata only")
-        task = dataclasses.replace(task, make_constraint=lambda: automaton)
     lm = _load(args)
     if args.sweep:
         from ppl.experiments.steering_sweep import (
@@ -232,7 +237,7 @@ def _steer(args: argparse.Namespace) -> int:
         return 0
     problem = steering_problem(lm, task.prompts, task.max_tokens, automaton, critic, task.chat)
     twist = None
-    if args.method == "twisted":
+    if STEERING_METHODS.get(args.method).twisted:
         twist = train_twist(jax.random.key(args.seed + 10_000), lm, problem)
     num_particles = int(args.particles)
     result = steer(jax.random.key(args.seed), lm, problem, args.method, num_particles, twist=twist)
