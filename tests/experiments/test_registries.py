@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -88,7 +89,8 @@ def test_the_cli_offers_exactly_what_is_registered(capsys):
     text = capsys.readouterr().out
     for registry in (METHODS, VERIFIERS, TASKS):
         for name in registry:
-            assert f"{name}  {registry.help(name)}" in " ".join(text.split("\n"))
+            line = rf"^ +{re.escape(name)} +{re.escape(registry.help(name))}$"
+            assert re.search(line, text, re.MULTILINE), name
     with pytest.raises(SystemExit):
         main(["steer", "--help"])
     text = capsys.readouterr().out
