@@ -115,7 +115,6 @@ def token_table(automaton: ByteAutomaton, token_bytes: Sequence[bytes]) -> np.nd
     return table
 
 
-@CONSTRAINTS.register("regex", "text that fully matches the given regular expression")
 def regex(pattern: str) -> ByteAutomaton:
     """Text that fully matches the regular expression `pattern` (Python syntax as parsed by
     `interegular`; ASCII patterns, read byte by byte).
@@ -158,3 +157,6 @@ def regex(pattern: str) -> ByteAutomaton:
     accepting = np.zeros(dead + 1, bool)
     accepting[[index[s] for s in fsm.finals if s in live]] = True
     return ByteAutomaton(transitions, accepting, dead)
+
+
+CONSTRAINTS.register("regex", "text that fully matches the given regular expression")(regex)
