@@ -1,14 +1,65 @@
-"""The `ppl` command line. This module is the top of the stack: it wires `models` to the user,
-so it is the one place in `ppl` allowed to import `models` (lazily, inside commands)."""
+"""The `ppl` command line, `ppl.experiments.cli`: the top of the stack, which wires models to
+samplers for the user.
+
+The choices and the help of `--methods`, `--verifier`, `--task`, `--method` and `--constraint`
+come from the registries (`ppl.registry.Registry`) of `ppl.experiments.methods`,
+`ppl.models.reasoning.verifiers`, the task modules, `ppl.experiments.steering` and
+`ppl.models.constraints`, so a newly registered entry is offered here with no edit. Commands
+import their runners when they run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from ppl.experiments.methods import METHODS
+from ppl.experiments.steering import STEERING_METHODS
+from ppl.experiments.steering_sweep import sweep_methods
+from ppl.experiments.sweep import VERIFIERS
+from ppl.models.constraints import grammar, json_schema  # noqa: F401  (register constraints)
+from ppl.models.constraints.sequence_potential import CONSTRAINTS, SequencePotential
+from ppl.models.lm.language_model import DTYPES
+from ppl.models.reasoning.reward_weighting import AGGREGATIONS, RULES
+from ppl.models.reasoning.tasks import DEFAULT_TASK, TASKS
+from ppl.models.steering.tasks import TASKS as STEERING_TASKS
+from ppl.registry import Registry
+
+
+def _name_list(kind: str, choices: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse type: comma-separated names, each one of `choices`."""
+
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        for name in names:
+            if name not in choices:
+                raise argparse.ArgumentTypeError(
+                    f"unknown {kind} {name!r}; choose from {', '.join(choices)}"
+                )
+        return names
+
+    return parse
+
+
+def _constraint(text: str) -> tuple[str, str]:
+    """An argparse type: NAME:ARGUMENT with NAME a registered constraint."""
+    name, _, argument = text.partition(":")
+    if name not in CONSTRAINTS:
+        raise argparse.ArgumentTypeError(
+            f"unknown constraint {name!r}; choose from {', '.join(CONSTRAINTS)} "
+            "(written NAME:ARGUMENT)"
+        )
+    return name, argument
+
+
+def _listing(**registries: Registry[Any]) -> str:
+    """The help's epilog: every registry's names with their one-line help."""
+    return "\n\n".join(f"{kind}:\n{registry.describe()}" for kind, registry in registries.items())
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +68,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="a GGUF file or a Hugging Face checkpoint directory (default: embedded SmolLM2-135M)",
     )
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -103,7 +154,7 @@ def _scale(args: argparse.Namespace) -> int:
     lm = _load(args) if args.model else None
     out = run_sweep(
         task,
-        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+        methods=args.methods,
         budgets=[int(b) for b in args.budgets.split(",")],
         num_problems=args.problems,
         seed=args.seed,
@@ -144,9 +195,25 @@ def _steer(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ppl.experiments.steering import steer, steering_problem, train_twist
+    from ppl.models.constraints.automata import ByteAutomaton
     from ppl.models.steering.tasks import get_task
 
     task = get_task(args.task)
+    automaton: ByteAutomaton | None = task.make_constraint()
+    critic: SequencePotential | None = None
+    if args.constraint is not None:  # the task's prompts under another constraint
+        name, argument = args.constraint
+        potential = CONSTRAINTS.get(name)(argument)
+        if isinstance(potential, ByteAutomaton):
+            automaton = potential
+        elif args.sweep:
+            raise ValueError(f"constraint {name!r} runs as a critic; sweeps take automata only")
+        else:
+            automaton, critic = None, potential
+        chosen = automaton
+        task = dataclasses.replace(
+            task, name=f"{task.name}[{name}:{argument}]", make_constraint=lambda: chosen
+        )
     lm = _load(args)
     if args.sweep:
         from ppl.experiments.steering_sweep import (
@@ -159,7 +226,7 @@ def _steer(args: argparse.Namespace) -> int:
         out = run_steering_sweep(
             lm,
             task,
-            methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+            methods=args.methods,
             particles=[int(n) for n in args.particles.split(",")],
             seeds=list(range(args.seed, args.seed + args.seeds)),
             out=args.out,
@@ -168,10 +235,9 @@ def _steer(args: argparse.Namespace) -> int:
         print(format_summary(summary(read_records(out))))
         print(f"results: {out}")
         return 0
-    constraint = task.make_constraint()
-    problem = steering_problem(lm, task.prompts, task.max_tokens, constraint, chat=task.chat)
+    problem = steering_problem(lm, task.prompts, task.max_tokens, automaton, critic, task.chat)
     twist = None
-    if args.method == "twisted":
+    if STEERING_METHODS.get(args.method).twisted:
         twist = train_twist(jax.random.key(args.seed + 10_000), lm, problem)
     num_particles = int(args.particles)
     result = steer(jax.random.key(args.seed), lm, problem, args.method, num_particles, twist=twist)
@@ -220,47 +286,71 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=_fetch_model)
 
     scale = commands.add_parser(
-        "scale", help="accuracy against budget of inference-scaling methods (JSONL, resumable)"
+        "scale",
+        help="accuracy against budget of inference-scaling methods (JSONL, resumable)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_listing(methods=METHODS, verifiers=VERIFIERS, tasks=TASKS),
     )
-    scale.add_argument("--task", default=None, help="default: chained_arithmetic (the organism)")
-    scale.add_argument("--methods", default="bon,wbon,sc,beam,dvts,pf")
+    scale.add_argument(
+        "--task", default=None, choices=TASKS.names(), help=f"default: {DEFAULT_TASK}"
+    )
+    scale.add_argument(
+        "--methods",
+        default="bon,wbon,sc,beam,dvts,pf",
+        type=_name_list("method", METHODS.names()),
+        help=f"comma-separated, from: {', '.join(METHODS)} (listed below)",
+    )
     scale.add_argument("--budgets", default="1,2,4,8,16,32")
     scale.add_argument("--problems", type=int, default=50)
     scale.add_argument("--seed", type=int, default=0)
     scale.add_argument("--out", default="results.jsonl")
     scale.add_argument("--model", default=None, help="a GGUF file or checkpoint directory")
-    scale.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    scale.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     scale.add_argument(
         "--verifier",
         default="arithmetic",
-        choices=["arithmetic", "outcome", "self_certainty", "judge"],
-        help="process verifier (judge: the generator asked whether the steps are correct)",
+        choices=VERIFIERS.names(),
+        help="process verifier (listed below)",
     )
     scale.add_argument("--false-positive-rate", type=float, default=0.0)
     scale.add_argument("--false-negative-rate", type=float, default=0.0)
     scale.add_argument("--epsilon", type=float, default=0.05, help="softening of 0/1 verdicts")
-    scale.add_argument("--weighting", default="bernoulli", choices=["bernoulli", "softmax"])
-    scale.add_argument("--aggregation", default="product", choices=["product", "min", "last"])
+    scale.add_argument("--weighting", default="bernoulli", choices=RULES)
+    scale.add_argument("--aggregation", default="product", choices=AGGREGATIONS)
     scale.add_argument("--softmax-temperature", type=float, default=1.0)
     scale.add_argument("--max-rows", type=int, default=256, help="prompts x budget per batch")
     scale.add_argument("--quiet", action="store_true", help="no progress bar")
     scale.set_defaults(func=_scale)
 
     steer = commands.add_parser(
-        "steer", help="token-level SMC steering of the model under a constraint"
+        "steer",
+        help="token-level SMC steering of the model under a constraint",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_listing(methods=STEERING_METHODS, tasks=STEERING_TASKS, constraints=CONSTRAINTS),
     )
+    steer.add_argument("--task", default="short-words", choices=STEERING_TASKS.names())
     steer.add_argument(
-        "--task",
-        default="short-words",
-        choices=["short-words", "lipogram", "regex", "json", "intersection"],
+        "--constraint",
+        type=_constraint,
+        default=None,
+        metavar="NAME:ARGUMENT",
+        help="the task's prompts under this constraint instead (listed below), e.g. "
+        "max-word-length:4 or 'regex:[a-z ]+'",
     )
     _add_model_args(steer)
-    steer.add_argument("--method", default="smc", help="smc, is, steer, twisted, rejection, ...")
+    steer.add_argument(
+        "--method", default="smc", choices=STEERING_METHODS.names(), help="listed below"
+    )
     steer.add_argument("--particles", default="16", help="a count (a list with --sweep)")
     steer.add_argument("--seed", type=int, default=0)
     steer.add_argument("--show", type=int, default=8, help="samples to print, by weight")
     steer.add_argument("--sweep", action="store_true", help="run methods x particles x seeds")
-    steer.add_argument("--methods", default="rejection,best_of_n,masked,is,smc,twisted")
+    steer.add_argument(
+        "--methods",
+        default="rejection,best_of_n,masked,is,smc,twisted",
+        type=_name_list("sweep method", sweep_methods()),
+        help=f"comma-separated, for --sweep, from: {', '.join(sweep_methods())}",
+    )
     steer.add_argument("--seeds", type=int, default=3, help="seeds per cell of the sweep")
     steer.add_argument("--out", default="steering.jsonl")
     steer.add_argument("--quiet", action="store_true", help="no progress bar")

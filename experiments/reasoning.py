@@ -1,27 +1,20 @@
-"""Inference-time-scaling methods on step-level reasoning, at a common budget.
+"""What every inference-time-scaling method on step-level reasoning shares.
 
-Every method gets a budget N (generations: particles, samples) per problem and returns, per
-problem, the selected answer, the candidates it chose from, and what it spent (generations,
-tokens, reasoning steps, verifier calls) as metered in the particles of
+A method (one file under `ppl.experiments.methods`, registered in `METHODS` there) is a
+callable `method(rng_key, inputs) -> list[ProblemOutcome]`: it gets a budget N (generations:
+particles, samples) per problem in a frozen `MethodInputs` and returns, per problem, the
+selected answer, the candidates it chose from, and what it spent (generations, tokens,
+reasoning steps, verifier calls) as metered in the particles of
 `ppl.models.reasoning.ssm.ReasoningSSM` (`ReasoningParticles.spent`).
-
-    pf    particle filtering (Puri et al.): N particles over reasoning steps, reweighted by
-          the verifier and resampled (`ppl.samplers.host_smc`), final answer by `selection`
-    bon   best-of-N: N independent generations, the answer of the highest aggregated reward
-    wbon  weighted best-of-N: N independent generations, votes weighted by reward
-    sc    self-consistency: N independent generations, majority vote
-    bom   Best-of-Majority: N independent generations, the best reward among frequent answers
-    beam  beam search on the cumulative log potential: keep N / M beams, expand each M times
-    dvts  diverse verifier tree search: N / M subtrees of width M, each keeps its best beam
-    pg    particle Gibbs (Puri et al.): sweeps of conditional SMC around a kept reference
-    pgpt  particle Gibbs with parallel tempering: tempered chains with reference swaps
+`_outcomes` turns candidates and scores into those outcomes; `ppl scale --help` lists the
+registered methods.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import jax
 import numpy as np
@@ -31,8 +24,29 @@ from ppl.models.reasoning.answers import answer_ids, extract_answer
 from ppl.models.reasoning.reward_weighting import RewardWeighting
 from ppl.models.reasoning.ssm import Budget, ReasoningParticles, ReasoningSSM, StepSettings
 from ppl.models.reasoning.verifiers import Verifier
-from ppl.samplers import beam_search, host_parallel_tempering, host_particle_gibbs, host_smc
+from ppl.samplers import host_smc
 from ppl.samplers.selection import ANSWER_SELECTIONS
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodInputs:
+    """What every method gets, passed whole: the generator, the problems' prompts (one batch),
+    the verifier, the budget N per problem, how rewards become weights, and the step settings
+    (`None`: `StepSettings()`)."""
+
+    lm: LanguageModel
+    prompts: Sequence[str]
+    verifier: Verifier
+    budget: int
+    weighting: RewardWeighting = dataclasses.field(default_factory=RewardWeighting)
+    settings: StepSettings | None = None
+    progress: bool = False
+
+
+class Method(Protocol):
+    """A reasoning method: `method(rng_key, inputs)` -> one outcome per prompt, in order."""
+
+    def __call__(self, rng_key: jax.Array, inputs: MethodInputs) -> list[ProblemOutcome]: ...
 
 
 @dataclasses.dataclass
@@ -123,202 +137,3 @@ def _by_group(ssm: ReasoningSSM, particles: ReasoningParticles) -> list[list[str
     texts = ssm.texts(particles)
     size = len(texts) // ssm.num_groups
     return [texts[g * size : (g + 1) * size] for g in range(ssm.num_groups)]
-
-
-def particle_filtering(
-    rng_key: jax.Array,
-    lm: LanguageModel,
-    prompts: Sequence[str],
-    verifier: Verifier,
-    num_particles: int,
-    weighting: RewardWeighting | None = None,
-    settings: StepSettings | None = None,
-    resampling: str = "systematic",
-    ess_threshold: float = 0.5,
-    selection: str = "weighted_vote",
-    progress: bool = False,
-) -> list[ProblemOutcome]:
-    """Particle filtering over reasoning steps for every prompt at once (prompts x particles
-    in one batch). The softmax rule resamples at every step whatever `ess_threshold` says."""
-    weighting = weighting or RewardWeighting()
-    ssm = ReasoningSSM(lm, prompts, verifier, weighting, settings)
-    key_run, key_select = jax.random.split(rng_key)
-    threshold = 1.0 if weighting.resample_every_step else ess_threshold
-    result = host_smc.run(
-        key_run, ssm, num_particles, ssm.num_steps, resampling, threshold, progress=progress
-    )
-    particles = result.state.particles
-    texts = _by_group(ssm, particles)
-    return _outcomes(
-        "pf",
-        num_particles,
-        ssm,
-        particles.spent,
-        texts,
-        result.log_weights,
-        selection,
-        key_select,
-        [result],
-    )
-
-
-def independent_samples(
-    method: str,
-    rng_key: jax.Array,
-    lm: LanguageModel,
-    prompts: Sequence[str],
-    verifier: Verifier,
-    num_samples: int,
-    weighting: RewardWeighting | None = None,
-    settings: StepSettings | None = None,
-    progress: bool = False,
-) -> list[ProblemOutcome]:
-    """Best-of-N (`bon`), weighted best-of-N (`wbon`), self-consistency (`sc`) or
-    Best-of-Majority (`bom`) on N independent generations per prompt, scored by the
-    verifier's aggregated reward."""
-    selection = {
-        "bon": "argmax_weight",
-        "wbon": "weighted_vote",
-        "sc": "majority_vote",
-        "bom": "best_of_majority",
-    }
-    if method not in selection:
-        raise ValueError(f"unknown method {method!r}; choose from {sorted(selection)}")
-    ssm = ReasoningSSM(lm, prompts, verifier, weighting, settings)
-    key_run, key_select = jax.random.split(rng_key)
-    result = host_smc.run(
-        key_run,
-        ssm,
-        num_samples,
-        ssm.num_steps,
-        ess_threshold=0.0,  # never resample: N independent generations
-        progress=progress,
-    )
-    particles = result.state.particles
-    scores = np.asarray(particles.log_value, np.float64).reshape(ssm.num_groups, -1)
-    texts = _by_group(ssm, particles)
-    return _outcomes(
-        method, num_samples, ssm, particles.spent, texts, scores, selection[method], key_select
-    )
-
-
-def tree_search(
-    method: str,
-    rng_key: jax.Array,
-    lm: LanguageModel,
-    prompts: Sequence[str],
-    verifier: Verifier,
-    num_beams: int,
-    weighting: RewardWeighting | None = None,
-    settings: StepSettings | None = None,
-    expansions: int = 4,
-    progress: bool = False,
-) -> list[ProblemOutcome]:
-    """Beam search (`beam`) or DVTS (`dvts`) with N = `num_beams` rows per prompt and M =
-    gcd(N, `expansions`) expansions per kept beam; the answer of the best final beam."""
-    if method not in ("beam", "dvts"):
-        raise ValueError(f"unknown method {method!r}; choose from ['beam', 'dvts']")
-    weighting = weighting or RewardWeighting()
-    if weighting.rule != "bernoulli":
-        raise ValueError("tree search ranks by cumulative log potentials: use the bernoulli rule")
-    ssm = ReasoningSSM(lm, prompts, verifier, weighting, settings)
-    key_run, key_select = jax.random.split(rng_key)
-    result = beam_search.run(
-        key_run,
-        ssm,
-        num_beams,
-        ssm.num_steps,
-        math.gcd(num_beams, expansions),
-        diverse=method == "dvts",
-        progress=progress,
-    )
-    scores = result.scores.reshape(ssm.num_groups, -1)
-    texts = _by_group(ssm, result.particles)
-    spent = result.particles.spent
-    return _outcomes(method, num_beams, ssm, spent, texts, scores, "argmax_weight", key_select)
-
-
-def particle_gibbs(
-    rng_key: jax.Array,
-    lm: LanguageModel,
-    prompts: Sequence[str],
-    verifier: Verifier,
-    budget: int,
-    weighting: RewardWeighting | None = None,
-    settings: StepSettings | None = None,
-    num_sweeps: int = 2,
-    selection: str = "weighted_vote",
-    progress: bool = False,
-) -> list[ProblemOutcome]:
-    """Particle Gibbs over reasoning steps: `num_sweeps` sweeps of N / `num_sweeps` particles
-    (a particle filter, then conditional SMC around a reference drawn from the previous
-    sweep), so that the budget N counts every particle slot of every sweep (the replayed
-    reference included; its tokens are not counted as generated). With N not divisible by
-    `num_sweeps` or fewer than 2 particles per sweep it runs one sweep (a particle filter).
-    The answer is selected from the final particles of all sweeps, each sweep's normalized
-    weights divided by the number of sweeps."""
-    sweeps = num_sweeps if budget % num_sweeps == 0 and budget // num_sweeps >= 2 else 1
-    per_sweep = budget // sweeps
-    ssm = ReasoningSSM(lm, prompts, verifier, weighting, settings)
-    key_run, key_select = jax.random.split(rng_key)
-    results = host_particle_gibbs.run(
-        key_run, ssm, per_sweep, ssm.num_steps, sweeps, progress=progress
-    ).sweeps
-    texts, scores = _pool_sweeps(ssm, results)
-    spent = _total_spent(results)
-    return _outcomes("pg", budget, ssm, spent, texts, scores, selection, key_select, results)
-
-
-def particle_gibbs_tempering(
-    rng_key: jax.Array,
-    lm: LanguageModel,
-    prompts: Sequence[str],
-    verifier: Verifier,
-    budget: int,
-    weighting: RewardWeighting | None = None,
-    settings: StepSettings | None = None,
-    inverse_temperatures: Sequence[float] = (1.0, 0.5),
-    num_sweeps: int = 2,
-    selection: str = "weighted_vote",
-    progress: bool = False,
-) -> list[ProblemOutcome]:
-    """Particle Gibbs with parallel tempering: per problem, K = len(inverse_temperatures)
-    chains with tempered verifier potentials, `num_sweeps` sweeps of P particles each and
-    reference swaps between neighbouring temperatures; the budget N = K x sweeps x P counts
-    every particle slot of every chain. The answer is selected from the beta = 1 chain's final
-    particles of all sweeps. With N < 2 K x sweeps it runs particle Gibbs (`particle_gibbs`)."""
-    levels = len(inverse_temperatures)
-    per_sweep = budget // (levels * num_sweeps)
-    if budget % (levels * num_sweeps) or per_sweep < 2:
-        outcomes = particle_gibbs(
-            rng_key, lm, prompts, verifier, budget, weighting, settings, num_sweeps, selection
-        )
-        return [dataclasses.replace(o, method="pgpt") for o in outcomes]
-    betas = np.tile(np.asarray(inverse_temperatures, np.float64), len(prompts))
-    ssm = ReasoningSSM(
-        lm,
-        [p for p in prompts for _ in range(levels)],
-        verifier,
-        weighting,
-        settings,
-        inverse_temperatures=betas.tolist(),
-    )
-    key_run, key_select = jax.random.split(rng_key)
-    result = host_parallel_tempering.run(
-        key_run,
-        ssm,
-        per_sweep,
-        ssm.num_steps,
-        num_sweeps,
-        np.arange(len(prompts) * levels).reshape(-1, levels),
-        betas,
-        progress=progress,
-    )
-    texts, scores = _pool_sweeps(ssm, result.sweeps, levels)
-    spent = _total_spent(result.sweeps)
-    return _outcomes(
-        "pgpt", budget, ssm, spent, texts, scores, selection, key_select, result.sweeps, levels
-    )
-
-
-Method = Callable[..., list[ProblemOutcome]]

@@ -16,6 +16,10 @@ weighted complete sequences, the log evidence estimate and per-step diagnostics:
     best_of_n    direct sampling; returns the satisfying sample of highest model likelihood
     masked       locally constrained decoding: masked proposal, weights ignored (the usual
                  "structured generation" of grammar-constrained decoders; biased)
+
+Each method is a `SteeringMethod` (which loop, which proposal, whether it resamples, how it
+picks the returned sequence) registered in `STEERING_METHODS`; `ppl steer --method` offers the
+registered names.
 """
 
 from __future__ import annotations
@@ -41,10 +45,73 @@ from ppl.models.lm.params import Params
 from ppl.models.lm.tokenizer import Tokenizer
 from ppl.models.steering.token_model import TokenSettings, start_particles, token_feynman_kac
 from ppl.models.steering.twist import TwistHead, fit_twist, rollouts
+from ppl.registry import Registry
 from ppl.samplers import pinned_conditional_smc, smc, smc_steer
 
-WEIGHTED = ("smc", "is", "steer", "twisted", "csmc")
-METHODS = (*WEIGHTED, "rejection", "best_of_n", "masked")
+SAMPLERS = ("smc", "steer", "csmc")
+SELECTIONS = ("weight", "likelihood", "satisfied", "uniform")
+
+
+@dataclasses.dataclass(frozen=True)
+class SteeringMethod:
+    """How `steer` runs a method and picks its returned sequence.
+
+    `sampler`: the compiled loop, "smc" (SMC, or importance sampling when it never resamples),
+    "steer" (SMC steer) or "csmc" (conditional SMC around a reference); `proposal`: "masked"
+    (locally optimal) or "model" (direct sampling); `resamples`: False sets the ESS threshold
+    to 0; `twisted`: the run uses a twist; `uniform_weights`: the weights are ignored (uniform,
+    no log Z). `selection` is `SteeringResult.select`'s rule: "weight" (draw by weight),
+    "likelihood" (the satisfying sequence of highest likelihood), "satisfied" (a uniform
+    satisfying one) or "uniform"."""
+
+    sampler: str = "smc"
+    proposal: str = "masked"
+    resamples: bool = True
+    twisted: bool = False
+    uniform_weights: bool = False
+    selection: str = "weight"
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.sampler == "csmc"
+
+    @property
+    def keeps_history(self) -> bool:
+        """Whether the loop can return every step's particles (`keep_history`)."""
+        return self.sampler == "smc"
+
+
+STEERING_METHODS: Registry[SteeringMethod] = Registry("method")
+STEERING_METHODS.register("smc", "SMC with the masked proposal, ESS-triggered resampling")(
+    SteeringMethod()
+)
+STEERING_METHODS.register("is", "importance sampling: the masked proposal, never resampled")(
+    SteeringMethod(resamples=False)
+)
+STEERING_METHODS.register("steer", "SMC steer: K children per particle, N kept")(
+    SteeringMethod(sampler="steer")
+)
+STEERING_METHODS.register("twisted", "SMC whose resampling is guided by a learned twist")(
+    SteeringMethod(twisted=True)
+)
+STEERING_METHODS.register("csmc", "conditional SMC around a reference sequence")(
+    SteeringMethod(sampler="csmc")
+)
+STEERING_METHODS.register("rejection", "direct sampling; a satisfying sample if any")(
+    SteeringMethod(proposal="model", resamples=False, selection="satisfied")
+)
+STEERING_METHODS.register("best_of_n", "direct sampling; the likeliest satisfying sample")(
+    SteeringMethod(proposal="model", resamples=False, selection="likelihood")
+)
+STEERING_METHODS.register("masked", "locally constrained decoding, weights ignored (biased)")(
+    SteeringMethod(resamples=False, uniform_weights=True, selection="uniform")
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -125,12 +192,13 @@ class SteeringResult:
     def select(self, rng_key: jax.Array) -> int:
         """The index of the returned sequence under the method's own selection rule."""
         n = len(self.texts)
-        if self.method in WEIGHTED:
+        selection = STEERING_METHODS.get(self.method).selection
+        if selection == "weight":
             return int(jax.random.categorical(rng_key, jnp.asarray(self.log_weights)))
         ok = np.flatnonzero(self.satisfied)
-        if self.method == "best_of_n":
+        if selection == "likelihood":
             return int(ok[np.argmax(self.log_likelihood[ok])]) if ok.size else 0
-        if self.method == "rejection":
+        if selection == "satisfied":
             return int(ok[jax.random.randint(rng_key, (), 0, ok.size)]) if ok.size else 0
         return int(jax.random.randint(rng_key, (), 0, n))
 
@@ -149,25 +217,47 @@ class _RunOutput(eqx.Module):
     history_ancestors: jax.Array | None
 
 
+@dataclasses.dataclass(frozen=True)
+class LoopSettings:
+    """The static settings of one compiled steering loop (it compiles once per value)."""
+
+    sampler: str  # "smc", "steer" or "csmc" (`SteeringMethod.sampler`)
+    num_particles: int
+    ess_threshold: float
+    resampling: str
+    num_beams: int  # children per particle of SMC steer
+    keep_history: bool
+
+
+class LoopInputs(eqx.Module):
+    """What one compiled steering loop reads, passed whole to `_run`: the model, the prefilled
+    prompts, the factors of the target (constraint table, twist, critic, reference) and the
+    settings."""
+
+    params: Params
+    config: DecoderConfig
+    cache: KVCache
+    logits: jax.Array
+    constraint: TokenConstraint
+    twist: TwistHead | None
+    critic: HostCritic | None
+    reference: jax.Array | None
+    settings: TokenSettings
+    loop: LoopSettings
+
+
 @eqx.filter_jit
-def _run(
-    rng_key: jax.Array,
-    params: Params,
-    config: DecoderConfig,
-    cache: KVCache,
-    logits: jax.Array,
-    constraint: TokenConstraint,
-    settings: TokenSettings,
-    sampler: str,
-    num_particles: int,
-    ess_threshold: float,
-    resampling: str,
-    num_beams: int,
-    twist: TwistHead | None,
-    critic: HostCritic | None,
-    reference: jax.Array | None,
-    keep_history: bool,
-) -> _RunOutput:
+def _run(rng_key: jax.Array, inputs: LoopInputs) -> _RunOutput:
+    params, config, cache, logits = inputs.params, inputs.config, inputs.cache, inputs.logits
+    constraint, twist, critic, reference = (
+        inputs.constraint,
+        inputs.twist,
+        inputs.critic,
+        inputs.reference,
+    )
+    settings, loop = inputs.settings, inputs.loop
+    sampler, num_particles, num_beams = loop.sampler, loop.num_particles, loop.num_beams
+    ess_threshold, resampling, keep_history = loop.ess_threshold, loop.resampling, loop.keep_history
     initial = start_particles(cache, logits, num_particles, settings, config.hidden_size)
     model = token_feynman_kac(
         params, config, initial, constraint, settings, twist, critic, reference
@@ -233,41 +323,40 @@ def steer(
     particles all die (log Z_hat = -inf) returns uniform weights over meaningless texts;
     `satisfied` is False for them.
     """
-    if keep_history and method in ("steer", "csmc"):
+    spec = STEERING_METHODS.get(method)
+    if keep_history and not spec.keeps_history:
         raise ValueError(f"keep_history is not available for method {method!r}")
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    if method == "twisted" and twist is None:
-        raise ValueError("method 'twisted' needs a twist (fit one with ppl.models.steering.twist)")
-    if method == "csmc" and reference is None:
-        raise ValueError("method 'csmc' needs a reference sequence (token ids)")
-    proposal = "model" if method in ("rejection", "best_of_n") else "masked"
-    sampler = {"steer": "steer", "csmc": "csmc"}.get(method, "smc")
-    threshold = 0.0 if method in ("is", "rejection", "best_of_n", "masked") else ess_threshold
-    settings = TokenSettings(problem.max_tokens, problem.num_contexts, proposal)
+    if spec.twisted and twist is None:
+        raise ValueError(
+            f"method {method!r} needs a twist (fit one with ppl.models.steering.twist)"
+        )
+    if spec.needs_reference and reference is None:
+        raise ValueError(f"method {method!r} needs a reference sequence (token ids)")
     reference_array = None
     if reference is not None:
         reference_array = _reference_tokens(reference, problem.max_tokens)
     logits, cache = _prefill(lm, problem)
-    start = time.perf_counter()
-    out = _run(
-        rng_key,
-        lm.params,
-        lm.config,
-        cache,
-        logits,
-        problem.constraint,
-        settings,
-        sampler,
-        num_particles,
-        threshold,
-        resampling,
-        num_beams,
-        twist if method == "twisted" else None,
-        problem.critic,
-        reference_array,
-        keep_history,
+    inputs = LoopInputs(
+        params=lm.params,
+        config=lm.config,
+        cache=cache,
+        logits=logits,
+        constraint=problem.constraint,
+        twist=twist if spec.twisted else None,
+        critic=problem.critic,
+        reference=reference_array,
+        settings=TokenSettings(problem.max_tokens, problem.num_contexts, spec.proposal),
+        loop=LoopSettings(
+            sampler=spec.sampler,
+            num_particles=num_particles,
+            ess_threshold=ess_threshold if spec.resamples else 0.0,
+            resampling=resampling,
+            num_beams=num_beams,
+            keep_history=keep_history,
+        ),
     )
+    start = time.perf_counter()
+    out = _run(rng_key, inputs)
     out = jax.block_until_ready(out)
     wall = time.perf_counter() - start
     tokens, counts = np.asarray(out.tokens), np.asarray(out.num_tokens)
@@ -276,14 +365,14 @@ def steer(
     texts = [lm.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
     satisfied = np.asarray([problem.satisfied(b"".join(token_bytes[t] for t in r)) for r in ids])
     log_weights = np.asarray(out.log_weights)
-    if method == "masked":
+    if spec.uniform_weights:
         log_weights = np.full(num_particles, -np.log(num_particles))
     return SteeringResult(
         method=method,
         texts=texts,
         token_ids=ids,
         log_weights=log_weights,
-        log_evidence=float(out.log_evidence) if method != "masked" else float("nan"),
+        log_evidence=float("nan") if spec.uniform_weights else float(out.log_evidence),
         log_likelihood=np.asarray(out.log_likelihood),
         satisfied=satisfied,
         ess=np.asarray(out.ess),

@@ -20,13 +20,16 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from ppl.experiments.steering import METHODS, steer, steering_problem, train_twist
+from ppl.experiments.steering import STEERING_METHODS, steer, steering_problem, train_twist
 from ppl.experiments.sweep import end_cut_line, read_results
 from ppl.models.lm.language_model import LanguageModel
 from ppl.models.steering.tasks import SteeringTask
 from ppl.models.steering.twist import TwistHead
 
-SWEEP_METHODS = ("rejection", "best_of_n", "masked", "is", "smc", "steer", "twisted")
+
+def sweep_methods() -> tuple[str, ...]:
+    """The registered steering methods a sweep can run: those that need no reference."""
+    return tuple(m for m in STEERING_METHODS if not STEERING_METHODS[m].needs_reference)
 
 
 def _key(record: dict[str, Any]) -> tuple[str, str, int, int]:
@@ -49,9 +52,10 @@ def run_steering_sweep(
     progress: bool = True,
 ) -> Path:
     """Run every (method, particles, seed) not yet in `out` and append its line."""
-    unknown = [m for m in methods if m not in METHODS or m == "csmc"]
+    choices = sweep_methods()
+    unknown = [m for m in methods if m not in choices]
     if unknown:
-        raise ValueError(f"unknown sweep methods {unknown}; choose from {SWEEP_METHODS}")
+        raise ValueError(f"unknown sweep methods {unknown}; choose from {', '.join(choices)}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {_key(r) for r in read_records(out)}

@@ -10,7 +10,6 @@ with its error and the sweep goes on.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -20,88 +19,22 @@ from typing import Any
 import jax
 from tqdm.auto import tqdm
 
-from ppl.experiments import reasoning
+from ppl.experiments.methods import METHODS
+from ppl.experiments.reasoning import MethodInputs, ProblemOutcome
 from ppl.models.lm.errors import ContextLengthError
 from ppl.models.lm.language_model import LanguageModel
+from ppl.models.reasoning import judge, self_certainty  # noqa: F401  (register their verifiers)
 from ppl.models.reasoning.answers import answers_match
-from ppl.models.reasoning.judge import LMJudge
 from ppl.models.reasoning.reward_weighting import RewardWeighting
-from ppl.models.reasoning.self_certainty import SelfCertainty
 from ppl.models.reasoning.tasks import Task, TaskProblem
-from ppl.models.reasoning.verifiers import (
-    ArithmeticSteps,
-    Imperfect,
-    OutcomeCorrect,
-    Softened,
-    Verifier,
-)
+from ppl.models.reasoning.verifiers import VERIFIERS, VerifierSpec
 
-METHODS = ("pf", "pg", "pgpt", "bon", "wbon", "sc", "bom", "beam", "dvts")
-VERIFIERS = ("arithmetic", "outcome", "self_certainty", "judge")
+__all__ = ["METHODS", "VERIFIERS", "VerifierSpec", "read_results", "run_method", "run_sweep"]
 
 
-@dataclasses.dataclass(frozen=True)
-class VerifierSpec:
-    name: str = "arithmetic"
-    false_positive_rate: float = 0.0
-    false_negative_rate: float = 0.0
-    epsilon: float = 0.05  # softening of hard verdicts, so that no particle gets weight 0
-
-    def build(self, problems: Sequence[TaskProblem], lm: LanguageModel) -> Verifier:
-        """The verifier for `problems`; `judge` asks the generator `lm` itself."""
-        base: Verifier
-        if self.name == "arithmetic":
-            base = ArithmeticSteps(self.epsilon)
-        elif self.name == "outcome":
-            base = OutcomeCorrect(tuple(p.answer for p in problems))
-        elif self.name == "self_certainty":
-            base = SelfCertainty()
-        elif self.name == "judge":
-            base = LMJudge(lm, chat=lm.tokenizer.chat_template is not None)
-        else:
-            raise ValueError(f"unknown verifier {self.name!r}; choose from {VERIFIERS}")
-        if self.false_positive_rate or self.false_negative_rate:
-            imperfect = Imperfect(base, self.false_positive_rate, self.false_negative_rate)
-            return Softened(imperfect, self.epsilon)
-        return base
-
-    def label(self) -> str:
-        if self.false_positive_rate or self.false_negative_rate:
-            rates = f"fp={self.false_positive_rate},fn={self.false_negative_rate}"
-            return f"{self.name}({rates})"
-        return self.name
-
-
-def run_method(
-    method: str,
-    rng_key: jax.Array,
-    lm: LanguageModel,
-    prompts: Sequence[str],
-    verifier: Verifier,
-    budget: int,
-    task: Task,
-    weighting: RewardWeighting,
-) -> list[reasoning.ProblemOutcome]:
-    settings = task.settings
-    if method == "pf":
-        return reasoning.particle_filtering(
-            rng_key, lm, prompts, verifier, budget, weighting, settings
-        )
-    if method == "pg":
-        return reasoning.particle_gibbs(rng_key, lm, prompts, verifier, budget, weighting, settings)
-    if method == "pgpt":
-        return reasoning.particle_gibbs_tempering(
-            rng_key, lm, prompts, verifier, budget, weighting, settings
-        )
-    if method in ("bon", "wbon", "sc", "bom"):
-        return reasoning.independent_samples(
-            method, rng_key, lm, prompts, verifier, budget, weighting, settings
-        )
-    if method in ("beam", "dvts"):
-        return reasoning.tree_search(
-            method, rng_key, lm, prompts, verifier, budget, weighting, settings
-        )
-    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+def run_method(method: str, rng_key: jax.Array, inputs: MethodInputs) -> list[ProblemOutcome]:
+    """Run the registered method `method` (see `ppl.experiments.methods`) on `inputs`."""
+    return METHODS.get(method)(rng_key, inputs)
 
 
 def _done_keys(out: Path) -> set[tuple]:
@@ -144,11 +77,11 @@ def run_sweep(
     """Run every method at every budget on `num_problems` problems of `task` (drawn with
     `seed`), appending JSON lines to `out`; returns the path."""
     for method in methods:
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+        METHODS.get(method)  # an unknown name fails here, naming the choices
     if not budgets or min(budgets) < 1:
         raise ValueError(f"budgets must be positive integers, got {list(budgets)}")
     verifier = verifier or VerifierSpec()
+    VERIFIERS.get(verifier.name)  # an unknown name fails here, naming the choices
     weighting = (weighting or RewardWeighting()).validate()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -204,16 +137,15 @@ def _run_batch(
     chosen = [problems[i] for i in batch]
     start = time.perf_counter()
     try:
-        outcomes = run_method(
-            method,
-            rng_key,
+        inputs = MethodInputs(
             lm,
-            [p.prompt for p in chosen],
-            verifier.build(chosen, lm),
+            tuple(p.prompt for p in chosen),
+            verifier.build([p.answer for p in chosen], lm),
             budget,
-            task,
             weighting,
+            task.settings,
         )
+        outcomes = run_method(method, rng_key, inputs)
     except (ContextLengthError, ValueError) as error:
         if len(batch) > 1:  # isolate the problem that fails; the others still run
             return [

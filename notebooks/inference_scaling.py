@@ -43,7 +43,8 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ppl.experiments import reasoning
+from ppl.experiments.methods import MethodInputs
+from ppl.experiments.methods.particle_filtering import ParticleFiltering
 from ppl.experiments.plots import accuracy_table, budget_ratios, draw_accuracy, format_table
 from ppl.experiments.sweep import read_results, run_sweep
 from ppl.models.reasoning.tasks import get_task
@@ -67,13 +68,9 @@ print("reference answer:", problems[0].answer)
 # 0.05 if wrong), so particles that make a mistake lose weight and are resampled away.
 
 # %%
-outcome = reasoning.particle_filtering(
+outcome = ParticleFiltering()(
     jax.random.key(0),
-    lm,
-    [problems[0].prompt],
-    ArithmeticSteps(),
-    num_particles=8,
-    settings=task.settings,
+    MethodInputs(lm, [problems[0].prompt], ArithmeticSteps(), budget=8, settings=task.settings),
 )[0]
 ranked = sorted(zip(outcome.texts, outcome.scores, strict=True), key=lambda p: -p[1])
 for text, log_weight in ranked[:3]:

@@ -23,6 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ppl.models.constraints.sequence_potential import CONSTRAINTS
+
 NUM_BYTES = 256
 
 
@@ -43,12 +45,22 @@ class ByteAutomaton(NamedTuple):
         return 0.0 if self.accepting[self.run(data)] else -np.inf
 
 
+@CONSTRAINTS.register("forbidden", "text without any of the given characters (a lipogram: eE)")
+def _forbidden(characters: str) -> ByteAutomaton:
+    return forbidden_bytes(characters.encode())
+
+
 def forbidden_bytes(forbidden: bytes) -> ByteAutomaton:
     """Text that never contains any byte of `forbidden` (a lipogram for b"eE")."""
     transitions = np.zeros((2, NUM_BYTES), np.int32)
     transitions[0, list(forbidden)] = 1
     transitions[1, :] = 1
     return ByteAutomaton(transitions, np.asarray([True, False]), dead=1)
+
+
+@CONSTRAINTS.register("max-word-length", "words of at most the given number of letters")
+def _max_word_length(limit: str) -> ByteAutomaton:
+    return max_word_length(int(limit))
 
 
 def max_word_length(limit: int, letters: bytes | None = None) -> ByteAutomaton:
@@ -145,3 +157,6 @@ def regex(pattern: str) -> ByteAutomaton:
     accepting = np.zeros(dead + 1, bool)
     accepting[[index[s] for s in fsm.finals if s in live]] = True
     return ByteAutomaton(transitions, accepting, dead)
+
+
+CONSTRAINTS.register("regex", "text that fully matches the given regular expression")(regex)

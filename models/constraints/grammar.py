@@ -37,6 +37,8 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, Un
 from lark.parsers.lalr_analysis import Shift
 from lark.parsers.lalr_parser_state import ParserState
 
+from ppl.models.constraints.sequence_potential import CONSTRAINTS
+
 ARITHMETIC = r"""
 ?start: sum
 ?sum: product | sum "+" product -> add | sum "-" product -> sub
@@ -125,6 +127,13 @@ class LarkGrammar:
                 ):
                     return True
         return False
+
+
+@CONSTRAINTS.register(
+    "grammar", "text that parses under a Lark grammar (or a built-in one: arithmetic, json)"
+)
+def _grammar(grammar: str) -> LarkGrammar:
+    return LarkGrammar({"arithmetic": ARITHMETIC, "json": JSON}.get(grammar, grammar))
 
 
 def _shifts(state: ParserState, terminal: str) -> bool:

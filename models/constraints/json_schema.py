@@ -38,6 +38,7 @@ import math
 from typing import Any
 
 from ppl.models.constraints.automata import ByteAutomaton, regex
+from ppl.models.constraints.sequence_potential import CONSTRAINTS
 
 FLEXIBLE_WHITESPACE = 8
 
@@ -92,6 +93,15 @@ def schema_regex(schema: dict, whitespace: str = "compact") -> str:
 def schema_automaton(schema: dict, whitespace: str = "compact") -> ByteAutomaton:
     """The byte automaton of `schema_regex(schema, whitespace)`."""
     return regex(schema_regex(schema, whitespace))
+
+
+@CONSTRAINTS.register("json-schema", "a JSON document valid under the given JSON schema")
+def _json_schema(schema: str) -> ByteAutomaton:
+    try:
+        parsed = json.loads(schema)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"the JSON schema is not valid JSON: {error}") from error
+    return schema_automaton(parsed)
 
 
 class _Writer:

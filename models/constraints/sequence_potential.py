@@ -10,14 +10,21 @@ complete generation. The contract that lets a sampler prune early:
 
 `check_contract` verifies both on every byte string up to a given length over a small
 alphabet; tests run it on every built-in potential, the way genlm-control's property tests do.
+
+`CONSTRAINTS` names the constraints the command line can build from one text argument
+(`ppl steer --constraint NAME:ARGUMENT`); each module registers its own builders,
+`argument -> SequencePotential`, with `@CONSTRAINTS.register(name, help)`.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
+
+from ppl.registry import Registry
 
 
 class SequencePotential(Protocol):
@@ -28,6 +35,10 @@ class SequencePotential(Protocol):
     def complete(self, data: bytes) -> float:
         """log weight of `data` as a complete sequence."""
         ...
+
+
+ConstraintBuilder = Callable[[str], SequencePotential]
+CONSTRAINTS: Registry[ConstraintBuilder] = Registry("constraint")
 
 
 def check_contract(potential: SequencePotential, alphabet: bytes, max_length: int) -> list[str]:

@@ -27,7 +27,7 @@ import numpy as np
 from ppl.models.lm.cache import KVCache, init_cache
 from ppl.models.lm.decoding import extend, prefill
 from ppl.models.lm.language_model import LanguageModel, pad_batch
-from ppl.models.reasoning.verifiers import Candidates
+from ppl.models.reasoning.verifiers import VERIFIERS, Candidates, Verifier, VerifierSpec
 
 DEFAULT_TEMPLATE = (
     "Here is a problem and the first steps of a solution.\n\n"
@@ -179,6 +179,11 @@ class LMJudge:
         targets[: len(answer) - 1] = answer[1:]
         per_token = np.asarray(_target_logprobs(logits, jnp.asarray(targets)), np.float64)
         return per_token[:, : len(answer) - 1].sum(axis=1)
+
+
+@VERIFIERS.register("judge", "the generator asked whether the steps so far are correct")
+def _judge(spec: VerifierSpec, references: Sequence[str], lm: LanguageModel) -> Verifier:
+    return LMJudge(lm, chat=lm.tokenizer.chat_template is not None)
 
 
 @jax.jit

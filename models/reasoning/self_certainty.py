@@ -22,11 +22,15 @@ confident distributions whose sampled token was not the mode.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from ppl.models.reasoning.verifiers import Candidates
+from ppl.models.reasoning.verifiers import VERIFIERS, Candidates, Verifier, VerifierSpec
+
+if TYPE_CHECKING:
+    from ppl.models.lm.language_model import LanguageModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,3 +75,8 @@ class SelfCertainty:
         with np.errstate(invalid="ignore", divide="ignore"):
             rewards = np.exp(summed / count)
         return np.where(count > 0, np.minimum(rewards, 1.0), np.nan)
+
+
+@VERIFIERS.register("self_certainty", "exp(mean log p per token) of the step, from the generator")
+def _self_certainty(spec: VerifierSpec, references: Sequence[str], lm: LanguageModel) -> Verifier:
+    return SelfCertainty()

@@ -7,6 +7,8 @@ generator, a default process verifier and step settings.
                          chat template (the embedded default model; it rarely solves them)
 
 Every method runs unchanged on any task and any checkpoint the loaders read (`--model`).
+A task registers itself in `TASKS` with `register_task(Task(...))`; `ppl scale --task` offers
+the registered names.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ppl.models.lm.language_model import LanguageModel
 from ppl.models.lm.sampling import SamplingParams
 from ppl.models.reasoning import chained_arithmetic
 from ppl.models.reasoning.ssm import StepSettings
+from ppl.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +38,14 @@ class Task:
     make_problems: Callable[[int, int], list[TaskProblem]]  # (seed, count)
     load_model: Callable[[], LanguageModel]
     settings: StepSettings
+
+
+TASKS: Registry[Task] = Registry("task")
+
+
+def register_task(task: Task) -> Task:
+    """Register `task` in `TASKS` under its name, with its description as help."""
+    return TASKS.register(task.name, task.description)(task)
 
 
 def _chained_problems(seed: int, count: int) -> list[TaskProblem]:
@@ -75,8 +86,8 @@ def _load_default() -> LanguageModel:
     return LanguageModel.load()
 
 
-TASKS: dict[str, Task] = {
-    "chained_arithmetic": Task(
+register_task(
+    Task(
         name="chained_arithmetic",
         description="chained +, -, * on integers; the in-repo organism (default task)",
         make_problems=_chained_problems,
@@ -87,8 +98,10 @@ TASKS: dict[str, Task] = {
             max_steps=8,  # six operations and the answer line
             sampling=SamplingParams(temperature=1.0),
         ),
-    ),
-    "word_arithmetic": Task(
+    )
+)
+register_task(
+    Task(
         name="word_arithmetic",
         description="two-step word problems in the chat template; SmolLM2-135M-Instruct",
         make_problems=_word_problems,
@@ -100,13 +113,11 @@ TASKS: dict[str, Task] = {
             sampling=SamplingParams(temperature=0.7),
             chat=True,
         ),
-    ),
-}
+    )
+)
 DEFAULT_TASK = "chained_arithmetic"
 
 
 def get_task(name: str | None) -> Task:
-    name = name or DEFAULT_TASK
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}")
-    return TASKS[name]
+    """The registered task `name` (default `DEFAULT_TASK`)."""
+    return TASKS.get(name or DEFAULT_TASK)

@@ -9,6 +9,10 @@ hidden states read them from `Candidates.generations`.
 
 This module holds the protocol, programmatic checkers and the wrappers; model-based verifiers
 (LM judges, self-certainty, learned reward heads) build on the same protocol.
+
+`VERIFIERS` names the verifiers a sweep can build from a frozen `VerifierSpec` (name, error
+rates, softening): each registers a builder `(spec, references, lm) -> Verifier` where it is
+defined, `@VERIFIERS.register(name, help)`.
 """
 
 from __future__ import annotations
@@ -16,11 +20,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ppl.models.reasoning.answers import answers_match, check_arithmetic, extract_answer
 from ppl.models.reasoning.generations import Generations
+from ppl.registry import Registry
+
+if TYPE_CHECKING:
+    from ppl.models.lm.language_model import LanguageModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +49,37 @@ class Candidates:
 
 
 Verifier = Callable[[Candidates], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifierSpec:
+    """A registered verifier by name, made imperfect with controlled error rates (`Imperfect`,
+    then `Softened` by `epsilon`) when either rate is nonzero; `epsilon` also softens the hard
+    verdicts of the verifiers that have them, so that no particle gets weight 0."""
+
+    name: str = "arithmetic"
+    false_positive_rate: float = 0.0
+    false_negative_rate: float = 0.0
+    epsilon: float = 0.05
+
+    def build(self, references: Sequence[str], lm: LanguageModel) -> Verifier:
+        """The verifier for problems with reference answers `references` (one per prompt) and
+        the generator `lm` (which the `judge` asks)."""
+        base = VERIFIERS.get(self.name)(self, references, lm)
+        if self.false_positive_rate or self.false_negative_rate:
+            imperfect = Imperfect(base, self.false_positive_rate, self.false_negative_rate)
+            return Softened(imperfect, self.epsilon)
+        return base
+
+    def label(self) -> str:
+        if self.false_positive_rate or self.false_negative_rate:
+            rates = f"fp={self.false_positive_rate},fn={self.false_negative_rate}"
+            return f"{self.name}({rates})"
+        return self.name
+
+
+VerifierBuilder = Callable[[VerifierSpec, Sequence[str], "LanguageModel"], Verifier]
+VERIFIERS: Registry[VerifierBuilder] = Registry("verifier")
 
 
 def _as_rewards(values: Sequence[float] | np.ndarray, count: int, name: str) -> np.ndarray:
@@ -69,6 +109,11 @@ class ArithmeticSteps:
         return np.asarray(rewards)
 
 
+@VERIFIERS.register("arithmetic", "checks every 'a op b = c' claim of the latest step exactly")
+def _arithmetic(spec: VerifierSpec, references: Sequence[str], lm: LanguageModel) -> Verifier:
+    return ArithmeticSteps(spec.epsilon)
+
+
 @dataclasses.dataclass(frozen=True)
 class OutcomeCorrect:
     """An outcome checker against reference answers (one per prompt): 1 for a finished
@@ -88,6 +133,11 @@ class OutcomeCorrect:
                 continue
             rewards.append(float(answers_match(extract_answer(text), self.references[group])))
         return np.asarray(rewards)
+
+
+@VERIFIERS.register("outcome", "1 if a finished generation's answer matches the reference")
+def _outcome(spec: VerifierSpec, references: Sequence[str], lm: LanguageModel) -> Verifier:
+    return OutcomeCorrect(tuple(references))
 
 
 @dataclasses.dataclass(frozen=True)

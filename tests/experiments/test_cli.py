@@ -68,3 +68,17 @@ def test_steer_sweep_writes_jsonl(tiny_gguf, tmp_path, capsys):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["method"] for r in lines) == ["masked", "smc"]
     assert "short-words" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("task", "constraint"), [("lipogram", "forbidden:aeiouAEIOU"), ("intersection", "grammar:json")]
+)
+def test_steer_under_a_registered_constraint(tiny_gguf, capsys, task, constraint):
+    argv = ["steer", "--model", str(tiny_gguf), "--task", task, "--constraint", constraint]
+    assert main([*argv, "--particles", "4", "--show", "4"]) == 0
+    out = capsys.readouterr().out
+    assert f"task {task}[{constraint}]" in out
+    samples = [line for line in out.splitlines() if " ok " in line or " NO " in line]
+    assert len(samples) == 4
+    if task == "lipogram":  # an automaton is a mask: every sample satisfies it
+        assert all(" ok " in line for line in samples)

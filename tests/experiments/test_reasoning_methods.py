@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from ppl.experiments import reasoning
+from ppl.experiments.methods import METHODS, MethodInputs
 from ppl.models.lm.sampling import SamplingParams
 from ppl.models.lm.tiny import alphabet_language_model
 from ppl.models.reasoning.ssm import StepSettings
@@ -29,25 +29,8 @@ def a_fraction(candidates):
 
 def run(method, budget, prompts=("ab", "ba")):
     key = jax.random.key(7)
-    if method == "pf":
-        return reasoning.particle_filtering(
-            key, language_model(), prompts, a_fraction, budget, settings=SETTINGS
-        )
-    if method == "pg":
-        return reasoning.particle_gibbs(
-            key, language_model(), prompts, a_fraction, budget, settings=SETTINGS
-        )
-    if method == "pgpt":
-        return reasoning.particle_gibbs_tempering(
-            key, language_model(), prompts, a_fraction, budget, settings=SETTINGS
-        )
-    if method in ("beam", "dvts"):
-        return reasoning.tree_search(
-            method, key, language_model(), prompts, a_fraction, budget, settings=SETTINGS
-        )
-    return reasoning.independent_samples(
-        method, key, language_model(), prompts, a_fraction, budget, settings=SETTINGS
-    )
+    inputs = MethodInputs(language_model(), prompts, a_fraction, budget, settings=SETTINGS)
+    return METHODS.get(method)(key, inputs)
 
 
 @pytest.mark.parametrize("method", ["pf", "pg", "pgpt", "bon", "wbon", "sc", "bom", "beam", "dvts"])
@@ -73,8 +56,8 @@ def test_particle_filtering_concentrates_on_the_verifier_preferred_text():
     'a' than independent samples at the same budget."""
     lm, prompts, key = language_model(), ["ab"] * 16, jax.random.key(3)
     sharp = lambda c: a_fraction(c) ** 4  # noqa: E731
-    pf = reasoning.particle_filtering(key, lm, prompts, sharp, 8, settings=SETTINGS)
-    sc = reasoning.independent_samples("sc", key, lm, prompts, sharp, 8, settings=SETTINGS)
+    pf = METHODS.get("pf")(key, MethodInputs(lm, prompts, sharp, 8, settings=SETTINGS))
+    sc = METHODS.get("sc")(key, MethodInputs(lm, prompts, sharp, 8, settings=SETTINGS))
 
     def fraction(text):
         return text.count("a") / max(1, len(text))
@@ -87,6 +70,6 @@ def test_particle_filtering_concentrates_on_the_verifier_preferred_text():
 
 def test_unknown_method_is_named():
     with pytest.raises(ValueError, match="unknown method"):
-        reasoning.independent_samples(
-            "dvts", jax.random.key(0), language_model(), ["a"], a_fraction, 2
+        METHODS.get("magic")(
+            jax.random.key(0), MethodInputs(language_model(), ["a"], a_fraction, 2)
         )

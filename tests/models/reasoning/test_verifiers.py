@@ -86,3 +86,19 @@ def test_bad_outputs_and_rates_are_named():
         Imperfect(lambda c: c, false_positive_rate=1.5)
     nan = call_verifier(lambda c: np.asarray([np.nan]), candidates(["a"]))
     assert np.isnan(nan[0])
+
+
+def test_registered_verifiers_build_from_a_spec():
+    from ppl.models.reasoning import judge, self_certainty  # noqa: F401  (register theirs)
+    from ppl.models.reasoning.self_certainty import SelfCertainty
+    from ppl.models.reasoning.verifiers import VERIFIERS, VerifierSpec
+
+    assert set(VERIFIERS) == {"arithmetic", "outcome", "self_certainty", "judge"}
+    assert VerifierSpec("arithmetic", epsilon=0.1).build(["1"], None) == ArithmeticSteps(0.1)
+    assert VerifierSpec("outcome").build(["4", "5"], None) == OutcomeCorrect(("4", "5"))
+    assert VerifierSpec("self_certainty").build([], None) == SelfCertainty()
+    imperfect = VerifierSpec("outcome", false_positive_rate=0.2, epsilon=0.1).build(["4"], None)
+    assert imperfect == Softened(Imperfect(OutcomeCorrect(("4",)), 0.2, 0.0), 0.1)
+    assert VerifierSpec("outcome", false_negative_rate=0.1).label() == "outcome(fp=0.0,fn=0.1)"
+    with pytest.raises(ValueError, match="unknown verifier 'oracle'; choose from arithmetic"):
+        VerifierSpec("oracle").build([], None)
