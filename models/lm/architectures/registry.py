@@ -1,4 +1,5 @@
-"""The registry of LM architectures: `register(name)`, `get(name)`, `names()`.
+"""The registry of LM architectures, a `ppl.registry.Registry`: `register(name)`, `get(name)`,
+`names()`.
 
 Keyed by the name a checkpoint gives its architecture: GGUF's `general.architecture` and
 the `model_type` of a Hugging Face config.json (the same string for every architecture here).
@@ -10,20 +11,22 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ppl.models.lm.architectures.base import Architecture
+from ppl.registry import Registry
 
 A = TypeVar("A", bound=Architecture)
-_ARCHITECTURES: dict[str, Architecture] = {}
+ARCHITECTURES = Registry[Architecture]("architecture")
 
 
 def register(name: str) -> Callable[[A], A]:
     """`register("llama")(Llama())` adds an architecture under `name` and returns it."""
 
     def add(architecture: A) -> A:
-        if name in _ARCHITECTURES:
+        if name in ARCHITECTURES:
             raise ValueError(f"architecture {name!r} is registered twice")
         if architecture.name != name:
             raise ValueError(f"architecture {architecture.name!r} registered as {name!r}")
-        _ARCHITECTURES[name] = architecture
+        summary = (type(architecture).__doc__ or name).strip().splitlines()[0]
+        ARCHITECTURES.register(name, summary)(architecture)
         return architecture
 
     return add
@@ -31,11 +34,11 @@ def register(name: str) -> Callable[[A], A]:
 
 def get(name: str) -> Architecture:
     """The architecture registered as `name`; a ValueError listing the registered ones."""
-    if name not in _ARCHITECTURES:
+    if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; supported: {', '.join(names())}")
-    return _ARCHITECTURES[name]
+    return ARCHITECTURES.get(name)
 
 
 def names() -> tuple[str, ...]:
     """The registered architectures, sorted."""
-    return tuple(sorted(_ARCHITECTURES))
+    return tuple(sorted(ARCHITECTURES.names()))

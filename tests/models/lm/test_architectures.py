@@ -102,9 +102,12 @@ def test_sliding_windows_cap_the_context(
 
 
 @pytest.fixture
-def scratch_registry(monkeypatch):
+def scratch_registry():
     """Registrations made in a test are dropped after it."""
-    monkeypatch.setattr(registry, "_ARCHITECTURES", dict(registry._ARCHITECTURES))
+    before = set(registry.ARCHITECTURES.names())
+    yield
+    for name in set(registry.ARCHITECTURES.names()) - before:
+        registry.ARCHITECTURES.unregister(name)
 
 
 def test_a_new_architecture_is_one_class_and_one_registration(scratch_registry, tiny_lm, tmp_path):
