@@ -187,7 +187,7 @@ def _num_steps_of(path: Particles) -> int:
     return lengths.pop()
 
 
-def conditional_smc(
+def run(
     rng_key: jax.Array,
     model: FeynmanKac,
     reference: Particles,

@@ -34,7 +34,8 @@ import numpy as np
 from ppl.feynman_kac import FeynmanKac, Particles
 from ppl.potentials import temper_model as temper
 from ppl.progress import scan_with_progress
-from ppl.samplers.conditional_smc import TransitionLogDensity, conditional_smc
+from ppl.samplers import conditional_smc
+from ppl.samplers.conditional_smc import TransitionLogDensity
 from ppl.samplers.particle_gibbs import initial_path
 
 
@@ -114,7 +115,7 @@ def _sweep(
 ) -> Particles:
     """One conditional-SMC sweep of the chain at inverse temperature `beta`: its new path."""
     tempered = temper(model, beta)
-    return conditional_smc(
+    return conditional_smc.run(
         key, tempered, reference, num_particles, num_steps, transition_log_density
     ).path
 

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 
 from ppl.feynman_kac import FeynmanKac, Particles
 from ppl.progress import scan_with_progress
-from ppl.samplers import smc
-from ppl.samplers.conditional_smc import TransitionLogDensity, conditional_smc
+from ppl.samplers import conditional_smc, smc
+from ppl.samplers.conditional_smc import TransitionLogDensity
 from ppl.samplers.genealogy import trajectories
 
 
@@ -70,7 +70,7 @@ def init(
         initial_reference = initial_path(rng_key, model, num_particles, num_steps)
 
     def update(reference: Particles) -> Particles:
-        return conditional_smc(
+        return conditional_smc.run(
             rng_key, model, reference, num_particles, num_steps, transition_log_density
         ).path
 
@@ -90,7 +90,7 @@ def step(
 ) -> tuple[ParticleGibbsState, ParticleGibbsInfo]:
     """One particle-Gibbs update: a conditional SMC sweep around the reference and a new path
     from its genealogy."""
-    result = conditional_smc(
+    result = conditional_smc.run(
         rng_key, model, state.reference, num_particles, num_steps, transition_log_density
     )
     info = ParticleGibbsInfo(result.final_index, result.ess, result.num_nan)

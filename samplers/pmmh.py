@@ -206,7 +206,7 @@ def step(
     return new_state, PMMHInfo(accepted, proposed, proposed_log_lik)
 
 
-def pmmh(
+def run(
     rng_key: jax.Array,
     initial_position: ArrayLike,
     log_prior: LogPrior,

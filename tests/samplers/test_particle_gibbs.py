@@ -135,7 +135,7 @@ def test_reference_is_kept_and_runs_are_reproducible(ancestor_sampling, referenc
     model, states, ys, _, _ = problem()
     density = gaussian_transition(model) if ancestor_sampling else None
     run = functools.partial(
-        csmc.conditional_smc,
+        csmc.run,
         model=bootstrap(model, ys),
         reference=states,
         num_particles=NUM_PARTICLES,
@@ -198,10 +198,10 @@ def test_bad_arguments_are_named():
     fk = bootstrap(model, ys)
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="num_particles >= 2"):
-        csmc.conditional_smc(key, fk, states, 1, NUM_STEPS)
+        csmc.run(key, fk, states, 1, NUM_STEPS)
     with pytest.raises(ValueError, match="reference has 8 time steps, expected 6"):
-        csmc.conditional_smc(key, fk, states, 4, 6)
+        csmc.run(key, fk, states, 4, 6)
     with pytest.raises(ValueError, match="reference_index"):
-        csmc.conditional_smc(key, fk, states, 4, NUM_STEPS, reference_index=4)
+        csmc.run(key, fk, states, 4, NUM_STEPS, reference_index=4)
     with pytest.raises(ValueError, match="num_iterations"):
         particle_gibbs.run(key, fk, 4, NUM_STEPS, 0, initial_reference=states)

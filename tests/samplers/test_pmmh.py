@@ -82,7 +82,7 @@ def grid_moments(observation_variance: float = 1.0) -> tuple[float, float]:
 
 
 def run_chain(key: jax.Array, num_iterations: int, step_size=STEP_SIZE, model=model_fn):
-    return pm.pmmh(
+    return pm.run(
         key,
         jnp.zeros(1),
         log_prior,
@@ -238,8 +238,8 @@ def test_proposal_scales():
     with pytest.raises(ValueError, match="step_size"):
         proposal(jnp.ones(3))
     with pytest.raises(ValueError, match="flat"):
-        pm.pmmh(key, jnp.zeros((1, 1)), log_prior, model_fn, 10, 4, NUM_STEPS, 0.1)
+        pm.run(key, jnp.zeros((1, 1)), log_prior, model_fn, 10, 4, NUM_STEPS, 0.1)
     with pytest.raises(ValueError, match="num_iterations"):
-        pm.pmmh(key, jnp.zeros(1), log_prior, model_fn, 0, 4, NUM_STEPS, 0.1)
+        pm.run(key, jnp.zeros(1), log_prior, model_fn, 0, 4, NUM_STEPS, 0.1)
     with pytest.raises(ValueError, match="ess_threshold"):
-        pm.pmmh(key, jnp.zeros(1), log_prior, model_fn, 10, 4, NUM_STEPS, 0.1, ess_threshold=2)
+        pm.run(key, jnp.zeros(1), log_prior, model_fn, 10, 4, NUM_STEPS, 0.1, ess_threshold=2)
