@@ -371,7 +371,8 @@ def nuts_one(
         logdensity = task.logdensity_fn(problem)
         init_key, warm_key, sample_key = jax.random.split(key, 3)
         start = problem.prior.sample(init_key, 1)[0]
-        state, parameters = mcmc.warmup(warm_key, logdensity, start, num_steps=num_warmup)
+        settings = mcmc.MCMCSettings(num_warmup=num_warmup)
+        state, parameters = mcmc.warmup(warm_key, logdensity, start, settings)
         kernel = blackjax.nuts(
             logdensity, parameters["step_size"], parameters["inverse_mass_matrix"]
         )

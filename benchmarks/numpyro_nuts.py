@@ -11,8 +11,9 @@ samplers get the same model, data, chains, warm-up and draws, target acceptance 
 mass matrix, Stan's windowed adaptation, init_to_uniform starting points, maximum tree depth 10,
 and run their chains one after another:
 
-- ppl-jax: `ppl.experiments.bayes.run_mcmc(..., chain_method="sequential")`: the whole call,
-  which also builds the `InferenceData` (with pointwise log likelihood) and checks convergence;
+- ppl-jax: `ppl.experiments.bayes.run_mcmc(..., MCMCSettings(chain_method="sequential"))`: the
+  whole call, which also builds the `InferenceData` (with pointwise log likelihood) and checks
+  convergence;
 - NumPyro: `MCMC(NUTS(model, target_accept_prob=0.8), ..., chain_method="sequential")`;
 - BlackJAX: `blackjax.window_adaptation(blackjax.nuts, logdensity_fn)` and a `lax.scan` of
   `blackjax.nuts(...).step`, each under one `jax.jit` made once per model and reused for every
@@ -22,8 +23,9 @@ and run their chains one after another:
 Each sampler runs twice with different seeds: `first` (compilation included) and `warm` (compiled
 functions reused where the library allows: NumPyro's second `.run` on the same `MCMC` object; the
 BlackJAX functions above; ppl-jax's `run_mcmc` again on the same `NumPyroModel`, whose compiled
-warm-up and sampling programs `ppl.samplers.mcmc` caches per log density). The JAX compile
-time inside each run is measured too (jax.monitoring), to show what "warm" still compiles: e.g.
+warm-up and sampling programs `ppl.samplers.mcmc` keeps per log density and settings for as
+long as the model exists, `ppl.samplers.programs`). The JAX compile time inside each run is
+measured too (jax.monitoring), to show what "warm" still compiles: e.g.
 NumPyro 0.22 under JAX 0.10 with `progress_bar=False` re-traces and recompiles its sampling loop
 (`fori_collect`) for every chain of every `.run` (the freshly wrapped `jit(_body_fn)` it passes
 as a static argument never hits the cache), and NumPyro's `initialize_model` over a batch of
@@ -66,7 +68,7 @@ from numpyro.infer import MCMC, NUTS
 from numpyro.infer.util import initialize_model
 
 from ppl.bridge_sampling import log_evidence as bridge_log_evidence
-from ppl.experiments.bayes import run_mcmc, run_tempered_smc
+from ppl.experiments.bayes import MCMCSettings, run_mcmc, run_tempered_smc
 from ppl.inference_data import constrained_draws
 from ppl.models.bayes.conjugate import conjugate_problems
 from ppl.models.bayes.posteriordb import POSTERIOR_NAMES, load_posterior
@@ -220,12 +222,14 @@ def run_ppl_jax(
         fit = run_mcmc(
             run_key,
             model,
-            kernel="nuts",
+            MCMCSettings(
+                kernel="nuts",
+                num_warmup=args.warmup,
+                num_samples=args.samples,
+                chain_method="sequential",
+                target_acceptance_rate=TARGET_ACCEPTANCE,
+            ),
             num_chains=args.chains,
-            num_warmup=args.warmup,
-            num_samples=args.samples,
-            chain_method="sequential",
-            target_acceptance_rate=TARGET_ACCEPTANCE,
             progress=False,
             warn=False,
         )

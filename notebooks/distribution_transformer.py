@@ -632,9 +632,8 @@ print("initial positions:\n", np.round(np.asarray(initial_positions), 3))
 chains = mcmc.run(
     jax.random.key(12),
     ring_logdensity,
-    initial_positions=initial_positions,
-    num_warmup=NUM_WARMUP,
-    num_samples=NUM_MCMC_SAMPLES,
+    initial_positions,
+    mcmc.MCMCSettings(num_warmup=NUM_WARMUP, num_samples=NUM_MCMC_SAMPLES),
     progress=False,
 )
 draws = np.asarray(chains.positions).reshape(-1, 2)

@@ -58,7 +58,7 @@ from numpyro.infer import MCMC, NUTS
 from numpyro.infer.util import log_density as numpyro_log_density
 from scipy import stats
 
-from ppl.experiments.bayes import run_mcmc, run_tempered_smc
+from ppl.experiments.bayes import MCMCSettings, run_mcmc, run_tempered_smc
 from ppl.experiments.plots import show_figure
 from ppl.mcmc_diagnostics import ConvergenceWarning
 from ppl.models.bayes import load_posterior, load_reference_draws, stan_names
@@ -167,10 +167,8 @@ print(f"log p(z, y) here {float(ours0):.4f}, in ppl.models.bayes {float(library0
 fit = run_mcmc(
     jax.random.key(1),
     model,
-    kernel="nuts",
+    MCMCSettings(kernel="nuts", num_warmup=NUM_WARMUP, num_samples=NUM_SAMPLES),
     num_chains=NUM_CHAINS,
-    num_warmup=NUM_WARMUP,
-    num_samples=NUM_SAMPLES,
     progress=PROGRESS,
 )
 idata = fit.inference_data
@@ -192,7 +190,8 @@ print(az.summary(idata, var_names=["mu", "tau", "theta"]).to_string())
 # %% [markdown]
 # At full size a handful of the 4000 transitions diverge at the default target acceptance 0.8
 # (the remnant of the funnel at small τ), which raises a `ConvergenceWarning`;
-# `run_mcmc(..., target_acceptance_rate=0.9)` takes smaller steps and leaves none here.
+# `run_mcmc(..., MCMCSettings(target_acceptance_rate=0.9))` takes smaller steps and leaves none
+# here.
 #
 # The trace of μ and τ, one line per chain: the chains should overlap and look like noise. The
 # energy plot compares the marginal energy distribution with the distribution of the energy
@@ -514,10 +513,8 @@ for kernel in ["hmc", "mala"]:
     kernel_fits[kernel] = run_mcmc(
         jax.random.key(3),
         model,
-        kernel=kernel,
+        MCMCSettings(kernel=kernel, num_warmup=NUM_WARMUP, num_samples=NUM_SAMPLES),
         num_chains=NUM_CHAINS,
-        num_warmup=NUM_WARMUP,
-        num_samples=NUM_SAMPLES,
         progress=PROGRESS,
     )
 rows = {}

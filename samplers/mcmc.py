@@ -4,7 +4,7 @@ Warm-up: NUTS and HMC use BlackJAX's `window_adaptation` (Stan's windowed adapta
 step size by dual averaging and of a diagonal inverse mass matrix); MALA has no mass matrix in
 BlackJAX, so only its step size is adapted, by dual averaging toward acceptance 0.574.
 
-Chains run in one of three ways (`chain_method`):
+Chains run in one of three ways (`MCMCSettings.chain_method`):
 - ``"vectorized"``: `vmap` over chains. Right for fixed-length kernels (HMC, MALA), where every
   chain does the same work per step.
 - ``"sequential"``: one compiled program reused chain after chain. Right for NUTS on one device:
@@ -15,15 +15,18 @@ Chains run in one of three ways (`chain_method`):
 ``"auto"`` picks parallel when there are several devices and the chains divide among them,
 else sequential for NUTS and vectorized for the others.
 
-Sampling runs in compiled chunks behind a tqdm bar (`ppl.progress`-style); results do not depend
-on the chunk size. All randomness comes from `rng_key`.
+The settings are one frozen `MCMCSettings`, passed whole to `run` and `warmup`. Sampling runs
+in compiled chunks behind a tqdm bar (`ppl.progress`-style); results do not depend on the chunk
+size. The compiled warm-up and chunk programs are kept per (log density, settings) for as long
+as the log density exists (`ppl.samplers.programs`), so a second run compiles nothing. All
+randomness comes from `rng_key`.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
 import blackjax
@@ -35,10 +38,47 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, PartitionSpec
 from tqdm.auto import tqdm
 
+from ppl.samplers.programs import ProgramCache
+
 Kernel = Literal["nuts", "hmc", "mala"]
 ChainMethod = Literal["auto", "vectorized", "sequential", "parallel"]
 KERNELS: tuple[str, ...] = ("nuts", "hmc", "mala")
+CHAIN_METHODS: tuple[str, ...] = ("auto", "vectorized", "sequential", "parallel")
 DEFAULT_TARGET_ACCEPTANCE = {"nuts": 0.8, "hmc": 0.8, "mala": 0.574}
+
+
+@dataclass(frozen=True)
+class MCMCSettings:
+    """What to run; passed whole to `run` and `warmup` (and hashable, so it keys the compiled
+    programs).
+
+    kernel: ``"nuts"``, ``"hmc"`` or ``"mala"``.
+    num_warmup / num_samples: adaptation steps and draws per chain (0 warm-up steps: step
+        size 0.1, unit mass matrix).
+    chain_method: how chains share the hardware (module docstring).
+    target_acceptance_rate: of the step-size adaptation (None: 0.8 for NUTS/HMC, 0.574 MALA).
+    num_integration_steps: HMC's leapfrog steps per draw.
+    """
+
+    kernel: Kernel = "nuts"
+    num_warmup: int = 1000
+    num_samples: int = 1000
+    chain_method: ChainMethod = "auto"
+    target_acceptance_rate: float | None = None
+    num_integration_steps: int = 16
+
+    def __post_init__(self) -> None:
+        if self.kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {self.kernel!r}; choose one of {KERNELS}")
+        if self.chain_method not in CHAIN_METHODS:
+            raise ValueError(
+                f"unknown chain_method {self.chain_method!r}; choose one of {CHAIN_METHODS}"
+            )
+        if self.num_samples < 1 or self.num_warmup < 0:
+            raise ValueError(
+                f"need num_samples >= 1 and num_warmup >= 0, got {self.num_samples}, "
+                f"{self.num_warmup}"
+            )
 
 
 class MCMCSamples(NamedTuple):
@@ -103,19 +143,17 @@ def warmup(
     rng_key: jax.Array,
     logdensity_fn: Callable,
     position: Any,
-    *,
-    kernel: Kernel = "nuts",
-    num_steps: int = 1000,
-    target_acceptance_rate: float | None = None,
-    num_integration_steps: int = 16,
+    settings: MCMCSettings = MCMCSettings(),
 ) -> tuple[Any, dict[str, jax.Array]]:
-    """Adapt one chain from `position`; returns its last state and the tuned parameters.
+    """Adapt one chain from `position` for `settings.num_warmup` steps; returns its last state
+    and the tuned parameters.
 
     Parameters: ``step_size`` and ``inverse_mass_matrix`` (a flat diagonal; ones for MALA).
-    With `num_steps=0` nothing is adapted: step size 0.1 and a unit mass matrix.
+    With `num_warmup=0` nothing is adapted: step size 0.1 and a unit mass matrix.
     Traceable, so it can be vmapped over chains.
     """
-    target = target_acceptance_rate or DEFAULT_TARGET_ACCEPTANCE[kernel]
+    kernel, num_steps = settings.kernel, settings.num_warmup
+    target = settings.target_acceptance_rate or DEFAULT_TARGET_ACCEPTANCE[kernel]
     algorithm = _algorithm(kernel)
     dimension = ravel_pytree(position)[0].shape[0]
     if num_steps == 0:  # no adaptation: start where told, with step size 0.1 and unit mass
@@ -125,7 +163,7 @@ def warmup(
         }
     if kernel == "mala":
         return _mala_warmup(rng_key, logdensity_fn, position, num_steps, target, dimension)
-    extra = {"num_integration_steps": num_integration_steps} if kernel == "hmc" else {}
+    extra = {"num_integration_steps": settings.num_integration_steps} if kernel == "hmc" else {}
     adaptation = blackjax.window_adaptation(
         algorithm, logdensity_fn, target_acceptance_rate=target, **extra
     )
@@ -162,9 +200,7 @@ def _mala_warmup(
     }
 
 
-def _resolve_chain_method(method: ChainMethod, kernel: str, num_chains: int) -> str:
-    if method not in ("auto", "vectorized", "sequential", "parallel"):
-        raise ValueError(f"unknown chain_method {method!r}")
+def _resolve_chain_method(method: ChainMethod, kernel: str, num_chains: int) -> ChainMethod:
     devices = jax.local_device_count()
     if method == "parallel" and num_chains % devices:
         raise ValueError(
@@ -178,30 +214,14 @@ def _resolve_chain_method(method: ChainMethod, kernel: str, num_chains: int) -> 
     return "sequential" if kernel == "nuts" else "vectorized"
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled(
-    logdensity_fn: Callable,
-    kernel: str,
-    num_warmup: int,
-    target_acceptance_rate: float | None,
-    num_integration_steps: int,
-    parallel: bool,
-    single: bool,
-) -> tuple[Callable, Callable]:
-    """Jitted (warm-up, sampling chunk) over a batch of chains, cached so that a second run
-    on the same log density reuses the compiled programs."""
-    step = _make_step(kernel, logdensity_fn, num_integration_steps)
+def _programs(functions: tuple[Callable], settings: MCMCSettings) -> tuple[Callable, Callable]:
+    """Jitted (warm-up, sampling chunk) over a batch of chains, laid out by the resolved
+    `settings.chain_method`."""
+    (logdensity_fn,) = functions
+    step = _make_step(settings.kernel, logdensity_fn, settings.num_integration_steps)
 
     def warm(key, position):
-        return warmup(
-            key,
-            logdensity_fn,
-            position,
-            kernel=kernel,  # type: ignore[arg-type]
-            num_steps=num_warmup,
-            target_acceptance_rate=target_acceptance_rate,
-            num_integration_steps=num_integration_steps,
-        )
+        return warmup(key, logdensity_fn, position, settings)
 
     def chunk_one_chain(state, params, chain_keys):
         """Advance one chain through `chain_keys` [length]."""
@@ -217,7 +237,7 @@ def _compiled(
         return jax.vmap(chunk_one_chain)(states, parameters, keys)
 
     batched_warm = jax.vmap(warm)
-    if single:
+    if settings.chain_method == "sequential":
         # One chain per call, not vmapped: a batched NUTS while_loop carries select ops for
         # every step even with a batch of one, which costs up to ~2x on CPU.
         def first(tree):
@@ -234,7 +254,7 @@ def _compiled(
             return add_axis(one)
 
         return jax.jit(single_warm), jax.jit(single_chunk)
-    if parallel:
+    if settings.chain_method == "parallel":
         mesh = Mesh(np.asarray(jax.local_devices()), ("chains",))
         spec = PartitionSpec("chains")
         # Each device runs its chains on its own (no collectives), so skip the replication check.
@@ -245,45 +265,36 @@ def _compiled(
     return jax.jit(batched_warm), jax.jit(chunk)
 
 
+# The compiled programs per (log density, settings), alive while the log density is.
+_PROGRAMS = ProgramCache(_programs)
+
+
 def run(
     rng_key: jax.Array,
     logdensity_fn: Callable,
     initial_positions: Any,
+    settings: MCMCSettings = MCMCSettings(),
     *,
-    kernel: Kernel = "nuts",
-    num_warmup: int = 1000,
-    num_samples: int = 1000,
-    chain_method: ChainMethod = "auto",
-    target_acceptance_rate: float | None = None,
-    num_integration_steps: int = 16,
     progress: bool = True,
     chunk_size: int = 250,
 ) -> MCMCSamples:
     """Warm up and sample `num_chains` chains, one per row of `initial_positions`.
 
     `initial_positions` is a pytree whose leaves have a leading chain axis. Each chain gets its
-    own warm-up (its own step size and mass matrix), as in Stan and NumPyro.
+    own warm-up (its own step size and mass matrix), as in Stan and NumPyro. Repeated runs on
+    the same log density and settings reuse the compiled programs (`ppl.samplers.programs`).
     """
-    _algorithm(kernel)  # validates the name
     leaves = jax.tree.leaves(initial_positions)
     if not leaves:
         raise ValueError("initial_positions is empty")
     num_chains = leaves[0].shape[0]
     if any(leaf.shape[:1] != (num_chains,) for leaf in leaves):
         raise ValueError("every leaf of initial_positions needs the same leading chain axis")
-    if num_samples < 1 or num_warmup < 0:
-        raise ValueError(
-            f"need num_samples >= 1 and num_warmup >= 0, got {num_samples}, {num_warmup}"
-        )
-    method = _resolve_chain_method(chain_method, kernel, num_chains)
-    warm_compiled, chunk_compiled = _compiled(
-        logdensity_fn,
-        kernel,
-        num_warmup,
-        target_acceptance_rate,
-        num_integration_steps,
-        method == "parallel",
-        method == "sequential",
+    kernel, num_warmup, num_samples = settings.kernel, settings.num_warmup, settings.num_samples
+    method = _resolve_chain_method(settings.chain_method, kernel, num_chains)
+    # The programs run any number of draws (in chunks): one pair for every num_samples.
+    warm_compiled, chunk_compiled = _PROGRAMS.get(
+        (logdensity_fn,), replace(settings, num_samples=1, chain_method=method)
     )
     warmup_key, sample_key = jax.random.split(rng_key)
     warmup_keys = jax.random.split(warmup_key, num_chains)

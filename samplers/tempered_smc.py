@@ -17,15 +17,19 @@ length P instead of the last state of N chains (Dau & Chopin 2022, BlackJAX's
 `waste_free_smc`). After β reaches 1 a last resample-and-move at β = 1 leaves the
 particles equally weighted (its evidence increment is exactly 0).
 
-The loop runs on the host, one compiled iteration at a time, so a tqdm bar shows β; if β has
-not reached 1 after `max_iterations`, `TemperingStalledError` says where it stalled.
+The settings are one frozen `TemperedSMCSettings`, passed whole. The loop runs on the host,
+one compiled iteration at a time, so a tqdm bar shows β; if β has not reached 1 after
+`max_iterations`, `TemperingStalledError` says where it stalled. The compiled iteration is
+kept per (log prior, log likelihood, settings) for as long as the two functions exist
+(`ppl.samplers.programs`), so repeated runs on one model compile once.
 """
 
 from __future__ import annotations
 
-import functools
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import blackjax
@@ -40,12 +44,51 @@ from blackjax.smc.waste_free import waste_free_smc
 from jax.flatten_util import ravel_pytree
 from tqdm.auto import tqdm
 
+from ppl.samplers.programs import ProgramCache
+
 RESAMPLERS: dict[str, Callable] = {
     "systematic": blackjax_resampling.systematic,
     "stratified": blackjax_resampling.stratified,
     "multinomial": blackjax_resampling.multinomial,
     "residual": blackjax_resampling.residual,
 }
+
+
+@dataclass(frozen=True)
+class TemperedSMCSettings:
+    """How to temper; passed whole to `run` and `build_step` (and hashable, so it keys the
+    compiled step).
+
+    target_ess: ESS fraction each new β keeps, in (0, 1).
+    num_mcmc_steps / num_integration_steps: HMC moves per iteration and leapfrog steps each.
+    initial_step_size: HMC's first step size (None: 0.5 · d^(−1/4)).
+    target_acceptance_rate: where the step size is steered between iterations.
+    waste_free: P for waste-free SMC (N/P chains of length P; P ≥ 2 dividing N), or None.
+    resampling: one of `RESAMPLERS`.
+    dense_mass_matrix: full weighted particle covariance as HMC's inverse mass matrix rather
+        than its diagonal (None: dense when d ≤ N/10); matters for correlated posteriors.
+    max_iterations: tempering iterations before `TemperingStalledError`.
+    """
+
+    target_ess: float = 0.5
+    num_mcmc_steps: int = 10
+    num_integration_steps: int = 8
+    initial_step_size: float | None = None
+    target_acceptance_rate: float = 0.65
+    waste_free: int | None = None
+    resampling: str = "systematic"
+    dense_mass_matrix: bool | None = None
+    max_iterations: int = 500
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.target_ess < 1.0:
+            raise ValueError(f"target_ess must be in (0, 1), got {self.target_ess}")
+        if self.resampling not in RESAMPLERS:
+            raise ValueError(
+                f"unknown resampling {self.resampling!r}; choose one of {sorted(RESAMPLERS)}"
+            )
+        if self.waste_free is not None and self.waste_free < 2:
+            raise ValueError(f"waste_free={self.waste_free} must be >= 2 and divide N")
 
 
 class State(NamedTuple):
@@ -113,60 +156,64 @@ def init(particles: Any, step_size: float) -> State:
     )
 
 
+def _check_waste_free(settings: TemperedSMCSettings, num_particles: int) -> None:
+    if settings.waste_free is not None and num_particles % settings.waste_free:
+        raise ValueError(
+            f"waste_free={settings.waste_free} must be >= 2 and divide "
+            f"num_particles={num_particles}"
+        )
+
+
 def build_step(
-    log_prior_fn: Callable,
-    log_likelihood_fn: Callable,
-    *,
-    num_particles: int,
-    target_ess: float = 0.5,
-    num_mcmc_steps: int = 10,
-    num_integration_steps: int = 8,
-    target_acceptance_rate: float = 0.65,
-    waste_free: int | None = None,
-    resampling: str = "systematic",
-    dense_mass_matrix: bool = True,
+    log_prior_fn: Callable, log_likelihood_fn: Callable, settings: TemperedSMCSettings
 ) -> Callable[[jax.Array, State, bool], tuple[State, Info]]:
     """`step(rng_key, state, final)`: one adaptive tempering iteration (or, with
-    `final=True`, a resample-and-move at β = 1 that adds nothing to the evidence)."""
-    if not 0.0 < target_ess < 1.0:
-        raise ValueError(f"target_ess must be in (0, 1), got {target_ess}")
-    if resampling not in RESAMPLERS:
-        raise ValueError(f"unknown resampling {resampling!r}; choose one of {sorted(RESAMPLERS)}")
-    if waste_free is None:
-        strategy = update_and_take_last
-        steps: int | None = num_mcmc_steps
-    else:
-        if waste_free < 2 or num_particles % waste_free:
-            raise ValueError(
-                f"waste_free={waste_free} must be >= 2 and divide num_particles={num_particles}"
-            )
-        strategy = waste_free_smc(num_particles, waste_free)
-        steps = None
-    common = dict(
-        mcmc_step_fn=blackjax.hmc.build_kernel(),
-        mcmc_init_fn=blackjax.hmc.init,
-        resampling_fn=RESAMPLERS[resampling],
-        update_strategy=strategy,
-    )
-    adaptive = adaptive_tempered_kernel(
-        log_prior_fn, log_likelihood_fn, target_ess=target_ess, **common
-    )
-    fixed = blackjax.tempered_smc.build_kernel(log_prior_fn, log_likelihood_fn, **common)
+    `final=True`, a resample-and-move at β = 1 that adds nothing to the evidence).
+
+    N and d are read from `state`'s shapes when the step is traced, so one step serves every
+    population size (the waste-free strategy and the default mass-matrix form depend on them).
+    `settings.initial_step_size` and `settings.max_iterations` belong to `run`'s loop.
+    """
 
     def step(rng_key: jax.Array, state: State, final: bool = False) -> tuple[State, Info]:
+        leaves = jax.tree.leaves(state.smc.particles)
+        num_particles = leaves[0].shape[0]
+        dimension = sum(math.prod(leaf.shape[1:]) for leaf in leaves)
+        _check_waste_free(settings, num_particles)
+        if settings.waste_free is None:
+            strategy = update_and_take_last
+            steps: int | None = settings.num_mcmc_steps
+        else:
+            strategy = waste_free_smc(num_particles, settings.waste_free)
+            steps = None
+        common = dict(
+            mcmc_step_fn=blackjax.hmc.build_kernel(),
+            mcmc_init_fn=blackjax.hmc.init,
+            resampling_fn=RESAMPLERS[settings.resampling],
+            update_strategy=strategy,
+        )
+        dense = (
+            dimension <= num_particles // 10
+            if settings.dense_mass_matrix is None
+            else settings.dense_mass_matrix
+        )
         parameters = {
             "step_size": state.step_size[None],
             "inverse_mass_matrix": _inverse_mass_matrix(
-                state.smc.particles, state.smc.weights, dense_mass_matrix
+                state.smc.particles, state.smc.weights, dense
             )[None],
-            "num_integration_steps": jnp.array([num_integration_steps]),
+            "num_integration_steps": jnp.array([settings.num_integration_steps]),
         }
         if final:
+            fixed = blackjax.tempered_smc.build_kernel(log_prior_fn, log_likelihood_fn, **common)
             smc_state, info = fixed(rng_key, state.smc, steps, 1.0, parameters)
         else:
+            adaptive = adaptive_tempered_kernel(
+                log_prior_fn, log_likelihood_fn, target_ess=settings.target_ess, **common
+            )
             smc_state, info = adaptive(rng_key, state.smc, steps, parameters)
         acceptance = jnp.mean(info.update_info.acceptance_rate)
-        new_step_size = state.step_size * jnp.exp(acceptance - target_acceptance_rate)
+        new_step_size = state.step_size * jnp.exp(acceptance - settings.target_acceptance_rate)
         increment = jnp.where(final, 0.0, info.log_likelihood_increment)
         new_state = State(smc_state, state.log_evidence + increment, new_step_size)
         ess = 1.0 / jnp.sum(smc_state.weights**2) / smc_state.weights.shape[0]
@@ -177,33 +224,12 @@ def build_step(
     return step
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled_step(
-    log_prior_fn: Callable,
-    log_likelihood_fn: Callable,
-    num_particles: int,
-    target_ess: float,
-    num_mcmc_steps: int,
-    num_integration_steps: int,
-    target_acceptance_rate: float,
-    waste_free: int | None,
-    resampling: str,
-    dense_mass_matrix: bool,
-) -> Callable:
-    """The jitted step, cached so that repeated runs on the same model compile once."""
-    step = build_step(
-        log_prior_fn,
-        log_likelihood_fn,
-        num_particles=num_particles,
-        target_ess=target_ess,
-        num_mcmc_steps=num_mcmc_steps,
-        num_integration_steps=num_integration_steps,
-        target_acceptance_rate=target_acceptance_rate,
-        waste_free=waste_free,
-        resampling=resampling,
-        dense_mass_matrix=dense_mass_matrix,
-    )
-    return jax.jit(step, static_argnums=2)
+def _jitted_step(functions: tuple[Callable, Callable], settings: TemperedSMCSettings) -> Callable:
+    return jax.jit(build_step(*functions, settings), static_argnums=2)
+
+
+# The jitted step per (log prior, log likelihood, settings), alive while both functions are.
+_STEPS = ProgramCache(_jitted_step)
 
 
 def run(
@@ -211,44 +237,29 @@ def run(
     log_prior_fn: Callable,
     log_likelihood_fn: Callable,
     initial_particles: Any,
+    settings: TemperedSMCSettings = TemperedSMCSettings(),
     *,
-    target_ess: float = 0.5,
-    num_mcmc_steps: int = 10,
-    num_integration_steps: int = 8,
-    initial_step_size: float | None = None,
-    target_acceptance_rate: float = 0.65,
-    waste_free: int | None = None,
-    resampling: str = "systematic",
-    dense_mass_matrix: bool | None = None,
-    max_iterations: int = 500,
     progress: bool = True,
 ) -> Result:
     """Temper `initial_particles` (prior draws, leading axis N) to the posterior.
 
-    Raises `TemperingStalledError` if β < 1 after `max_iterations` iterations.
-    `dense_mass_matrix` (default: when d ≤ N/10) uses the full weighted particle covariance as
-    HMC's inverse mass matrix instead of its diagonal, which matters for correlated posteriors.
+    Raises `TemperingStalledError` if β < 1 after `settings.max_iterations` iterations.
+    Repeated runs on the same functions and settings reuse the compiled step (see
+    `ppl.samplers.programs`).
     """
     leaves = jax.tree.leaves(initial_particles)
     if not leaves:
         raise ValueError("initial_particles is empty")
     num_particles = leaves[0].shape[0]
     dimension = sum(leaf[0].size for leaf in leaves)
-    dense = dimension <= num_particles // 10 if dense_mass_matrix is None else dense_mass_matrix
-    step = _compiled_step(
-        log_prior_fn,
-        log_likelihood_fn,
-        num_particles,
-        target_ess,
-        num_mcmc_steps,
-        num_integration_steps,
-        target_acceptance_rate,
-        waste_free,
-        resampling,
-        dense,
-    )
+    _check_waste_free(settings, num_particles)
+    # The step does not depend on the loop's settings: one program for any of them.
+    loop_free = replace(settings, initial_step_size=None, max_iterations=1)
+    step = _STEPS.get((log_prior_fn, log_likelihood_fn), loop_free)
+    initial_step_size = settings.initial_step_size
     if initial_step_size is None:
         initial_step_size = 0.5 * float(dimension) ** -0.25
+    max_iterations = settings.max_iterations
     state = init(initial_particles, initial_step_size)
     infos: list[Info] = []
     start = time.perf_counter()

@@ -29,6 +29,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 FINISH_NAMES = {0: "length", FINISH_EOS: "eos", FINISH_STOP: "stop"}
 _PAD_MULTIPLE = 16
 _CAPACITY_MULTIPLE = 64
+_STOP_AUTOMATA_KEPT = 32
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -133,7 +134,24 @@ class LanguageModel:
         return encoded
 
     def stop_automata(self, stop: Sequence[str]) -> StopAutomata:
-        return _stop_automata(self.tokenizer, tuple(stop))
+        """Automata that spot the `stop` strings in this vocabulary's tokens; the last
+        `_STOP_AUTOMATA_KEPT` built are kept on the model (they live and die with it)."""
+        key = tuple(stop)
+        built = self._stop_automata
+        if key not in built:
+            if len(built) >= _STOP_AUTOMATA_KEPT:
+                del built[next(iter(built))]  # the oldest
+            built[key] = build_stop_automata(key, self._token_bytes)
+        return built[key]
+
+    @functools.cached_property
+    def _stop_automata(self) -> dict[tuple[str, ...], StopAutomata]:
+        return {}
+
+    @functools.cached_property
+    def _token_bytes(self) -> tuple[bytes, ...]:
+        """Each token's bytes, computed once per model."""
+        return tuple(self.tokenizer.token_bytes())
 
     def cache_capacity(self, longest_prompt: int, max_new_tokens: int) -> int:
         """Cache positions for prompts of up to `longest_prompt` tokens and `max_new_tokens`
@@ -296,13 +314,3 @@ def pad_batch(token_ids: Sequence[Sequence[int]], multiple: int) -> tuple[jax.Ar
     for b, row in enumerate(token_ids):
         padded[b, : len(row)] = row
     return jnp.asarray(padded), jnp.asarray(lengths, jnp.int32)
-
-
-@functools.lru_cache(maxsize=32)
-def _stop_automata(tokenizer: Tokenizer, stop: tuple[str, ...]) -> StopAutomata:
-    return build_stop_automata(stop, _token_bytes(tokenizer))
-
-
-@functools.lru_cache(maxsize=8)
-def _token_bytes(tokenizer: Tokenizer) -> tuple[bytes, ...]:
-    return tuple(tokenizer.token_bytes())

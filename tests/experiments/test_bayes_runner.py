@@ -10,7 +10,12 @@ import jax
 import numpy as np
 import pytest
 
-from ppl.experiments.bayes import run_mcmc, run_tempered_smc
+from ppl.experiments.bayes import (
+    MCMCSettings,
+    TemperedSMCSettings,
+    run_mcmc,
+    run_tempered_smc,
+)
 from ppl.mcmc_diagnostics import ConvergenceWarning
 from ppl.models.bayes.conjugate import conjugate_problems
 from ppl.numpyro_bridge import from_numpyro
@@ -30,7 +35,11 @@ def bound(name):
 def test_nuts_moments_match_the_exact_posterior(name):
     problem, model = bound(name)
     fit = run_mcmc(
-        jax.random.key(1), model, num_chains=2, num_warmup=300, num_samples=500, progress=False
+        jax.random.key(1),
+        model,
+        MCMCSettings(num_warmup=300, num_samples=500),
+        num_chains=2,
+        progress=False,
     )
     assert fit.report.ok, fit.report.messages
     data = fit.inference_data
@@ -51,8 +60,8 @@ def test_tempered_smc_evidence_is_within_three_standard_errors(name):
         run_tempered_smc(
             jax.random.key(seed),
             model,
+            TemperedSMCSettings(num_mcmc_steps=5),
             num_particles=2000,
-            num_mcmc_steps=5,
             progress=False,
             log_likelihood=False,
         )
@@ -72,7 +81,11 @@ def test_tempered_smc_evidence_is_within_three_standard_errors(name):
 def test_inference_data_supports_arviz_summary_and_loo():
     _, model = bound("linear_regression")
     fit = run_mcmc(
-        jax.random.key(3), model, num_chains=2, num_warmup=200, num_samples=200, progress=False
+        jax.random.key(3),
+        model,
+        MCMCSettings(num_warmup=200, num_samples=200),
+        num_chains=2,
+        progress=False,
     )
     data = fit.inference_data
     assert {"posterior", "sample_stats", "log_likelihood", "observed_data"} <= set(data.groups())
@@ -92,11 +105,8 @@ def test_a_bad_run_raises_convergence_warnings():
         run_mcmc(
             jax.random.key(4),
             model,
-            kernel="hmc",
+            MCMCSettings(kernel="hmc", num_warmup=5, num_samples=20, num_integration_steps=1),
             num_chains=2,
-            num_warmup=5,
-            num_samples=20,
-            num_integration_steps=1,
             progress=False,
         )
     messages = " ".join(str(w.message) for w in caught)
@@ -110,3 +120,32 @@ def test_tempered_smc_refuses_an_improper_prior():
     model = from_numpyro(posterior.model, rng_key=jax.random.key(0), model_kwargs=posterior.data)
     with warnings.catch_warnings(), pytest.raises(ValueError, match="improper"):
         run_tempered_smc(jax.random.key(0), model, num_particles=10, progress=False)
+
+
+def test_a_second_run_on_the_same_model_traces_nothing_again():
+    """The runners reuse the compiled programs: the log densities are traced on the first run
+    only (counted by wrapping the functions the samplers see)."""
+    _, model = bound("normal_normal")
+    traces = {"logdensity": 0, "likelihood": 0}
+
+    def counted(name, fn):
+        def wrapped(position):
+            traces[name] += 1
+            return fn(position)
+
+        return wrapped
+
+    model = model._replace(
+        logdensity_fn=counted("logdensity", model.logdensity_fn),
+        log_likelihood_fn=counted("likelihood", model.log_likelihood_fn),
+    )
+    mcmc_settings = MCMCSettings(kernel="mala", num_warmup=20, num_samples=10)
+    smc_settings = TemperedSMCSettings(num_mcmc_steps=1, num_integration_steps=2)
+    for seed in range(2):
+        key = jax.random.key(seed)
+        output = dict(log_likelihood=False, progress=False)
+        run_mcmc(key, model, mcmc_settings, num_chains=2, warn=False, **output)
+        run_tempered_smc(key, model, smc_settings, num_particles=100, **output)
+        if seed == 0:
+            first = dict(traces)
+    assert min(first.values()) > 0 and traces == first

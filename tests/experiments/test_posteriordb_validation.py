@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from ppl.experiments.bayes import run_mcmc, run_tempered_smc
+from ppl.experiments.bayes import MCMCSettings, run_mcmc, run_tempered_smc
 from ppl.models.bayes.posteriordb import (
     POSTERIOR_NAMES,
     load_posterior,
@@ -71,10 +71,8 @@ def test_nuts_matches_the_reference_posterior(name):
         fit = run_mcmc(
             jax.random.key(1),
             model,
+            MCMCSettings(num_warmup=500, num_samples=1000, target_acceptance_rate=0.9),
             num_chains=4,
-            num_warmup=500,
-            num_samples=1000,
-            target_acceptance_rate=0.9,
             progress=False,
             log_likelihood=False,
             warn=False,

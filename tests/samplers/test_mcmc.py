@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import textwrap
+import weakref
 
 import arviz as az
 import jax
@@ -13,6 +15,8 @@ import numpy as np
 import pytest
 
 from ppl.samplers import mcmc
+from ppl.samplers.mcmc import MCMCSettings
+from tests.compilations import counting_compilations
 
 MEAN = np.array([1.0, -2.0, 0.5])
 SCALES = np.array([1.0, 3.0, 0.3])
@@ -42,10 +46,12 @@ def test_moments_match_the_target(kernel):
         jax.random.key(0),
         logdensity_fn,
         starts(2),
-        kernel=kernel,
-        num_warmup=400,
-        num_samples=1500 if kernel == "mala" else 600,
-        num_integration_steps=8,
+        MCMCSettings(
+            kernel=kernel,
+            num_warmup=400,
+            num_samples=1500 if kernel == "mala" else 600,
+            num_integration_steps=8,
+        ),
         progress=False,
     )
     data = as_inference_data(samples)
@@ -65,9 +71,13 @@ def test_moments_match_the_target(kernel):
 
 
 def test_draws_do_not_depend_on_the_progress_chunks():
-    kwargs = dict(kernel="hmc", num_warmup=50, num_samples=30, progress=False)
-    coarse = mcmc.run(jax.random.key(3), logdensity_fn, starts(3), chunk_size=30, **kwargs)
-    fine = mcmc.run(jax.random.key(3), logdensity_fn, starts(3), chunk_size=7, **kwargs)
+    settings = MCMCSettings(kernel="hmc", num_warmup=50, num_samples=30)
+    coarse = mcmc.run(
+        jax.random.key(3), logdensity_fn, starts(3), settings, chunk_size=30, progress=False
+    )
+    fine = mcmc.run(
+        jax.random.key(3), logdensity_fn, starts(3), settings, chunk_size=7, progress=False
+    )
     np.testing.assert_allclose(coarse.positions["b"], fine.positions["b"], rtol=1e-5, atol=1e-5)
     assert coarse.positions["b"].shape == (3, 30, 2)
 
@@ -77,9 +87,7 @@ def test_without_warmup_the_chain_starts_where_it_is_told():
         jax.random.key(1),
         logdensity_fn,
         starts(1),
-        kernel="mala",
-        num_warmup=0,
-        num_samples=5,
+        MCMCSettings(kernel="mala", num_warmup=0, num_samples=5),
         progress=False,
     )
     assert samples.positions["a"].shape == (1, 5)
@@ -88,7 +96,13 @@ def test_without_warmup_the_chain_starts_where_it_is_told():
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="unknown kernel"):
-        mcmc.run(jax.random.key(0), logdensity_fn, starts(1), kernel="gibbs", progress=False)
+        mcmc.run(
+            jax.random.key(0),
+            logdensity_fn,
+            starts(1),
+            MCMCSettings(kernel="gibbs"),
+            progress=False,
+        )
     with pytest.raises(ValueError, match="leading chain axis"):
         mcmc.run(
             jax.random.key(0),
@@ -97,7 +111,13 @@ def test_bad_arguments_are_named():
             progress=False,
         )
     with pytest.raises(ValueError, match="chain_method"):
-        mcmc.run(jax.random.key(0), logdensity_fn, starts(1), chain_method="pmap", progress=False)
+        mcmc.run(
+            jax.random.key(0),
+            logdensity_fn,
+            starts(1),
+            MCMCSettings(chain_method="pmap"),
+            progress=False,
+        )
 
 
 def test_parallel_chains_over_devices_match_sequential_ones():
@@ -109,9 +129,11 @@ def test_parallel_chains_over_devices_match_sequential_ones():
         assert jax.local_device_count() == 2
         logdensity_fn = lambda p: -0.5 * jnp.sum((p["x"] - 1.0) ** 2 / jnp.array([1.0, 4.0]))
         starts = {"x": jnp.zeros((2, 2))}
-        kw = dict(kernel="nuts", num_warmup=100, num_samples=50, progress=False)
-        par = mcmc.run(jax.random.key(0), logdensity_fn, starts, chain_method="parallel", **kw)
-        seq = mcmc.run(jax.random.key(0), logdensity_fn, starts, chain_method="sequential", **kw)
+        kw = dict(kernel="nuts", num_warmup=100, num_samples=50)
+        par = mcmc.MCMCSettings(chain_method="parallel", **kw)
+        seq = mcmc.MCMCSettings(chain_method="sequential", **kw)
+        par = mcmc.run(jax.random.key(0), logdensity_fn, starts, par, progress=False)
+        seq = mcmc.run(jax.random.key(0), logdensity_fn, starts, seq, progress=False)
         np.testing.assert_allclose(par.positions["x"], seq.positions["x"], rtol=1e-3, atol=1e-3)
         print("ok")
         """
@@ -128,3 +150,26 @@ def test_parallel_chains_over_devices_match_sequential_ones():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ok" in result.stdout
+
+
+@pytest.mark.parametrize("chain_method", ["sequential", "vectorized"])
+def test_a_second_run_compiles_nothing_and_the_programs_go_with_the_density(chain_method):
+    def make_density():
+        precision = PRECISION
+
+        def density(position):
+            x = jnp.concatenate([position["a"][None], position["b"]]) - MEAN
+            return -0.5 * x @ precision @ x
+
+        return density
+
+    density = make_density()
+    settings = MCMCSettings(kernel="hmc", num_warmup=20, num_samples=10, chain_method=chain_method)
+    mcmc.run(jax.random.key(0), density, starts(2), settings, progress=False)
+    with counting_compilations() as compiled:
+        mcmc.run(jax.random.key(1), density, starts(2), settings, progress=False)
+    assert compiled == [], "a warm run recompiled"
+    density_ref = weakref.ref(density)
+    del density
+    gc.collect()
+    assert density_ref() is None, "the compiled programs kept the log density alive"

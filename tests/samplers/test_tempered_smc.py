@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +12,8 @@ import pytest
 from scipy import stats
 
 from ppl.samplers import tempered_smc
+from ppl.samplers.tempered_smc import TemperedSMCSettings
+from tests.compilations import counting_compilations
 from tests.monte_carlo import evidence_ratio_z, mean_z
 
 # Prior x ~ N(0, I_3); data y_k ~ N(x, 0.5² I) for 4 observations of the 3-vector.
@@ -36,7 +41,7 @@ def prior_draws(key, num):
     return {"x": jax.random.normal(key, (num, 3))}
 
 
-def runs(num_runs, **kwargs):
+def runs(num_runs, settings):
     results = []
     for seed in range(num_runs):
         prior_key, key = jax.random.split(jax.random.key(seed))
@@ -46,8 +51,8 @@ def runs(num_runs, **kwargs):
                 log_prior_fn,
                 log_likelihood_fn,
                 prior_draws(prior_key, 400),
+                settings,
                 progress=False,
-                **kwargs,
             )
         )
     return results
@@ -55,7 +60,7 @@ def runs(num_runs, **kwargs):
 
 @pytest.mark.parametrize("waste_free", [None, 8])
 def test_evidence_is_unbiased_and_particles_follow_the_posterior(waste_free):
-    results = runs(12, waste_free=waste_free, num_mcmc_steps=5)
+    results = runs(12, TemperedSMCSettings(waste_free=waste_free, num_mcmc_steps=5))
     log_evidences = np.array([float(r.log_evidence) for r in results])
     assert abs(evidence_ratio_z(log_evidences, LOG_EVIDENCE)) < 3, (log_evidences, LOG_EVIDENCE)
     assert abs(mean_z(log_evidences, LOG_EVIDENCE)) < 3
@@ -69,7 +74,7 @@ def test_evidence_is_unbiased_and_particles_follow_the_posterior(waste_free):
 
 
 def test_a_wrong_likelihood_shifts_the_evidence_by_its_constant():
-    shifted = runs(1, num_mcmc_steps=2)[0]
+    shifted = runs(1, TemperedSMCSettings(num_mcmc_steps=2))[0]
     results = []
     for seed in range(1):
         prior_key, key = jax.random.split(jax.random.key(seed))
@@ -79,8 +84,8 @@ def test_a_wrong_likelihood_shifts_the_evidence_by_its_constant():
                 log_prior_fn,
                 lambda p: log_likelihood_fn(p) + 3.0,
                 prior_draws(prior_key, 400),
+                TemperedSMCSettings(num_mcmc_steps=2),
                 progress=False,
-                num_mcmc_steps=2,
             )
         )
     assert float(results[0].log_evidence) == pytest.approx(float(shifted.log_evidence) + 3.0)
@@ -93,7 +98,7 @@ def test_a_stalled_schedule_stops_with_a_clear_message():
             log_prior_fn,
             log_likelihood_fn,
             prior_draws(jax.random.key(1), 100),
-            max_iterations=1,
+            TemperedSMCSettings(max_iterations=1),
             progress=False,
         )
     assert 0.0 < float(caught.value.state.smc.tempering_param) < 1.0
@@ -103,13 +108,55 @@ def test_bad_settings_are_named():
     particles = prior_draws(jax.random.key(1), 30)
     with pytest.raises(ValueError, match="target_ess"):
         tempered_smc.run(
-            jax.random.key(0), log_prior_fn, log_likelihood_fn, particles, target_ess=1.5
+            jax.random.key(0),
+            log_prior_fn,
+            log_likelihood_fn,
+            particles,
+            TemperedSMCSettings(target_ess=1.5),
         )
     with pytest.raises(ValueError, match="waste_free"):
         tempered_smc.run(
-            jax.random.key(0), log_prior_fn, log_likelihood_fn, particles, waste_free=7
+            jax.random.key(0),
+            log_prior_fn,
+            log_likelihood_fn,
+            particles,
+            TemperedSMCSettings(waste_free=7),
         )
     with pytest.raises(ValueError, match="resampling"):
         tempered_smc.run(
-            jax.random.key(0), log_prior_fn, log_likelihood_fn, particles, resampling="magic"
+            jax.random.key(0),
+            log_prior_fn,
+            log_likelihood_fn,
+            particles,
+            TemperedSMCSettings(resampling="magic"),
         )
+
+
+def test_a_second_run_compiles_nothing_and_the_step_goes_with_its_functions():
+    def make_likelihood():
+        data = jnp.asarray(DATA)
+        return lambda position: jnp.sum(jax.scipy.stats.norm.logpdf(data, position["x"], NOISE))
+
+    likelihood = make_likelihood()
+    settings = TemperedSMCSettings(num_mcmc_steps=2)
+
+    def run(seed, likelihood, settings):
+        return tempered_smc.run(
+            jax.random.key(seed),
+            log_prior_fn,
+            likelihood,
+            prior_draws(jax.random.key(seed + 1), 100),
+            settings,
+            progress=False,
+        )
+
+    run(0, likelihood, settings)
+    with counting_compilations() as compiled:
+        run(1, likelihood, settings)
+        loop = TemperedSMCSettings(num_mcmc_steps=2, max_iterations=400, initial_step_size=0.3)
+        run(2, likelihood, loop)
+    assert compiled == [], "a warm run recompiled"
+    likelihood_ref = weakref.ref(likelihood)
+    del likelihood
+    gc.collect()
+    assert likelihood_ref() is None, "the compiled step kept the log likelihood alive"
