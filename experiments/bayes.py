@@ -39,7 +39,7 @@ class TemperedSMCFit(NamedTuple):
 
     inference_data: az.InferenceData
     log_evidence: float
-    result: tempered_smc.Result
+    result: tempered_smc.TemperedSMCResult
 
 
 def run_mcmc(

@@ -30,7 +30,7 @@ from ppl.samplers.smc import SMCInfo, SMCState
 from ppl.samplers.weighting import reweight
 
 
-class SteerInfo(NamedTuple):
+class SMCSteerInfo(NamedTuple):
     parents: jax.Array  # [N] index of each survivor's parent at t - 1
     num_kept: jax.Array  # children kept deterministically (c w >= 1)
     ess: jax.Array  # effective sample size of the survivors' weights
@@ -39,9 +39,9 @@ class SteerInfo(NamedTuple):
     all_dead: jax.Array
 
 
-class SteerResult(NamedTuple):
+class SMCSteerResult(NamedTuple):
     state: SMCState
-    info: SteerInfo  # per step t = 1..T-1, stacked on a leading axis
+    info: SMCSteerInfo  # per step t = 1..T-1, stacked on a leading axis
     log_weights: jax.Array  # [T, N] normalized log weights per step
 
     @property
@@ -94,7 +94,7 @@ def init(rng_key: jax.Array, model: FeynmanKac, num_particles: int) -> tuple[SMC
 
 def step(
     rng_key: jax.Array, state: SMCState, model: FeynmanKac, num_beams: int
-) -> tuple[SMCState, SteerInfo]:
+) -> tuple[SMCState, SMCSteerInfo]:
     """Extend every particle `num_beams` times, then keep N of the N·K children."""
     key_move, key_select = jax.random.split(rng_key)
     num_particles = state.log_weights.shape[0]
@@ -111,13 +111,15 @@ def step(
     survivors = gather_particles(model, children, chosen)
     ess = effective_sample_size_normalized(log_weights)
     new_state = SMCState(survivors, log_weights, state.log_evidence + new.log_increment, t)
-    info = SteerInfo(parent_of[chosen], num_kept, ess, new.log_increment, new.num_nan, new.all_dead)
+    info = SMCSteerInfo(
+        parent_of[chosen], num_kept, ess, new.log_increment, new.num_nan, new.all_dead
+    )
     return new_state, info
 
 
 def run(
     rng_key: jax.Array, model: FeynmanKac, num_particles: int, num_steps: int, num_beams: int
-) -> SteerResult:
+) -> SMCSteerResult:
     """SMC steer for time steps t = 0..num_steps-1 in one `lax.scan`."""
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
@@ -127,4 +129,4 @@ def run(
         lambda key, state: step(key, state, model, num_beams),
         num_steps,
     )
-    return SteerResult(loop.final, loop.infos, loop.log_weights)
+    return SMCSteerResult(loop.final, loop.infos, loop.log_weights)

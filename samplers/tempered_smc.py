@@ -37,9 +37,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from blackjax.smc import resampling as blackjax_resampling
+from blackjax.smc import tempered as blackjax_tempered
 from blackjax.smc.adaptive_tempered import build_kernel as adaptive_tempered_kernel
 from blackjax.smc.base import update_and_take_last
-from blackjax.smc.tempered import TemperedSMCState
 from blackjax.smc.waste_free import waste_free_smc
 from jax.flatten_util import ravel_pytree
 from tqdm.auto import tqdm
@@ -91,15 +91,15 @@ class TemperedSMCSettings:
             raise ValueError(f"waste_free={self.waste_free} must be >= 2 and divide N")
 
 
-class State(NamedTuple):
+class TemperedSMCState(NamedTuple):
     """Particles at temperature β, with the running evidence and the HMC step size."""
 
-    smc: TemperedSMCState
+    smc: blackjax_tempered.TemperedSMCState
     log_evidence: jax.Array
     step_size: jax.Array
 
 
-class Info(NamedTuple):
+class TemperedSMCInfo(NamedTuple):
     """One iteration: the new β, its evidence increment, mean HMC acceptance, the step size
     used, and the ESS fraction (1/N Σ W²)⁻¹/N of the new weights."""
 
@@ -110,7 +110,7 @@ class Info(NamedTuple):
     ess: jax.Array
 
 
-class Result(NamedTuple):
+class TemperedSMCResult(NamedTuple):
     """Equally weighted posterior particles [N, ...] and the run's record.
 
     One entry per iteration: `temperatures[i]` is β after iteration i (β₀ = 0 is not listed;
@@ -131,7 +131,7 @@ class Result(NamedTuple):
 class TemperingStalledError(RuntimeError):
     """β did not reach 1 within the iteration cap; `state` is where it stopped."""
 
-    def __init__(self, message: str, state: State):
+    def __init__(self, message: str, state: TemperedSMCState):
         super().__init__(message)
         self.state = state
 
@@ -147,9 +147,9 @@ def _inverse_mass_matrix(particles: Any, weights: jax.Array, dense: bool) -> jax
     return covariance + ridge * jnp.eye(rows.shape[1])
 
 
-def init(particles: Any, step_size: float) -> State:
+def init(particles: Any, step_size: float) -> TemperedSMCState:
     """Start from prior draws (leading particle axis), equally weighted, at β = 0."""
-    return State(
+    return TemperedSMCState(
         blackjax.adaptive_tempered_smc.init(particles),
         jnp.zeros(()),
         jnp.asarray(step_size, jnp.float32),
@@ -166,7 +166,7 @@ def _check_waste_free(settings: TemperedSMCSettings, num_particles: int) -> None
 
 def build_step(
     log_prior_fn: Callable, log_likelihood_fn: Callable, settings: TemperedSMCSettings
-) -> Callable[[jax.Array, State, bool], tuple[State, Info]]:
+) -> Callable[[jax.Array, TemperedSMCState, bool], tuple[TemperedSMCState, TemperedSMCInfo]]:
     """`step(rng_key, state, final)`: one adaptive tempering iteration (or, with
     `final=True`, a resample-and-move at β = 1 that adds nothing to the evidence).
 
@@ -175,7 +175,9 @@ def build_step(
     `settings.initial_step_size` and `settings.max_iterations` belong to `run`'s loop.
     """
 
-    def step(rng_key: jax.Array, state: State, final: bool = False) -> tuple[State, Info]:
+    def step(
+        rng_key: jax.Array, state: TemperedSMCState, final: bool = False
+    ) -> tuple[TemperedSMCState, TemperedSMCInfo]:
         leaves = jax.tree.leaves(state.smc.particles)
         num_particles = leaves[0].shape[0]
         dimension = sum(math.prod(leaf.shape[1:]) for leaf in leaves)
@@ -215,9 +217,9 @@ def build_step(
         acceptance = jnp.mean(info.update_info.acceptance_rate)
         new_step_size = state.step_size * jnp.exp(acceptance - settings.target_acceptance_rate)
         increment = jnp.where(final, 0.0, info.log_likelihood_increment)
-        new_state = State(smc_state, state.log_evidence + increment, new_step_size)
+        new_state = TemperedSMCState(smc_state, state.log_evidence + increment, new_step_size)
         ess = 1.0 / jnp.sum(smc_state.weights**2) / smc_state.weights.shape[0]
-        return new_state, Info(
+        return new_state, TemperedSMCInfo(
             jnp.asarray(smc_state.tempering_param), increment, acceptance, state.step_size, ess
         )
 
@@ -240,7 +242,7 @@ def run(
     settings: TemperedSMCSettings = TemperedSMCSettings(),
     *,
     progress: bool = True,
-) -> Result:
+) -> TemperedSMCResult:
     """Temper `initial_particles` (prior draws, leading axis N) to the posterior.
 
     Raises `TemperingStalledError` if β < 1 after `settings.max_iterations` iterations.
@@ -261,7 +263,7 @@ def run(
         initial_step_size = 0.5 * float(dimension) ** -0.25
     max_iterations = settings.max_iterations
     state = init(initial_particles, initial_step_size)
-    infos: list[Info] = []
+    infos: list[TemperedSMCInfo] = []
     start = time.perf_counter()
     with tqdm(total=1.0, desc="tempering β", disable=not progress, leave=False) as bar:
         key = rng_key
@@ -290,7 +292,7 @@ def run(
         state, info = step(step_key, state, True)
         infos.append(info)
     jax.block_until_ready(state)
-    return Result(
+    return TemperedSMCResult(
         particles=state.smc.particles,
         log_evidence=state.log_evidence,
         temperatures=np.asarray([float(i.temperature) for i in infos]),
