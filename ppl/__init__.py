@@ -80,7 +80,11 @@ NAMES = {
     "StepSettings": "ppl.models.reasoning.ssm",
     "RewardWeighting": "ppl.models.reasoning.reward_weighting",
     "DistributionTransformer": "ppl.models.amortized.distribution_transformer",
+    "MCMCSettings": "ppl.samplers.mcmc",
+    "TemperedSMCSettings": "ppl.samplers.tempered_smc",
     # experiments
+    "run_mcmc": "ppl.experiments.bayes",
+    "run_tempered_smc": "ppl.experiments.bayes",
     "MethodInputs": "ppl.experiments.reasoning",
     "METHODS": "ppl.experiments.methods",
 }
@@ -106,6 +110,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # the same names, for type checkers and the import-direction test
     from ppl.calibration import simulation_based_calibration
     from ppl.diagnostics import effective_sample_size, normalize_log_weights, weighted_mean
+    from ppl.experiments.bayes import run_mcmc, run_tempered_smc
     from ppl.experiments.methods import METHODS
     from ppl.experiments.reasoning import MethodInputs
     from ppl.feynman_kac import FeynmanKac, HostFeynmanKac
@@ -139,5 +144,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and the import-direction 
         smc_steer,
         tempered_smc,
     )
+    from ppl.samplers.mcmc import MCMCSettings
+    from ppl.samplers.tempered_smc import TemperedSMCSettings
     from ppl.scaling import coverage_curve, fit_power_law_coverage, pass_at_k
     from ppl.state_space import Proposal, StateSpaceModel, auxiliary, bootstrap, guided
