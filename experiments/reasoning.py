@@ -42,6 +42,21 @@ class MethodInputs:
     settings: StepSettings | None = None
     progress: bool = False
 
+    def model(
+        self, chains: int = 1, inverse_temperatures: Sequence[float] | None = None
+    ) -> ReasoningSSM:
+        """The reasoning state-space model over the prompts, each repeated `chains` times in a
+        row (tempered chains, with their `inverse_temperatures`)."""
+        prompts = [p for p in self.prompts for _ in range(chains)]
+        return ReasoningSSM(
+            self.lm,
+            prompts,
+            self.verifier,
+            self.weighting,
+            self.settings,
+            inverse_temperatures=inverse_temperatures,
+        )
+
 
 class Method(Protocol):
     """A reasoning method: `method(rng_key, inputs)` -> one outcome per prompt, in order."""

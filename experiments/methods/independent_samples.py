@@ -10,7 +10,6 @@ import numpy as np
 
 from ppl.experiments.methods import METHODS
 from ppl.experiments.reasoning import MethodInputs, ProblemOutcome, _by_group, _outcomes
-from ppl.models.reasoning.ssm import ReasoningSSM
 from ppl.samplers import host_smc
 from ppl.samplers.selection import ANSWER_SELECTIONS
 
@@ -31,29 +30,22 @@ class IndependentSamples:
             )
 
     def __call__(self, rng_key: jax.Array, inputs: MethodInputs) -> list[ProblemOutcome]:
-        lm, prompts, verifier, num_samples = (
-            inputs.lm,
-            inputs.prompts,
-            inputs.verifier,
-            inputs.budget,
-        )
-        weighting, settings, progress = inputs.weighting, inputs.settings, inputs.progress
-        ssm = ReasoningSSM(lm, prompts, verifier, weighting, settings)
+        ssm = inputs.model()
         key_run, key_select = jax.random.split(rng_key)
         result = host_smc.run(
             key_run,
             ssm,
-            num_samples,
+            inputs.budget,
             ssm.num_steps,
             ess_threshold=0.0,  # never resample: N independent generations
-            progress=progress,
+            progress=inputs.progress,
         )
         particles = result.state.particles
         scores = np.asarray(particles.log_value, np.float64).reshape(ssm.num_groups, -1)
         texts = _by_group(ssm, particles)
         spent = particles.spent
         return _outcomes(
-            self.name, num_samples, ssm, spent, texts, scores, self.selection, key_select
+            self.name, inputs.budget, ssm, spent, texts, scores, self.selection, key_select
         )
 
 

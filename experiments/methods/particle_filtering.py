@@ -8,7 +8,6 @@ import jax
 
 from ppl.experiments.methods import METHODS
 from ppl.experiments.reasoning import MethodInputs, ProblemOutcome, _by_group, _outcomes
-from ppl.models.reasoning.ssm import ReasoningSSM
 from ppl.samplers import host_smc
 
 
@@ -25,36 +24,28 @@ class ParticleFiltering:
     selection: str = "weighted_vote"
 
     def __call__(self, rng_key: jax.Array, inputs: MethodInputs) -> list[ProblemOutcome]:
-        lm, prompts, verifier, num_particles = (
-            inputs.lm,
-            inputs.prompts,
-            inputs.verifier,
-            inputs.budget,
-        )
-        weighting, settings, progress = inputs.weighting, inputs.settings, inputs.progress
-        resampling, ess_threshold, selection = self.resampling, self.ess_threshold, self.selection
-        ssm = ReasoningSSM(lm, prompts, verifier, weighting, settings)
+        ssm = inputs.model()
         key_run, key_select = jax.random.split(rng_key)
-        threshold = 1.0 if weighting.resample_every_step else ess_threshold
+        threshold = 1.0 if inputs.weighting.resample_every_step else self.ess_threshold
         result = host_smc.run(
             key_run,
             ssm,
-            num_particles,
+            inputs.budget,
             ssm.num_steps,
-            resampling,
+            self.resampling,
             threshold,
-            progress=progress,
+            progress=inputs.progress,
         )
         particles = result.state.particles
         texts = _by_group(ssm, particles)
         return _outcomes(
             self.name,
-            num_particles,
+            inputs.budget,
             ssm,
             particles.spent,
             texts,
             result.log_weights,
-            selection,
+            self.selection,
             key_select,
             [result],
         )

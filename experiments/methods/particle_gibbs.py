@@ -14,7 +14,6 @@ from ppl.experiments.reasoning import (
     _pool_sweeps,
     _total_spent,
 )
-from ppl.models.reasoning.ssm import ReasoningSSM
 from ppl.samplers import host_particle_gibbs
 
 
@@ -33,20 +32,17 @@ class ParticleGibbs:
     selection: str = "weighted_vote"
 
     def __call__(self, rng_key: jax.Array, inputs: MethodInputs) -> list[ProblemOutcome]:
-        lm, prompts, verifier, budget = inputs.lm, inputs.prompts, inputs.verifier, inputs.budget
-        weighting, settings, progress = inputs.weighting, inputs.settings, inputs.progress
-        num_sweeps, selection = self.num_sweeps, self.selection
+        budget, num_sweeps = inputs.budget, self.num_sweeps
         sweeps = num_sweeps if budget % num_sweeps == 0 and budget // num_sweeps >= 2 else 1
-        per_sweep = budget // sweeps
-        ssm = ReasoningSSM(lm, prompts, verifier, weighting, settings)
+        ssm = inputs.model()
         key_run, key_select = jax.random.split(rng_key)
         results = host_particle_gibbs.run(
-            key_run, ssm, per_sweep, ssm.num_steps, sweeps, progress=progress
+            key_run, ssm, budget // sweeps, ssm.num_steps, sweeps, progress=inputs.progress
         ).sweeps
         texts, scores = _pool_sweeps(ssm, results)
         spent = _total_spent(results)
         return _outcomes(
-            self.name, budget, ssm, spent, texts, scores, selection, key_select, results
+            self.name, budget, ssm, spent, texts, scores, self.selection, key_select, results
         )
 
 

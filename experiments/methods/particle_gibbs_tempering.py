@@ -16,7 +16,6 @@ from ppl.experiments.reasoning import (
     _pool_sweeps,
     _total_spent,
 )
-from ppl.models.reasoning.ssm import ReasoningSSM
 from ppl.samplers import host_parallel_tempering
 
 
@@ -35,26 +34,14 @@ class ParticleGibbsTempering:
     selection: str = "weighted_vote"
 
     def __call__(self, rng_key: jax.Array, inputs: MethodInputs) -> list[ProblemOutcome]:
-        lm, prompts, verifier, budget = inputs.lm, inputs.prompts, inputs.verifier, inputs.budget
-        weighting, settings, progress = inputs.weighting, inputs.settings, inputs.progress
-        inverse_temperatures, num_sweeps, selection = (
-            self.inverse_temperatures,
-            self.num_sweeps,
-            self.selection,
-        )
-        levels = len(inverse_temperatures)
+        budget, num_sweeps = inputs.budget, self.num_sweeps
+        levels = len(self.inverse_temperatures)
         per_sweep = budget // (levels * num_sweeps)
         if budget % (levels * num_sweeps) or per_sweep < 2:
-            return ParticleGibbs(self.name, num_sweeps, selection)(rng_key, inputs)
-        betas = np.tile(np.asarray(inverse_temperatures, np.float64), len(prompts))
-        ssm = ReasoningSSM(
-            lm,
-            [p for p in prompts for _ in range(levels)],
-            verifier,
-            weighting,
-            settings,
-            inverse_temperatures=betas.tolist(),
-        )
+            return ParticleGibbs(self.name, num_sweeps, self.selection)(rng_key, inputs)
+        num_prompts = len(inputs.prompts)
+        betas = np.tile(np.asarray(self.inverse_temperatures, np.float64), num_prompts)
+        ssm = inputs.model(chains=levels, inverse_temperatures=betas.tolist())
         key_run, key_select = jax.random.split(rng_key)
         result = host_parallel_tempering.run(
             key_run,
@@ -62,9 +49,9 @@ class ParticleGibbsTempering:
             per_sweep,
             ssm.num_steps,
             num_sweeps,
-            np.arange(len(prompts) * levels).reshape(-1, levels),
+            np.arange(num_prompts * levels).reshape(-1, levels),
             betas,
-            progress=progress,
+            progress=inputs.progress,
         )
         texts, scores = _pool_sweeps(ssm, result.sweeps, levels)
         spent = _total_spent(result.sweeps)
@@ -75,7 +62,7 @@ class ParticleGibbsTempering:
             spent,
             texts,
             scores,
-            selection,
+            self.selection,
             key_select,
             result.sweeps,
             levels,

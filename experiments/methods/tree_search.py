@@ -10,7 +10,6 @@ import jax
 
 from ppl.experiments.methods import METHODS
 from ppl.experiments.reasoning import MethodInputs, ProblemOutcome, _by_group, _outcomes
-from ppl.models.reasoning.ssm import ReasoningSSM
 from ppl.samplers import beam_search
 
 
@@ -25,28 +24,21 @@ class TreeSearch:
     expansions: int = 4
 
     def __call__(self, rng_key: jax.Array, inputs: MethodInputs) -> list[ProblemOutcome]:
-        lm, prompts, verifier, num_beams = (
-            inputs.lm,
-            inputs.prompts,
-            inputs.verifier,
-            inputs.budget,
-        )
-        weighting, settings, progress = inputs.weighting, inputs.settings, inputs.progress
-        expansions = self.expansions
-        if weighting.rule != "bernoulli":
+        num_beams = inputs.budget
+        if inputs.weighting.rule != "bernoulli":
             raise ValueError(
                 "tree search ranks by cumulative log potentials: use the bernoulli rule"
             )
-        ssm = ReasoningSSM(lm, prompts, verifier, weighting, settings)
+        ssm = inputs.model()
         key_run, key_select = jax.random.split(rng_key)
         result = beam_search.run(
             key_run,
             ssm,
             num_beams,
             ssm.num_steps,
-            math.gcd(num_beams, expansions),
+            math.gcd(num_beams, self.expansions),
             diverse=self.diverse,
-            progress=progress,
+            progress=inputs.progress,
         )
         scores = result.scores.reshape(ssm.num_groups, -1)
         texts = _by_group(ssm, result.particles)
