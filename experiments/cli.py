@@ -22,13 +22,14 @@ from ppl.experiments.methods import METHODS
 from ppl.experiments.steering import STEERING_METHODS
 from ppl.experiments.steering_sweep import sweep_methods
 from ppl.experiments.sweep import VERIFIERS
-from ppl.models.constraints import grammar, json_schema  # noqa: F401  (register constraints)
 from ppl.models.constraints.sequence_potential import CONSTRAINTS, SequencePotential
 from ppl.models.lm.language_model import DTYPES
 from ppl.models.reasoning.reward_weighting import AGGREGATIONS, RULES
 from ppl.models.reasoning.tasks import DEFAULT_TASK, TASKS
 from ppl.models.steering.tasks import TASKS as STEERING_TASKS
-from ppl.registry import Registry
+from ppl.registry import Registry, import_modules
+
+import_modules("ppl.models.constraints")  # every constraint module registers its builders
 
 
 def _name_list(kind: str, choices: Sequence[str]) -> Callable[[str], list[str]]:

@@ -23,11 +23,13 @@ from ppl.experiments.methods import METHODS
 from ppl.experiments.reasoning import MethodInputs, ProblemOutcome
 from ppl.models.lm.errors import ContextLengthError
 from ppl.models.lm.language_model import LanguageModel
-from ppl.models.reasoning import judge, self_certainty  # noqa: F401  (register their verifiers)
 from ppl.models.reasoning.answers import answers_match
 from ppl.models.reasoning.reward_weighting import RewardWeighting
 from ppl.models.reasoning.tasks import Task, TaskProblem
 from ppl.models.reasoning.verifiers import VERIFIERS, VerifierSpec
+from ppl.registry import import_modules
+
+import_modules("ppl.models.reasoning")  # every verifier module registers its verifiers
 
 __all__ = ["METHODS", "VERIFIERS", "VerifierSpec", "read_results", "run_method", "run_sweep"]
 

@@ -16,7 +16,9 @@ name twice is an error too, so two entries never shadow each other silently.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -86,3 +88,14 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}: {', '.join(self)})"
+
+
+def import_modules(package: str, first: Sequence[str] = ()) -> None:
+    """Import every module of `package` (its direct children), the ones named in `first` in that
+    order and the rest sorted, so that the entries they register are there: a new module of a
+    plugin folder (`ppl.experiments.methods`, `ppl.models.constraints`, the verifiers of
+    `ppl.models.reasoning`) registers itself with no import line to edit."""
+    path = importlib.import_module(package).__path__
+    rest = sorted(m.name for m in pkgutil.iter_modules(path) if m.name not in first)
+    for name in (*first, *rest):
+        importlib.import_module(f"{package}.{name}")

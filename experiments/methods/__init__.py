@@ -19,11 +19,8 @@ new method is one new file here with its registration line, `@METHODS.register(n
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from ppl.experiments.reasoning import Method, MethodInputs, ProblemOutcome
-from ppl.registry import Registry
+from ppl.registry import Registry, import_modules
 
 METHODS: Registry[Method] = Registry("method")
 
@@ -36,8 +33,6 @@ _BUILT_IN = (
     "independent_samples",
     "tree_search",
 )
-_OTHERS = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _BUILT_IN)
-for _module in (*_BUILT_IN, *_OTHERS):
-    importlib.import_module(f"{__name__}.{_module}")
+import_modules(__name__, first=_BUILT_IN)
 
 __all__ = ["METHODS", "Method", "MethodInputs", "ProblemOutcome"]
