@@ -174,7 +174,13 @@ def _scale(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from ppl.experiments.plots import accuracy_table, budget_ratios, format_table, plot_accuracy
+    from ppl.experiments.plots import (
+        accuracy_table,
+        budget_ratios,
+        format_table,
+        plot_accuracy,
+        rising,
+    )
     from ppl.experiments.sweep import read_results
 
     records = read_results(args.results)
@@ -184,8 +190,14 @@ def _plot(args: argparse.Namespace) -> int:
     out = args.out or str(Path(args.results).with_suffix(".png"))
     plot_accuracy(table, out, title=args.title or Path(args.results).stem)
     print(format_table(table))
+    rises = rising(table)
     for other, ratio in budget_ratios(table, args.reference).items():
-        text = "never matched" if ratio is None else f"{ratio:.2f}x less budget"
+        flat = [m for m in (args.reference, other) if not rises.get(m, False)]
+        if flat:
+            verb = "does not rise above its" if len(flat) == 1 else "do not rise above their"
+            text = f"no ratio: {' and '.join(flat)} {verb} standard errors"
+        else:
+            text = "not reached" if ratio is None else f"{ratio:.2f}x less budget"
         print(f"{args.reference} vs {other}: {text}")
     print(f"figure: {out}")
     return 0

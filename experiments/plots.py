@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ppl.scaling import accuracy_standard_error, budget_ratio
+from ppl.scaling import accuracy_standard_error, binomial_interval, budget_ratio, curve_rises
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -38,8 +38,9 @@ def show_figure(fig: Figure, name: str) -> None:
 
 
 def accuracy_table(records: Sequence[dict[str, Any]]) -> dict[str, dict[int, dict[str, float]]]:
-    """method -> budget -> {accuracy, standard_error, problems, tokens, verifier_calls}
-    (means per problem; problems that errored count as wrong)."""
+    """method -> budget -> {accuracy, standard_error, low, high, problems, tokens,
+    verifier_calls, errors} (means per problem; problems that errored count as wrong; [low,
+    high] is the 95% Wilson interval of the accuracy)."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         groups[(record["method"], int(record["budget"]))].append(record)
@@ -47,9 +48,12 @@ def accuracy_table(records: Sequence[dict[str, Any]]) -> dict[str, dict[int, dic
     for (method, budget), rows in sorted(groups.items()):
         correct = np.asarray([bool(r.get("correct")) for r in rows], np.float64)
         spent = [r.get("spent") or {} for r in rows]
+        low, high = binomial_interval(int(correct.sum()), len(rows))
         table[method][budget] = {
             "accuracy": float(correct.mean()),
             "standard_error": float(accuracy_standard_error(correct)),
+            "low": low,
+            "high": high,
             "problems": len(rows),
             "tokens": float(np.mean([s.get("tokens", 0) for s in spent])),
             "verifier_calls": float(np.mean([s.get("verifier_calls", 0) for s in spent])),
@@ -58,13 +62,27 @@ def accuracy_table(records: Sequence[dict[str, Any]]) -> dict[str, dict[int, dic
     return dict(table)
 
 
+def rising(table: dict[str, dict[int, dict[str, float]]]) -> dict[str, bool]:
+    """method -> whether its accuracy curve rises above its standard errors (`curve_rises`)."""
+    return {
+        method: curve_rises(
+            [curve[b]["accuracy"] for b in sorted(curve)],
+            [curve[b]["standard_error"] for b in sorted(curve)],
+        )
+        for method, curve in table.items()
+    }
+
+
 def budget_ratios(
     table: dict[str, dict[int, dict[str, float]]], method: str = "pf", at_budget: int | None = None
 ) -> dict[str, float | None]:
     """How many times less budget `method` needs to match each other method's accuracy at
-    `at_budget` (default: the largest budget measured), interpolating in log budget."""
+    `at_budget` (default: the largest budget measured), interpolating in log budget. None
+    where A never matches, and where either curve does not rise above its standard errors
+    (`rising`): a ratio between flat curves (two all-zero curves, say) means nothing."""
     if method not in table:
         return {}
+    rises = rising(table)
     ours = sorted(table[method])
     results: dict[str, float | None] = {}
     for other, curve in table.items():
@@ -72,7 +90,7 @@ def budget_ratios(
             continue
         budgets = sorted(curve)
         at = at_budget or budgets[-1]
-        if at not in curve:
+        if at not in curve or not (rises[method] and rises[other]):
             results[other] = None
             continue
         results[other] = budget_ratio(
@@ -86,12 +104,13 @@ def budget_ratios(
 
 
 def draw_accuracy(ax: Axes, table: dict[str, dict[int, dict[str, float]]], title: str = "") -> None:
-    """Accuracy against budget per method on `ax` (log2 budget axis, ±1 standard error)."""
+    """Accuracy against budget per method on `ax` (log2 budget axis, 95% Wilson intervals)."""
     for method, curve in sorted(table.items()):
         budgets = sorted(curve)
-        accuracy = [curve[b]["accuracy"] for b in budgets]
-        error = [curve[b]["standard_error"] for b in budgets]
-        ax.errorbar(budgets, accuracy, yerr=error, marker="o", capsize=3, label=method)
+        accuracy = np.asarray([curve[b]["accuracy"] for b in budgets])
+        below = accuracy - [curve[b]["low"] for b in budgets]
+        above = np.asarray([curve[b]["high"] for b in budgets]) - accuracy
+        ax.errorbar(budgets, accuracy, yerr=[below, above], marker="o", capsize=3, label=method)
     ax.set_xscale("log", base=2)
     ax.set(xlabel="budget (generations per problem)", ylabel="accuracy", title=title)
     ax.grid(alpha=0.3)
@@ -115,15 +134,16 @@ def plot_accuracy(
 
 def format_table(table: dict[str, dict[int, dict[str, float]]]) -> str:
     budgets = sorted({b for curve in table.values() for b in curve})
-    lines = ["method  " + "".join(f"{f'N={b}':>14}" for b in budgets)]
+    lines = ["accuracy [95% Wilson interval] per budget N"]
+    lines.append("method  " + "".join(f"{f'N={b}':>18}" for b in budgets))
     for method, curve in sorted(table.items()):
         cells = []
         for b in budgets:
             row = curve.get(b)
             cells.append(
-                f"{row['accuracy']:>8.3f}±{row['standard_error']:.3f}" if row else " " * 14
+                f"{row['accuracy']:.2f} [{row['low']:.2f},{row['high']:.2f}]" if row else ""
             )
-        lines.append(f"{method:<8}" + "".join(f"{c:>14}" for c in cells))
+        lines.append(f"{method:<8}" + "".join(f"{c:>18}" for c in cells))
     return "\n".join(lines)
 
 

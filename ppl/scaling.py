@@ -193,3 +193,40 @@ def accuracy_standard_error(correct: ArrayLike) -> float:
     if (x < 0).any() or (x > 1).any() or not np.isfinite(x).all():
         raise ValueError("correct must hold values in [0, 1]")
     return float(np.sqrt(np.mean((x - x.mean()) ** 2) / x.size))
+
+
+def binomial_interval(
+    num_correct: int, num_problems: int, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Wilson score interval for an accuracy of `num_correct` / `num_problems` (scipy's
+    `binomtest(...).proportion_ci(method="wilson")`): unlike p̂ ± z SE it does not collapse to a
+    point at 0 or 1 (0 of 10 gives [0, 0.28])."""
+    from scipy.stats import binomtest
+
+    if num_problems < 1 or not 0 <= num_correct <= num_problems:
+        raise ValueError(
+            f"need 0 <= num_correct <= num_problems >= 1, got {num_correct}, {num_problems}"
+        )
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    interval = binomtest(num_correct, num_problems).proportion_ci(confidence, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def curve_rises(accuracy: ArrayLike, standard_error: ArrayLike, z: float = 1.96) -> bool:
+    """Whether an accuracy curve rises above its own noise: its best point exceeds its worst
+    by more than z standard errors of the difference,
+
+        max(acc) - min(acc) > z sqrt(SE_max² + SE_min²)
+
+    (a two-sided two-proportion z-test at 5% for z = 1.96). A budget ratio between two curves
+    says something only when both rise; a flat curve (all zero, all one, or within its noise)
+    matches any accuracy it happens to touch."""
+    acc = np.asarray(accuracy, dtype=np.float64)
+    se = np.asarray(standard_error, dtype=np.float64)
+    if acc.ndim != 1 or acc.shape != se.shape or acc.size == 0:
+        raise ValueError(
+            f"accuracy and standard_error must be 1-D of equal length, got {acc.shape}, {se.shape}"
+        )
+    high, low = int(np.argmax(acc)), int(np.argmin(acc))
+    return bool(acc[high] - acc[low] > z * np.hypot(se[high], se[low]))

@@ -139,3 +139,20 @@ def test_model_based_verifiers_run_in_a_sweep(tmp_path, name):
     records = read_results(out)
     assert len(records) == 2 and all("error" not in r for r in records)
     assert all(r["verifier"] == name for r in records)
+
+
+def test_plot_prints_no_ratio_for_flat_curves(tmp_path, capsys):
+    """Two all-zero curves: no budget ratio, and the table carries the binomial interval."""
+    out = tmp_path / "flat.jsonl"
+    rows = [
+        {"method": m, "budget": b, "problem": p, "correct": False}
+        for m in ("pf", "bon")
+        for b in (1, 4)
+        for p in range(6)
+    ]
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli.main(["plot", str(out), "--out", str(tmp_path / "flat.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "less budget" not in printed
+    assert "pf vs bon: no ratio: pf and bon do not rise above their standard errors" in printed
+    assert "0.00 [0.00,0.39]" in printed  # 0 of 6: Wilson upper bound 3.84 / 9.84

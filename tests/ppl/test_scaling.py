@@ -13,8 +13,10 @@ import pytest
 from ppl.scaling import (
     PowerLawFit,
     accuracy_standard_error,
+    binomial_interval,
     budget_ratio,
     coverage_curve,
+    curve_rises,
     fit_power_law_coverage,
     interpolate_accuracy,
     matching_budget,
@@ -153,3 +155,26 @@ def test_accuracy_standard_error():
         accuracy_standard_error([])
     with pytest.raises(ValueError):
         accuracy_standard_error([0.5, 2.0])
+
+
+def test_binomial_interval_is_wilsons():
+    # 0 of n: the Wilson upper bound is z^2 / (n + z^2) exactly
+    z = 1.959963984540054
+    low, high = binomial_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(z**2 / (10 + z**2), rel=1e-9)
+    # k of n: centre (k + z^2/2) / (n + z^2), half-width z sqrt(k(n-k)/n + z^2/4) / (n + z^2)
+    k, n = 6, 10
+    centre = (k + z**2 / 2) / (n + z**2)
+    half = z * np.sqrt(k * (n - k) / n + z**2 / 4) / (n + z**2)
+    assert binomial_interval(k, n) == pytest.approx((centre - half, centre + half), rel=1e-9)
+    with pytest.raises(ValueError, match="num_correct <= num_problems"):
+        binomial_interval(11, 10)
+
+
+def test_curve_rises_only_above_its_noise():
+    assert not curve_rises([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])  # the all-zero curve
+    assert not curve_rises([1.0, 1.0], [0.0, 0.0])
+    assert curve_rises([0.2, 0.6, 0.8], [0.126, 0.155, 0.126])
+    assert not curve_rises([0.2, 0.3], [0.126, 0.145])  # within the noise
+    with pytest.raises(ValueError, match="equal length"):
+        curve_rises([0.1, 0.2], [0.1])
