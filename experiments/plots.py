@@ -103,16 +103,31 @@ def budget_ratios(
     return results
 
 
-def draw_accuracy(ax: Axes, table: dict[str, dict[int, dict[str, float]]], title: str = "") -> None:
-    """Accuracy against budget per method on `ax` (log2 budget axis, 95% Wilson intervals)."""
+def draw_accuracy(
+    ax: Axes,
+    table: dict[str, dict[int, dict[str, float]]],
+    title: str = "",
+    against: str = "budget",
+) -> None:
+    """Accuracy per method on `ax` with 95% Wilson intervals, against the nominal budget
+    (`against="budget"`, generations per problem) or the generated tokens each problem
+    actually cost (`against="tokens"`): methods that spend more tokens per generation (pgpt's
+    tempered chains, say) move right. A log2 axis where every value is positive."""
+    if against not in ("budget", "tokens"):
+        raise ValueError(f"against must be 'budget' or 'tokens', got {against!r}")
+    smallest = np.inf
     for method, curve in sorted(table.items()):
         budgets = sorted(curve)
+        x = budgets if against == "budget" else [curve[b]["tokens"] for b in budgets]
+        smallest = min(smallest, *x)
         accuracy = np.asarray([curve[b]["accuracy"] for b in budgets])
         below = accuracy - [curve[b]["low"] for b in budgets]
         above = np.asarray([curve[b]["high"] for b in budgets]) - accuracy
-        ax.errorbar(budgets, accuracy, yerr=[below, above], marker="o", capsize=3, label=method)
-    ax.set_xscale("log", base=2)
-    ax.set(xlabel="budget (generations per problem)", ylabel="accuracy", title=title)
+        ax.errorbar(x, accuracy, yerr=[below, above], marker="o", capsize=3, label=method)
+    if smallest > 0:  # results without a token meter have 0 tokens: keep a linear axis
+        ax.set_xscale("log", base=2)
+    xlabel = "budget (generations per problem)" if against == "budget" else "tokens per problem"
+    ax.set(xlabel=xlabel, ylabel="accuracy", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
 
@@ -120,11 +135,14 @@ def draw_accuracy(ax: Axes, table: dict[str, dict[int, dict[str, float]]], title
 def plot_accuracy(
     table: dict[str, dict[int, dict[str, float]]], path: str | Path, title: str = ""
 ) -> Path:
-    """`draw_accuracy` saved to `path` (without pyplot, so no backend is switched)."""
+    """Accuracy against budget and against tokens spent (`draw_accuracy`), side by side, saved
+    to `path` (without pyplot, so no backend is switched)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 4))
-    draw_accuracy(fig.add_subplot(), table, title)
+    fig = Figure(figsize=(11, 4))
+    by_budget, by_tokens = fig.subplots(1, 2, sharey=True)
+    draw_accuracy(by_budget, table, title)
+    draw_accuracy(by_tokens, table, "at the tokens they spent", against="tokens")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +152,7 @@ def plot_accuracy(
 
 def format_table(table: dict[str, dict[int, dict[str, float]]]) -> str:
     budgets = sorted({b for curve in table.values() for b in curve})
-    lines = ["accuracy [95% Wilson interval] per budget N"]
+    lines = ["accuracy [95% Wilson interval], and generated tokens per problem, at budget N"]
     lines.append("method  " + "".join(f"{f'N={b}':>18}" for b in budgets))
     for method, curve in sorted(table.items()):
         cells = []
@@ -144,6 +162,8 @@ def format_table(table: dict[str, dict[int, dict[str, float]]]) -> str:
                 f"{row['accuracy']:.2f} [{row['low']:.2f},{row['high']:.2f}]" if row else ""
             )
         lines.append(f"{method:<8}" + "".join(f"{c:>18}" for c in cells))
+        tokens = [f"{curve[b]['tokens']:.0f} tok" if b in curve else "" for b in budgets]
+        lines.append(f"{'':<8}" + "".join(f"{c:>18}" for c in tokens))
     return "\n".join(lines)
 
 
