@@ -148,10 +148,13 @@ def _fetch_model(args: argparse.Namespace) -> int:
 def _scale(args: argparse.Namespace) -> int:
     from ppl.experiments.plots import accuracy_table, format_table
     from ppl.experiments.sweep import VerifierSpec, read_results, run_sweep
+    from ppl.models.reasoning.problems_file import problems_file_task
     from ppl.models.reasoning.reward_weighting import RewardWeighting
     from ppl.models.reasoning.tasks import get_task
 
-    task = get_task(args.task)
+    if args.problems_file and args.task:
+        raise ValueError("give --task or --problems-file, not both")
+    task = problems_file_task(args.problems_file) if args.problems_file else get_task(args.task)
     lm = _load(args) if args.model else None
     out = run_sweep(
         task,
@@ -312,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="bon,wbon,sc,beam,dvts,pf",
         type=_name_list("method", METHODS.names()),
         help=f"comma-separated, from: {', '.join(METHODS)} (listed below)",
+    )
+    scale.add_argument(
+        "--problems-file",
+        default=None,
+        help="a local JSONL of GSM8K/MATH500-style problems ({question|problem, answer} per "
+        "line), graded with math-verify; the first --problems of them are used",
     )
     scale.add_argument("--budgets", default="1,2,4,8,16,32")
     scale.add_argument("--problems", type=int, default=50)

@@ -23,7 +23,6 @@ from ppl.experiments.methods import METHODS
 from ppl.experiments.reasoning import MethodInputs, ProblemOutcome
 from ppl.models.lm.errors import ContextLengthError
 from ppl.models.lm.language_model import LanguageModel
-from ppl.models.reasoning.answers import answers_match
 from ppl.models.reasoning.reward_weighting import RewardWeighting
 from ppl.models.reasoning.tasks import Task, TaskProblem
 from ppl.models.reasoning.verifiers import VERIFIERS, VerifierSpec
@@ -163,7 +162,7 @@ def _run_batch(
         {
             "reference": problem.answer,
             "answer": outcome.answer,
-            "correct": answers_match(outcome.answer, problem.answer),
+            "correct": task.grade(outcome.answer, problem.answer),
             "candidates": outcome.candidates,
             "scores": outcome.scores,
             "spent": outcome.spent,

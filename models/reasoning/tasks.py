@@ -21,6 +21,7 @@ import numpy as np
 from ppl.models.lm.language_model import LanguageModel
 from ppl.models.lm.sampling import SamplingParams
 from ppl.models.reasoning import chained_arithmetic
+from ppl.models.reasoning.answers import answers_match
 from ppl.models.reasoning.ssm import StepSettings
 from ppl.registry import Registry
 
@@ -38,6 +39,7 @@ class Task:
     make_problems: Callable[[int, int], list[TaskProblem]]  # (seed, count)
     load_model: Callable[[], LanguageModel]
     settings: StepSettings
+    grade: Callable[[str | None, str], bool] = answers_match  # (extracted answer, reference)
 
 
 TASKS: Registry[Task] = Registry("task")

@@ -156,3 +156,10 @@ def test_plot_prints_no_ratio_for_flat_curves(tmp_path, capsys):
     assert "less budget" not in printed
     assert "pf vs bon: no ratio: pf and bon do not rise above their standard errors" in printed
     assert "0.00 [0.00,0.39]" in printed  # 0 of 6: Wilson upper bound 3.84 / 9.84
+
+
+def test_the_sweep_grades_with_the_task_s_grader(tmp_path):
+    """`Task.grade` decides `correct`: a grader that accepts everything makes every cell 1."""
+    task = dataclasses.replace(letters_task(), grade=lambda answer, reference: True)
+    records = read_results(sweep(tmp_path, task, methods=["bon"], budgets=[1]))
+    assert records and all(r["correct"] for r in records)
