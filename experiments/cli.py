@@ -177,13 +177,7 @@ def _scale(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from ppl.experiments.plots import (
-        accuracy_table,
-        budget_ratios,
-        format_table,
-        plot_accuracy,
-        rising,
-    )
+    from ppl.experiments.plots import accuracy_table, format_table, plot_accuracy, ratio_lines
     from ppl.experiments.sweep import read_results
 
     records = read_results(args.results)
@@ -193,15 +187,8 @@ def _plot(args: argparse.Namespace) -> int:
     out = args.out or str(Path(args.results).with_suffix(".png"))
     plot_accuracy(table, out, title=args.title or Path(args.results).stem)
     print(format_table(table))
-    rises = rising(table)
-    for other, ratio in budget_ratios(table, args.reference).items():
-        flat = [m for m in (args.reference, other) if not rises.get(m, False)]
-        if flat:
-            verb = "does not rise above its" if len(flat) == 1 else "do not rise above their"
-            text = f"no ratio: {' and '.join(flat)} {verb} standard errors"
-        else:
-            text = "not reached" if ratio is None else f"{ratio:.2f}x less budget"
-        print(f"{args.reference} vs {other}: {text}")
+    for line in ratio_lines(table, args.reference):
+        print(line)
     print(f"figure: {out}")
     return 0
 

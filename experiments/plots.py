@@ -103,6 +103,22 @@ def budget_ratios(
     return results
 
 
+def ratio_lines(table: dict[str, dict[int, dict[str, float]]], method: str = "pf") -> list[str]:
+    """One line per other method: `method`'s budget ratio to it (`budget_ratios`), "not reached",
+    or "no ratio" naming the curves that do not rise above their standard errors."""
+    rises = rising(table)
+    lines = []
+    for other, ratio in budget_ratios(table, method).items():
+        flat = [m for m in (method, other) if not rises[m]]
+        if flat:
+            verb = "does not rise above its" if len(flat) == 1 else "do not rise above their"
+            text = f"no ratio: {' and '.join(flat)} {verb} standard errors"
+        else:
+            text = "not reached" if ratio is None else f"{ratio:.2f}x less budget"
+        lines.append(f"{method} vs {other}: {text}")
+    return lines
+
+
 def draw_accuracy(
     ax: Axes,
     table: dict[str, dict[int, dict[str, float]]],

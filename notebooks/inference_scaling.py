@@ -45,13 +45,7 @@ import numpy as np
 
 from ppl.experiments.methods import MethodInputs
 from ppl.experiments.methods.particle_filtering import ParticleFiltering
-from ppl.experiments.plots import (
-    accuracy_table,
-    budget_ratios,
-    draw_accuracy,
-    format_table,
-    rising,
-)
+from ppl.experiments.plots import accuracy_table, draw_accuracy, format_table, ratio_lines
 from ppl.experiments.sweep import read_results, run_sweep
 from ppl.models.reasoning.tasks import get_task
 from ppl.models.reasoning.verifiers import ArithmeticSteps, Candidates
@@ -124,11 +118,4 @@ plt.show()
 # filtering needs less.
 
 # %%
-rises = rising(table)
-for other, ratio in budget_ratios(table, "pf").items():
-    if not (rises["pf"] and rises[other]):
-        print(f"pf vs {other}: no ratio (a curve does not rise above its standard errors)")
-    else:
-        print(
-            f"pf vs {other}: " + ("not reached" if ratio is None else f"{ratio:.1f}x less budget")
-        )
+print("\n".join(ratio_lines(table, "pf")))

@@ -3,12 +3,15 @@
 `get(name)` gives the architecture a checkpoint names (GGUF's `general.architecture`, the
 `model_type` of a Hugging Face config.json); the generic loaders in `ppl.models.lm` ask it
 for metadata keys, tensor names and layout conversions. Adding an architecture is one module
-(copy `mistral.py`) whose last line registers it, and its name on the import line below.
+(copy `mistral.py`) whose last line registers it: every module of this folder is imported
+with the package.
 """
 
-from ppl.models.lm.architectures import llama, mistral, qwen2  # noqa: F401 (registers them)
 from ppl.models.lm.architectures.base import Architecture, PreTokenizerRule
 from ppl.models.lm.architectures.registry import get, names, register
+from ppl.registry import import_modules
+
+import_modules(__name__)
 
 
 def pre_tokenizer_rules() -> dict[str, PreTokenizerRule]:
