@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # when the machine has one, otherwise the reference tests are skipped.
 TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-cp311-*.whl))
 
-.PHONY: setup model demo test lint docs bench clean
+.PHONY: setup model llamacpp demo test lint docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ setup: $(STAMP)
 model: setup
 	$(BIN)/ppl fetch-model
 
+# llama-cpp-python with its OpenAI-compatible server, built from source into .venv-bench (the
+# served-backend tests start it; reused once built).
+llamacpp:
+	bash benchmarks/setup_llamacpp.sh
+
 demo: model
 	$(BIN)/ppl generate "What is the capital of France?" --chat --max-new-tokens 32 --temperature 0
 
@@ -33,11 +38,11 @@ lint: setup
 docs: setup
 	$(BIN)/mkdocs build --strict --quiet --site-dir build/site
 
-test: model lint docs
-	$(BIN)/pytest -q -n 2
+test: model llamacpp lint docs
+	$(BIN)/pytest -q -n 2 --dist loadgroup
 
 bench: model
 	$(BIN)/python benchmarks/lm_throughput.py
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-bench build .pytest_cache .mypy_cache .ruff_cache

@@ -24,6 +24,7 @@ from ppl.experiments.steering_sweep import sweep_methods
 from ppl.experiments.sweep import VERIFIERS
 from ppl.models.constraints.sequence_potential import CONSTRAINTS, SequencePotential
 from ppl.models.lm.language_model import DTYPES
+from ppl.models.lm.served import ServerError
 from ppl.models.reasoning.reward_weighting import AGGREGATIONS, RULES
 from ppl.models.reasoning.tasks import DEFAULT_TASK, TASKS
 from ppl.models.steering.tasks import TASKS as STEERING_TASKS
@@ -76,6 +77,23 @@ def _load(args: argparse.Namespace) -> Any:
     from ppl.models.lm import LanguageModel
 
     return LanguageModel.load(args.model, dtype=args.dtype)
+
+
+def _generator(args: argparse.Namespace) -> Any:
+    """`ppl scale`'s generator: the in-process model (None: the task's own) or a served one."""
+    if args.backend == "jax":
+        if args.base_url:
+            raise ValueError("--base-url is for --backend openai")
+        return _load(args) if args.model else None
+    from ppl.models.lm.served import SERVER_KINDS, ClientSettings, ServedModel, load_tokenizer
+
+    if not args.base_url or not args.model:
+        raise ValueError("--backend openai needs --base-url URL and --model NAME (as served)")
+    tokenizer_path = args.tokenizer or (args.model if Path(args.model).exists() else None)
+    tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
+    settings = ClientSettings(timeout_s=args.timeout, concurrency=args.concurrency)
+    kind = None if args.server_kind == "auto" else SERVER_KINDS[args.server_kind]
+    return ServedModel(args.base_url, args.model, tokenizer, kind, settings)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -155,7 +173,7 @@ def _scale(args: argparse.Namespace) -> int:
     if args.problems_file and args.task:
         raise ValueError("give --task or --problems-file, not both")
     task = problems_file_task(args.problems_file) if args.problems_file else get_task(args.task)
-    lm = _load(args) if args.model else None
+    lm = _generator(args)
     out = run_sweep(
         task,
         methods=args.methods,
@@ -313,7 +331,33 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--problems", type=int, default=50)
     scale.add_argument("--seed", type=int, default=0)
     scale.add_argument("--out", default="results.jsonl")
-    scale.add_argument("--model", default=None, help="a GGUF file or checkpoint directory")
+    scale.add_argument(
+        "--model",
+        default=None,
+        help="a GGUF file or checkpoint directory; with --backend openai, the served model name",
+    )
+    scale.add_argument(
+        "--backend",
+        default="jax",
+        choices=("jax", "openai"),
+        help="jax: the in-process runtime; openai: an OpenAI-compatible completions server "
+        "(vLLM, SGLang, llama.cpp's) at --base-url",
+    )
+    scale.add_argument("--base-url", default=None, help="e.g. http://127.0.0.1:8000/v1")
+    scale.add_argument(
+        "--tokenizer",
+        default=None,
+        help="with --backend openai: a GGUF file or checkpoint directory whose chat template "
+        "formats chat prompts (default: --model when it is a local path)",
+    )
+    scale.add_argument(
+        "--server-kind",
+        default="auto",
+        choices=("auto", "vllm", "sglang", "llama-cpp-python", "generic"),
+        help="what the server returns (auto: detected from /v1/models; docs/reasoning.md)",
+    )
+    scale.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    scale.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
     scale.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     scale.add_argument(
         "--verifier",
@@ -378,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError) as error:  # the runtime's errors name the problem
+    except (ValueError, FileNotFoundError, ServerError) as error:  # they name the problem
         print(f"ppl {args.command}: error: {error}", file=sys.stderr)
         return 2
 

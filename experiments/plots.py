@@ -39,13 +39,25 @@ def show_figure(fig: Figure, name: str) -> None:
 
 def accuracy_table(records: Sequence[dict[str, Any]]) -> dict[str, dict[int, dict[str, float]]]:
     """method -> budget -> {accuracy, standard_error, low, high, problems, tokens,
-    verifier_calls, errors} (means per problem; problems that errored count as wrong; [low,
-    high] is the 95% Wilson interval of the accuracy)."""
+    verifier_calls, errors, failed} (means per problem; problems that errored count as wrong;
+    cells a served model failed are left out and counted in `failed` until a re-run fills
+    them; [low, high] is the 95% Wilson interval of the accuracy)."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    failed: dict[tuple[str, int], set[Any]] = defaultdict(set)
+    answered = {
+        (r["method"], int(r["budget"]), r.get("problem")) for r in records if not r.get("failed")
+    }
     for record in records:
-        groups[(record["method"], int(record["budget"]))].append(record)
+        cell = (record["method"], int(record["budget"]))
+        if not record.get("failed"):
+            groups[cell].append(record)
+        elif (*cell, record.get("problem")) not in answered:
+            failed[cell].add(record.get("problem"))
+            groups.setdefault(cell, [])
     table: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
     for (method, budget), rows in sorted(groups.items()):
+        if not rows:  # every problem of the cell failed: nothing to report yet
+            continue
         correct = np.asarray([bool(r.get("correct")) for r in rows], np.float64)
         spent = [r.get("spent") or {} for r in rows]
         low, high = binomial_interval(int(correct.sum()), len(rows))
@@ -58,6 +70,7 @@ def accuracy_table(records: Sequence[dict[str, Any]]) -> dict[str, dict[int, dic
             "tokens": float(np.mean([s.get("tokens", 0) for s in spent])),
             "verifier_calls": float(np.mean([s.get("verifier_calls", 0) for s in spent])),
             "errors": sum(1 for r in rows if r.get("error")),
+            "failed": len(failed[(method, budget)]),
         }
     return dict(table)
 

@@ -20,21 +20,32 @@ import jax
 import numpy as np
 
 from ppl.models.lm.language_model import LanguageModel
+from ppl.models.lm.served import ServedModel
 from ppl.models.reasoning.answers import answer_ids, extract_answer
 from ppl.models.reasoning.reward_weighting import RewardWeighting
-from ppl.models.reasoning.ssm import Budget, ReasoningParticles, ReasoningSSM, StepSettings
+from ppl.models.reasoning.step_model import (
+    Budget,
+    ReasoningParticles,
+    StepModel,
+    StepSettings,
+    reasoning_model,
+)
 from ppl.models.reasoning.verifiers import Verifier
+from ppl.registry import import_modules
 from ppl.samplers import host_smc
 from ppl.samplers.selection import ANSWER_SELECTIONS
+
+import_modules("ppl.models.reasoning")  # every backend module registers its model
 
 
 @dataclasses.dataclass(frozen=True)
 class MethodInputs:
-    """What every method gets, passed whole: the generator, the problems' prompts (one batch),
+    """What every method gets, passed whole: the generator (in-process or served), the
+    problems' prompts (one batch),
     the verifier, the budget N per problem, how rewards become weights, and the step settings
     (`None`: `StepSettings()`)."""
 
-    lm: LanguageModel
+    lm: LanguageModel | ServedModel
     prompts: Sequence[str]
     verifier: Verifier
     budget: int
@@ -44,11 +55,12 @@ class MethodInputs:
 
     def model(
         self, chains: int = 1, inverse_temperatures: Sequence[float] | None = None
-    ) -> ReasoningSSM:
+    ) -> StepModel:
         """The reasoning state-space model over the prompts, each repeated `chains` times in a
-        row (tempered chains, with their `inverse_temperatures`)."""
+        row (tempered chains, with their `inverse_temperatures`), on the backend that takes
+        `lm` (`ppl.models.reasoning.step_model.BACKENDS`)."""
         prompts = [p for p in self.prompts for _ in range(chains)]
-        return ReasoningSSM(
+        return reasoning_model(
             self.lm,
             prompts,
             self.verifier,
@@ -84,7 +96,7 @@ class ProblemOutcome:
 def _outcomes(
     method: str,
     budget: int,
-    ssm: ReasoningSSM,
+    ssm: StepModel,
     spent: Budget,
     texts: Sequence[Sequence[str]],
     scores: np.ndarray,
@@ -125,7 +137,7 @@ def _outcomes(
 
 
 def _pool_sweeps(
-    ssm: ReasoningSSM, results: Sequence[host_smc.HostSMCResult], chains: int = 1
+    ssm: StepModel, results: Sequence[host_smc.HostSMCResult], chains: int = 1
 ) -> tuple[list[list[str]], np.ndarray]:
     """Every sweep's final particles of each problem's target group (the first of its
     `chains`), with each sweep's normalized log weights minus log(number of sweeps)."""
@@ -148,7 +160,7 @@ def _total_spent(results: Sequence[host_smc.HostSMCResult]) -> Budget:
     return spent
 
 
-def _by_group(ssm: ReasoningSSM, particles: ReasoningParticles) -> list[list[str]]:
+def _by_group(ssm: StepModel, particles: ReasoningParticles) -> list[list[str]]:
     texts = ssm.texts(particles)
     size = len(texts) // ssm.num_groups
     return [texts[g * size : (g + 1) * size] for g in range(ssm.num_groups)]

@@ -5,7 +5,11 @@ per (problem, method, budget) to `out` as soon as a batch of problems is done, f
 line. Re-running with the same arguments skips the lines already in the file, so a crash
 loses nothing finished. Problems run in batches of prompts x budget rows (`max_rows`).
 A batch that fails (for example a prompt longer than the context) is recorded per problem
-with its error and the sweep goes on.
+with its error and the sweep goes on. A batch that a served model could not answer (a
+`ppl.models.lm.served.ServerError`: the server went away, timed out, or answered with an
+error) is recorded as `"failed": true` with the error, not as a wrong answer: accuracy tables
+leave it out and a re-run retries it. When the server cannot be reached at all the sweep
+stops there, after writing what it has.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ppl.experiments.methods import METHODS
 from ppl.experiments.reasoning import MethodInputs, ProblemOutcome
 from ppl.models.lm.errors import ContextLengthError
 from ppl.models.lm.language_model import LanguageModel
+from ppl.models.lm.served import ServedModel, ServerError, ServerUnreachableError
 from ppl.models.reasoning.reward_weighting import RewardWeighting
 from ppl.models.reasoning.tasks import Task, TaskProblem
 from ppl.models.reasoning.verifiers import VERIFIERS, VerifierSpec
@@ -47,7 +52,8 @@ def _done_keys(out: Path) -> set[tuple]:
             record = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by a crash: run that problem again
             continue
-        done.add(_key(record))
+        if not record.get("failed"):  # a cell the server failed is run again
+            done.add(_key(record))
     return done
 
 
@@ -68,7 +74,7 @@ def run_sweep(
     num_problems: int,
     seed: int,
     out: str | Path,
-    lm: LanguageModel | None = None,
+    lm: LanguageModel | ServedModel | None = None,
     verifier: VerifierSpec | None = None,
     weighting: RewardWeighting | None = None,
     max_rows: int = 256,
@@ -76,7 +82,8 @@ def run_sweep(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Run every method at every budget on `num_problems` problems of `task` (drawn with
-    `seed`), appending JSON lines to `out`; returns the path."""
+    `seed`), appending JSON lines to `out`; returns the path. `lm` (default: the task's model)
+    may be a `ServedModel`."""
     for method in methods:
         METHODS.get(method)  # an unknown name fails here, naming the choices
     if not budgets or min(budgets) < 1:
@@ -121,13 +128,18 @@ def run_sweep(
                     sink.write(json.dumps({**line, **record}) + "\n")
                 sink.flush()
                 bar.update(len(batch))
+                if any(r.get("unreachable") for r in records):
+                    raise ServerUnreachableError(
+                        f"{records[0]['error']}; the sweep stopped, its results so far are in "
+                        f"{out} (run the same command again to resume)"
+                    )
     return out
 
 
 def _run_batch(
     method: str,
     rng_key: jax.Array,
-    lm: LanguageModel,
+    lm: LanguageModel | ServedModel,
     problems: Sequence[TaskProblem],
     batch: Sequence[int],
     budget: int,
@@ -147,6 +159,11 @@ def _run_batch(
             task.settings,
         )
         outcomes = run_method(method, rng_key, inputs)
+    except ServerError as error:  # not the answer's fault: recorded as failed, retried later
+        failed = {"failed": True, "correct": None, "error": f"{type(error).__name__}: {error}"}
+        if isinstance(error, ServerUnreachableError):
+            failed["unreachable"] = True
+        return [{"reference": p.answer, **failed} for p in chosen]
     except (ContextLengthError, ValueError) as error:
         if len(batch) > 1:  # isolate the problem that fails; the others still run
             return [

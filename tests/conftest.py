@@ -58,3 +58,25 @@ def default_lm(default_model_path):
     from ppl.models.lm import LanguageModel
 
     return LanguageModel.from_gguf(default_model_path)
+
+
+@pytest.fixture(scope="session")
+def llamacpp(default_model_path, tmp_path_factory):
+    """llama.cpp's OpenAI-compatible server on the embedded GGUF (a real server process on a
+    free loopback port; `tests/llamacpp_server.py`)."""
+    from tests.llamacpp_server import llamacpp_server
+
+    log = tmp_path_factory.mktemp("llamacpp") / "server.log"
+    with llamacpp_server(Path(default_model_path), log) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def llamacpp_f32(default_model_path, tmp_path_factory):
+    """The server on a float32 copy of the embedded GGUF, and that copy's path."""
+    from tests.llamacpp_server import float32_copy, llamacpp_server
+
+    directory = tmp_path_factory.mktemp("llamacpp_f32")
+    model = float32_copy(Path(default_model_path), directory / "smollm2-f32.gguf")
+    with llamacpp_server(model, directory / "server.log") as server:
+        yield server

@@ -19,6 +19,7 @@ prompts, plus one short pass per answer when an answer has more than one token.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,9 @@ from ppl.models.lm.cache import KVCache, init_cache
 from ppl.models.lm.decoding import extend, prefill
 from ppl.models.lm.language_model import LanguageModel, pad_batch
 from ppl.models.reasoning.verifiers import VERIFIERS, Candidates, Verifier, VerifierSpec
+
+if TYPE_CHECKING:
+    from ppl.models.reasoning.verifiers import Generator
 
 DEFAULT_TEMPLATE = (
     "Here is a problem and the first steps of a solution.\n\n"
@@ -182,7 +186,12 @@ class LMJudge:
 
 
 @VERIFIERS.register("judge", "the generator asked whether the steps so far are correct")
-def _judge(spec: VerifierSpec, references: Sequence[str], lm: LanguageModel) -> Verifier:
+def _judge(spec: VerifierSpec, references: Sequence[str], lm: Generator) -> Verifier:
+    if not isinstance(lm, LanguageModel):
+        raise ValueError(
+            "the judge verifier asks the in-process model; with a served generator use "
+            "--backend jax, or another verifier"
+        )
     return LMJudge(lm, chat=lm.tokenizer.chat_template is not None)
 
 

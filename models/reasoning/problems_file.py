@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ppl.models.lm.language_model import LanguageModel
 from ppl.models.lm.sampling import SamplingParams
-from ppl.models.reasoning.ssm import StepSettings
+from ppl.models.reasoning.step_model import StepSettings
 from ppl.models.reasoning.tasks import Task, TaskProblem
 
 QUESTION_FIELDS = ("question", "problem")

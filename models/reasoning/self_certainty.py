@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
 from ppl.models.reasoning.verifiers import VERIFIERS, Candidates, Verifier, VerifierSpec
 
 if TYPE_CHECKING:
-    from ppl.models.lm.language_model import LanguageModel
+    from ppl.models.reasoning.verifiers import Generator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +45,7 @@ class SelfCertainty:
 
     scope: Literal["step", "generation"] = "step"
     logprob: Literal["model", "sampling"] = "model"
+    needs_token_logprobs: ClassVar[bool] = True  # a served generator must return them
 
     def __post_init__(self) -> None:
         if self.scope not in ("step", "generation"):
@@ -72,11 +73,16 @@ class SelfCertainty:
                 total = generations.sampling_logprob
             count = num_tokens
         summed = np.asarray(total, np.float64)[rows]
+        if np.any(np.isnan(summed) & (count > 0)):
+            raise ValueError(
+                "SelfCertainty needs the sampled tokens' log probabilities, and the generator "
+                "returned none (a served model whose server does not give them)"
+            )
         with np.errstate(invalid="ignore", divide="ignore"):
             rewards = np.exp(summed / count)
         return np.where(count > 0, np.minimum(rewards, 1.0), np.nan)
 
 
 @VERIFIERS.register("self_certainty", "exp(mean log p per token) of the step, from the generator")
-def _self_certainty(spec: VerifierSpec, references: Sequence[str], lm: LanguageModel) -> Verifier:
+def _self_certainty(spec: VerifierSpec, references: Sequence[str], lm: Generator) -> Verifier:
     return SelfCertainty()

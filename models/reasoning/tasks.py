@@ -22,7 +22,7 @@ from ppl.models.lm.language_model import LanguageModel
 from ppl.models.lm.sampling import SamplingParams
 from ppl.models.reasoning import chained_arithmetic
 from ppl.models.reasoning.answers import answers_match
-from ppl.models.reasoning.ssm import StepSettings
+from ppl.models.reasoning.step_model import StepSettings
 from ppl.registry import Registry
 
 

@@ -20,16 +20,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ppl.models.reasoning.answers import answers_match, check_arithmetic, extract_answer
-from ppl.models.reasoning.generations import Generations
 from ppl.registry import Registry
 
 if TYPE_CHECKING:
     from ppl.models.lm.language_model import LanguageModel
+    from ppl.models.lm.served import ServedModel
+
+    Generator = LanguageModel | ServedModel  # what a verifier builder is given
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +44,7 @@ class Candidates:
     finished: np.ndarray  # [K] bool: the generation is complete
     groups: np.ndarray  # [K] index of the prompt (problem) in the batch
     rows: np.ndarray  # [K] row index in `generations`
-    generations: Generations | None = None  # the device state, for model-based verifiers
+    generations: Any = None  # the backend's generations (device state), for model verifiers
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -62,7 +64,7 @@ class VerifierSpec:
     false_negative_rate: float = 0.0
     epsilon: float = 0.05
 
-    def build(self, references: Sequence[str], lm: LanguageModel) -> Verifier:
+    def build(self, references: Sequence[str], lm: Generator) -> Verifier:
         """The verifier for problems with reference answers `references` (one per prompt) and
         the generator `lm` (which the `judge` asks)."""
         base = VERIFIERS.get(self.name)(self, references, lm)
@@ -78,7 +80,7 @@ class VerifierSpec:
         return self.name
 
 
-VerifierBuilder = Callable[[VerifierSpec, Sequence[str], "LanguageModel"], Verifier]
+VerifierBuilder = Callable[[VerifierSpec, Sequence[str], "Generator"], Verifier]
 VERIFIERS: Registry[VerifierBuilder] = Registry("verifier")
 
 
@@ -110,7 +112,7 @@ class ArithmeticSteps:
 
 
 @VERIFIERS.register("arithmetic", "checks every 'a op b = c' claim of the latest step exactly")
-def _arithmetic(spec: VerifierSpec, references: Sequence[str], lm: LanguageModel) -> Verifier:
+def _arithmetic(spec: VerifierSpec, references: Sequence[str], lm: Generator) -> Verifier:
     return ArithmeticSteps(spec.epsilon)
 
 
@@ -136,7 +138,7 @@ class OutcomeCorrect:
 
 
 @VERIFIERS.register("outcome", "1 if a finished generation's answer matches the reference")
-def _outcome(spec: VerifierSpec, references: Sequence[str], lm: LanguageModel) -> Verifier:
+def _outcome(spec: VerifierSpec, references: Sequence[str], lm: Generator) -> Verifier:
     return OutcomeCorrect(tuple(references))
 
 
@@ -207,6 +209,16 @@ class Product:
         for index, verifier in enumerate(self.verifiers):
             rewards = rewards * _as_rewards(verifier(candidates), len(candidates), str(index))
         return rewards
+
+
+def needs_token_logprobs(verifier: Verifier) -> bool:
+    """Whether `verifier` (or one it wraps) reads the generator's sampled-token log
+    probabilities (`needs_token_logprobs = True` on its class), which a served generator
+    then requests."""
+    if getattr(verifier, "needs_token_logprobs", False):
+        return True
+    inner = [getattr(verifier, "verifier", None), *getattr(verifier, "verifiers", ())]
+    return any(needs_token_logprobs(v) for v in inner if v is not None)
 
 
 def call_verifier(verifier: Verifier, candidates: Candidates) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 from ppl.experiments.methods import METHODS, MethodInputs
 from ppl.models.lm.sampling import SamplingParams
 from ppl.models.lm.tiny import alphabet_language_model
-from ppl.models.reasoning.ssm import StepSettings
+from ppl.models.reasoning.step_model import StepSettings
 
 SETTINGS = StepSettings(
     delimiter="\n", max_step_tokens=3, max_steps=3, sampling=SamplingParams(temperature=1.0)

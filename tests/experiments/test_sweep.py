@@ -15,7 +15,7 @@ from ppl.experiments.plots import accuracy_table, budget_ratios
 from ppl.experiments.sweep import read_results, run_sweep
 from ppl.models.lm.sampling import SamplingParams
 from ppl.models.lm.tiny import alphabet_language_model
-from ppl.models.reasoning.ssm import StepSettings
+from ppl.models.reasoning.step_model import StepSettings
 from ppl.models.reasoning.tasks import Task, TaskProblem
 
 
