@@ -198,7 +198,7 @@ class ProcessRewardModel:
         """r = softmax(logits)[positive], or sigmoid(logits[0]) for a one-logit head."""
         z = np.asarray(logits, np.float64)
         if self.positive is None:
-            return 1.0 / (1.0 + np.exp(-z[:, 0]))
+            return 0.5 * (1.0 + np.tanh(0.5 * z[:, 0]))  # sigmoid, without overflow
         z = z - z.max(axis=1, keepdims=True)
         return np.exp(z[:, self.positive]) / np.exp(z).sum(axis=1)
 
@@ -308,6 +308,7 @@ def load_prm(
         weight = tensor("score.weight", (labels, d)).T
         head = PRMHead(None, None, weight, tensor("score.bias", (labels,), optional=True))
         positive = None if labels == 1 else 1
+    tensors.clear()  # the layers are stacked copies now; free the file's arrays before casting
     return ProcessRewardModel(
         layout,
         config,

@@ -341,7 +341,9 @@ def test_a_sweep_scores_with_the_prm_and_fails_early_on_a_bad_checkpoint(shepher
         tmp_path, letters_task(), methods=["bon"], budgets=[2], num_problems=2, verifier=spec
     )
     records = read_results(out)
-    assert len(records) == 2 and all("error" not in r for r in records)
+    assert len(records) == 2 and all("error" not in r and r["num_nan"] == 0 for r in records)
+    scores = np.asarray([r["scores"] for r in records])  # sum of log PRM rewards per candidate
+    assert np.isfinite(scores).all() and (scores < 0).all() and len(np.unique(scores)) > 1
     assert {r["verifier"] for r in records} == {f"prm[{shepherd_dir.name}]"}
     bare = tmp_path / "backbone"  # the tiny LM without a head: no known layout
     write_hf_directory(bare, tiny_language_model(jax.random.key(4)))
