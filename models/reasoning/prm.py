@@ -265,6 +265,11 @@ def load_prm(
         )
     config, params = decoder_from_tensors(directory, hf, tensors)
     tokenizer = Tokenizer.from_directory(directory)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ModelLoadError(
+            f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens, more than the "
+            f"model's vocabulary of {config.vocab_size}"
+        )
     d = config.hidden_size
 
     def tensor(name: str, shape: tuple[int, ...], optional: bool = False) -> jax.Array:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tokenizers
@@ -18,7 +19,9 @@ from ppl.experiments.cli import main
 from ppl.experiments.sweep import read_results
 from ppl.models.lm import LanguageModel, ModelLoadError
 from ppl.models.lm.architectures.qwen2 import QWEN2_PATTERN
+from ppl.models.lm.cache import init_cache
 from ppl.models.lm.tiny import byte_level_vocabulary, tiny_config, tiny_language_model
+from ppl.models.lm.transformer import forward
 from ppl.models.reasoning.prm import (
     MathShepherdFormat,
     QwenMathFormat,
@@ -29,7 +32,7 @@ from ppl.models.reasoning.prm import (
 from ppl.models.reasoning.prm_verifier import PRMVerifier, split_steps
 from ppl.models.reasoning.verifiers import VERIFIERS, Candidates, VerifierSpec
 from tests.experiments.test_sweep import letters_task, sweep
-from tests.models.lm.test_safetensors_loader import write_hf_directory
+from tests.models.lm.test_safetensors_loader import write_hf_directory, write_tokenizer_files
 
 SPECIALS = ("<|im_start|>", "<|im_end|>", "<extra_0>")
 QWEN_TEMPLATE = (
@@ -284,6 +287,52 @@ def test_the_prm_verifier_scores_the_steps_of_each_candidate(shepherd_dir, tiny_
     assert len({tuple(r) for r in per_step}) == 2 and (np.diff(per_step[0]) != 0).any()
 
 
+def test_qwen2_math_prm_head_on_our_backbone(tmp_path):
+    """Without PyTorch: the head's math and the separator positions, chat and plain."""
+    config = tiny_config(
+        vocab_size=269, architecture="qwen2", attention_bias=True, context_length=CONTEXT
+    )
+    lm = tiny_language_model(jax.random.key(5), config)
+    directory = write_hf_directory(tmp_path, lm)
+    assert write_tokenizer(directory) == config.vocab_size
+    rng = np.random.default_rng(0)
+    d = config.hidden_size
+    head = {
+        "score.0.weight": rng.normal(0, 0.3, (d, d)),
+        "score.0.bias": rng.normal(0, 0.3, d),
+        "score.2.weight": rng.normal(0, 0.3, (2, d)),
+        "score.2.bias": rng.normal(0, 0.3, 2),
+    }
+    tensors = load_file(str(directory / "model.safetensors"))
+    tensors.update({k: v.astype(np.float32) for k, v in head.items()})
+    save_file(tensors, str(directory / "model.safetensors"))
+    separator = 267  # the id of <extra_0>
+    plain = load_prm(directory, QwenMathFormat(chat=False))
+    ids, positions = plain.encode(PROMPTS[1], STEPS[1])
+    assert ids == plain.tokenizer.encode(
+        PROMPTS[1] + "\n" + "<extra_0>".join(STEPS[1]) + "<extra_0>"
+    )
+    assert positions == [i for i, t in enumerate(ids) if t == separator] and len(positions) == 2
+    prm = load_prm(directory)
+    ids, positions = prm.encode(PROMPTS[1], STEPS[1])
+    assert positions == [i for i, t in enumerate(ids) if t == separator] and len(positions) == 2
+    assert prm.tokenizer.decode(ids).startswith("<|im_start|>system\nPlease reason step by step")
+    cache = init_cache(lm.config, 1, 0)
+    hidden, _ = forward(lm.params, lm.config, jnp.asarray([ids]), cache, jnp.asarray([len(ids)]))
+    h = np.asarray(hidden[0], np.float64)[positions]
+    z = np.maximum(h @ head["score.0.weight"].T + head["score.0.bias"], 0)
+    z = z @ head["score.2.weight"].T + head["score.2.bias"]
+    logits = prm.head_logits(PROMPTS[1:], STEPS[1:])[0]
+    np.testing.assert_allclose(logits, z, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(prm.rewards_from_logits(logits), softmax(z)[:, 1], rtol=1e-4)
+    (directory / "tokenizer_config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="no chat template; pass QwenMathFormat.chat=False."):
+        load_prm(directory)
+    write_tokenizer_files(directory, lm)  # the byte tokenizer: no <extra_0>, fewer tokens
+    with pytest.raises(ModelLoadError, match="the step separator '<extra_0>' is not one token"):
+        load_prm(directory)
+
+
 # --- bad input ------------------------------------------------------------------------------
 
 
@@ -338,10 +387,10 @@ def test_the_prm_verifier_without_a_checkpoint_is_a_clear_error(capsys, tmp_path
 def test_a_sweep_scores_with_the_prm_and_fails_early_on_a_bad_checkpoint(shepherd_dir, tmp_path):
     spec = VerifierSpec("prm", checkpoint=str(shepherd_dir))
     out = sweep(
-        tmp_path, letters_task(), methods=["bon"], budgets=[2], num_problems=2, verifier=spec
+        tmp_path, letters_task(), methods=["bon"], budgets=[2], num_problems=1, verifier=spec
     )
     records = read_results(out)
-    assert len(records) == 2 and all("error" not in r and r["num_nan"] == 0 for r in records)
+    assert len(records) == 1 and all("error" not in r and r["num_nan"] == 0 for r in records)
     scores = np.asarray([r["scores"] for r in records])  # sum of log PRM rewards per candidate
     assert np.isfinite(scores).all() and (scores < 0).all() and len(np.unique(scores)) > 1
     assert {r["verifier"] for r in records} == {f"prm[{shepherd_dir.name}]"}
