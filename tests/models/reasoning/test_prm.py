@@ -1,6 +1,6 @@
 """Process reward models: each head layout against transformers (small random checkpoints
-written by transformers itself), the step positions against the model cards' own recipes, the
-`prm` verifier, and the errors for bad input."""
+written by transformers itself), the step positions against the model cards' own recipes,
+batching, and the errors for bad input."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ import tokenizers
 from safetensors.numpy import load_file, save_file
 from tokenizers import decoders, models, pre_tokenizers
 
-from ppl.experiments.cli import main
-from ppl.experiments.sweep import read_results
 from ppl.models.lm import LanguageModel, ModelLoadError
 from ppl.models.lm.architectures.qwen2 import QWEN2_PATTERN
 from ppl.models.lm.cache import init_cache
@@ -29,9 +27,6 @@ from ppl.models.reasoning.prm import (
     bucket_width,
     load_prm,
 )
-from ppl.models.reasoning.prm_verifier import PRMVerifier, split_steps
-from ppl.models.reasoning.verifiers import VERIFIERS, Candidates, VerifierSpec
-from tests.experiments.test_sweep import letters_task, sweep
 from tests.models.lm.test_safetensors_loader import write_hf_directory, write_tokenizer_files
 
 SPECIALS = ("<|im_start|>", "<|im_end|>", "<extra_0>")
@@ -226,15 +221,19 @@ def test_value_head_matches_transformers(torch_modules, tmp_path, kind, labels):
 # --- without PyTorch: a causal LM of our own as a Math-Shepherd PRM ------------------------
 
 
-@pytest.fixture(scope="module")
-def shepherd_dir(tmp_path_factory):
+def write_shepherd_checkpoint(directory: Path) -> Path:
     """The tiny byte-level LM saved as `LlamaForCausalLM`: "ки" is four byte tokens there."""
     lm = tiny_language_model(jax.random.key(3), tiny_config(context_length=CONTEXT))
-    directory = write_hf_directory(tmp_path_factory.mktemp("shepherd"), lm)
+    write_hf_directory(directory, lm)
     config = json.loads((directory / "config.json").read_text())
     config["architectures"] = ["LlamaForCausalLM"]
     (directory / "config.json").write_text(json.dumps(config))
     return directory
+
+
+@pytest.fixture(scope="module")
+def shepherd_dir(tmp_path_factory):
+    return write_shepherd_checkpoint(tmp_path_factory.mktemp("shepherd"))
 
 
 def test_math_shepherd_reads_the_lm_logits_at_the_tags(shepherd_dir):
@@ -260,31 +259,6 @@ def test_batches_pad_without_changing_rewards_and_long_candidates_get_nan(shephe
     assert np.isnan(together[2]).all() and together[2].shape == (1,)
     assert np.isfinite(together[3]).all() and ((together[3] > 0) & (together[3] < 1)).all()
     assert [bucket_width(n) for n in (1, 32, 33, 100, 1000)] == [32, 32, 36, 104, 1024]
-
-
-def test_the_prm_verifier_scores_the_steps_of_each_candidate(shepherd_dir, tiny_lm):
-    texts = ["\n\n".join(steps) + "\n\n" for steps in STEPS]
-    candidates = Candidates(
-        prompts=PROMPTS,
-        texts=texts,
-        last_steps=[steps[-1] for steps in STEPS],
-        finished=np.zeros(2, bool),
-        groups=np.arange(2),
-        rows=np.arange(2),
-    )
-    assert split_steps(texts[0]) == STEPS[0] and split_steps(" \n\n ") == [""]
-    spec = VerifierSpec("prm", checkpoint=str(shepherd_dir))
-    verifier = spec.build([], tiny_lm)
-    assert isinstance(verifier, PRMVerifier) and verifier.prm.layout == "math_shepherd"
-    assert spec.build([], tiny_lm).prm is verifier.prm  # loaded once, shared by every batch
-    assert spec.label() == f"prm[{shepherd_dir.name}]"
-    per_step = verifier.prm.step_rewards(PROMPTS, STEPS)
-    np.testing.assert_allclose(verifier(candidates), [r[-1] for r in per_step])
-    minimum = PRMVerifier(verifier.prm, aggregation="min")(candidates)
-    np.testing.assert_allclose(minimum, [r.min() for r in per_step])
-    product = PRMVerifier(verifier.prm, aggregation="product")(candidates)
-    np.testing.assert_allclose(product, [r.prod() for r in per_step])
-    assert len({tuple(r) for r in per_step}) == 2 and (np.diff(per_step[0]) != 0).any()
 
 
 def test_qwen2_math_prm_head_on_our_backbone(tmp_path):
@@ -367,36 +341,3 @@ def test_a_format_of_another_layout_is_refused(shepherd_dir):
         load_prm(shepherd_dir, ValueHeadFormat())
     with pytest.raises(ModelLoadError, match="'plus' is not one token"):
         load_prm(shepherd_dir, MathShepherdFormat(good_token="plus"))
-
-
-def test_the_prm_verifier_without_a_checkpoint_is_a_clear_error(capsys, tmp_path):
-    assert "prm" in VERIFIERS
-    with pytest.raises(ValueError, match="the prm verifier needs a process reward model"):
-        VerifierSpec("prm")
-    out = str(tmp_path / "results.jsonl")
-    assert main(["scale", "--verifier", "prm", "--problems", "1", "--out", out]) == 2
-    err = capsys.readouterr().err
-    assert "ppl scale: error: the prm verifier needs" in err and "--prm-checkpoint PATH" in err
-    assert "Traceback" not in err and not Path(out).exists()
-    missing = str(tmp_path / "nowhere")
-    argv = ["scale", "--verifier", "prm", "--prm-checkpoint", missing, "--problems", "1"]
-    assert main([*argv, "--methods", "bon", "--budgets", "1", "--out", out, "--quiet"]) == 2
-    assert f"verifier checkpoint directory not found: {missing}" in capsys.readouterr().err
-
-
-def test_a_sweep_scores_with_the_prm_and_fails_early_on_a_bad_checkpoint(shepherd_dir, tmp_path):
-    spec = VerifierSpec("prm", checkpoint=str(shepherd_dir))
-    out = sweep(
-        tmp_path, letters_task(), methods=["bon"], budgets=[2], num_problems=1, verifier=spec
-    )
-    records = read_results(out)
-    assert len(records) == 1 and all("error" not in r and r["num_nan"] == 0 for r in records)
-    scores = np.asarray([r["scores"] for r in records])  # sum of log PRM rewards per candidate
-    assert np.isfinite(scores).all() and (scores < 0).all() and len(np.unique(scores)) > 1
-    assert {r["verifier"] for r in records} == {f"prm[{shepherd_dir.name}]"}
-    bare = tmp_path / "backbone"  # the tiny LM without a head: no known layout
-    write_hf_directory(bare, tiny_language_model(jax.random.key(4)))
-    bad = VerifierSpec("prm", checkpoint=str(bare))
-    with pytest.raises(ModelLoadError, match="no known process reward head"):
-        sweep(tmp_path / "bad", letters_task(), verifier=bad)
-    assert not (tmp_path / "bad" / "results.jsonl").exists()
