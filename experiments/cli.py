@@ -183,7 +183,11 @@ def _scale(args: argparse.Namespace) -> int:
         out=args.out,
         lm=lm,
         verifier=VerifierSpec(
-            args.verifier, args.false_positive_rate, args.false_negative_rate, args.epsilon
+            args.verifier,
+            args.false_positive_rate,
+            args.false_negative_rate,
+            args.epsilon,
+            checkpoint=args.prm_checkpoint,
         ),
         weighting=RewardWeighting(args.weighting, args.aggregation, args.softmax_temperature),
         max_rows=args.max_rows,
@@ -364,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="arithmetic",
         choices=VERIFIERS.names(),
         help="process verifier (listed below)",
+    )
+    scale.add_argument(
+        "--prm-checkpoint", default=None, metavar="PATH", help="--verifier prm's weights directory"
     )
     scale.add_argument("--false-positive-rate", type=float, default=0.0)
     scale.add_argument("--false-negative-rate", type=float, default=0.0)

@@ -95,6 +95,7 @@ def run_sweep(
     out.parent.mkdir(parents=True, exist_ok=True)
     lm = lm or task.load_model()
     problems = task.make_problems(seed, num_problems)
+    verifier.build([p.answer for p in problems], lm)  # a verifier that cannot load fails here
     base = {"task": task.name, "model": lm.name, "verifier": verifier.label(), "seed": seed}
     done = _done_keys(out)
     work = []

@@ -38,7 +38,8 @@ def architecture_of(hf: dict[str, Any]) -> Architecture:
         raise ModelLoadError(f"{error} (config.json model_type)") from error
 
 
-def _read_tensors(directory: Path) -> dict[str, np.ndarray]:
+def read_tensors(directory: Path) -> dict[str, np.ndarray]:
+    """Every tensor of the directory's *.safetensors files, as float32 numpy arrays."""
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         raise ModelLoadError(f"no *.safetensors files in {directory}")
@@ -53,20 +54,34 @@ def _read_tensors(directory: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def load_safetensors(directory: str | Path) -> tuple[DecoderConfig, Params, Tokenizer]:
-    """Read config, float32 weights (numpy) and tokenizer from a checkpoint directory."""
-    directory = Path(directory)
+def read_config(directory: Path) -> dict[str, Any]:
+    """The directory's config.json as a dict."""
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise ModelLoadError(f"no config.json in {directory}")
     try:
-        hf = json.loads(config_path.read_text())
+        return dict(json.loads(config_path.read_text()))
     except json.JSONDecodeError as error:
         raise ModelLoadError(f"{config_path} is not valid JSON: {error}") from error
+
+
+def load_safetensors(directory: str | Path) -> tuple[DecoderConfig, Params, Tokenizer]:
+    """Read config, float32 weights (numpy) and tokenizer from a checkpoint directory."""
+    directory = Path(directory)
+    hf = read_config(directory)
+    architecture_of(hf)  # an unknown model_type is named before the weights are read
+    config, params = decoder_from_tensors(directory, hf, read_tensors(directory))
+    return config, params, Tokenizer.from_directory(directory)
+
+
+def decoder_from_tensors(
+    directory: Path, hf: dict[str, Any], tensors: dict[str, np.ndarray]
+) -> tuple[DecoderConfig, Params]:
+    """The decoder of a config.json dict and its tensors (`model.*`, and `lm_head.weight` when
+    untied); other tensors, such as a reward model's head, are ignored."""
     arch = architecture_of(hf)
     config = arch.config_from_hf(hf)
     inv_freq = arch.rope_from_hf(hf, config)
-    tensors = _read_tensors(directory)
 
     def take(name: str) -> np.ndarray:
         if name not in tensors:
@@ -99,4 +114,4 @@ def load_safetensors(directory: str | Path) -> tuple[DecoderConfig, Params, Toke
         check_shapes(params, config)
     except ValueError as error:
         raise ModelLoadError(f"{directory}: {error}") from error
-    return config, params, Tokenizer.from_directory(directory)
+    return config, params

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,17 +53,30 @@ class Candidates:
 
 Verifier = Callable[[Candidates], np.ndarray]
 
+PRM_NEEDS_CHECKPOINT = (
+    "the prm verifier needs a process reward model checkpoint directory: pass "
+    "--prm-checkpoint PATH (Python: VerifierSpec('prm', checkpoint=PATH))"
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class VerifierSpec:
     """A registered verifier by name, made imperfect with controlled error rates (`Imperfect`,
     then `Softened` by `epsilon`) when either rate is nonzero; `epsilon` also softens the hard
-    verdicts of the verifiers that have them, so that no particle gets weight 0."""
+    verdicts of the verifiers that have them, so that no particle gets weight 0. `checkpoint`
+    is the weights directory of a verifier that loads its own (`prm`)."""
 
     name: str = "arithmetic"
     false_positive_rate: float = 0.0
     false_negative_rate: float = 0.0
     epsilon: float = 0.05
+    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name == "prm" and self.checkpoint is None:  # fail before a sweep starts
+            raise ValueError(PRM_NEEDS_CHECKPOINT)
+        if self.checkpoint is not None and not Path(self.checkpoint).expanduser().is_dir():
+            raise ValueError(f"verifier checkpoint directory not found: {self.checkpoint}")
 
     def build(self, references: Sequence[str], lm: Generator) -> Verifier:
         """The verifier for problems with reference answers `references` (one per prompt) and
@@ -74,10 +88,13 @@ class VerifierSpec:
         return base
 
     def label(self) -> str:
+        name = self.name
+        if self.checkpoint is not None:  # results of two checkpoints are kept apart
+            name = f"{name}[{Path(self.checkpoint).name}]"
         if self.false_positive_rate or self.false_negative_rate:
             rates = f"fp={self.false_positive_rate},fn={self.false_negative_rate}"
-            return f"{self.name}({rates})"
-        return self.name
+            return f"{name}({rates})"
+        return name
 
 
 VerifierBuilder = Callable[[VerifierSpec, Sequence[str], "Generator"], Verifier]
