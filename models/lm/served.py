@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import httpx
+import numpy as np
 
 from ppl.models.lm.tokenizer import Tokenizer
 
@@ -313,6 +314,29 @@ class ServedModel:
             text += request.stop[0]  # the server drops the stop string from the text
         return Choice(text, finish, num_tokens, token_logprobs if request.logprobs else None)
 
+    # Pooling (reward models) ----------------------------------------------------------
+    def pool(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """vLLM's pooling endpoint (`POST /pooling` at the server's root, a model served with
+        `--runner pooling`): one array per text, e.g. [steps, 2] class probabilities at the
+        step separators of a process reward model under vLLM's STEP pooling."""
+        root = self.base_url.removesuffix("/v1")
+        answer = self._request(
+            "POST", "/pooling", {"model": self.model, "input": list(texts)}, root
+        )
+        try:
+            rows = sorted(answer["data"], key=lambda row: int(row.get("index", 0)))
+            pooled = [np.asarray(row["data"], np.float64) for row in rows]
+        except (KeyError, TypeError, ValueError) as error:
+            raise MalformedResponseError(
+                f"{root}/pooling returned an unexpected answer ({error}): "
+                f"{json.dumps(answer)[:300]}"
+            ) from error
+        if len(pooled) != len(texts):
+            raise MalformedResponseError(
+                f"{root}/pooling returned {len(pooled)} results for {len(texts)} inputs"
+            )
+        return pooled
+
     # HTTP ------------------------------------------------------------------------------
     def _get(self, path: str) -> Any:
         return self._request("GET", path, None)
@@ -320,8 +344,10 @@ class ServedModel:
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         return self._request("POST", path, body)
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
-        url = self.base_url + path
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None, root: str | None = None
+    ) -> Any:
+        url = (root or self.base_url) + path
         for attempt in range(self.settings.max_retries + 1):
             last = attempt == self.settings.max_retries
             try:

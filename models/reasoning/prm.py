@@ -63,6 +63,19 @@ class QwenMathFormat:
     system_prompt: str = QWEN_MATH_SYSTEM  # empty: no system turn
     chat: bool = True
 
+    def text(self, tokenizer: Tokenizer, prompt: str, steps: Sequence[str]) -> str:
+        """The text the PRM reads: the steps, each followed by the separator, as the
+        assistant's turn (or after the prompt and a newline without `chat`)."""
+        content = "".join(step.replace(self.separator, "") + self.separator for step in steps)
+        if not self.chat:
+            return f"{prompt}\n{content}"
+        messages = [{"role": "system", "content": self.system_prompt}] * bool(self.system_prompt)
+        messages += [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": content},
+        ]
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=False)
+
 
 @dataclasses.dataclass(frozen=True)
 class MathShepherdFormat:
@@ -124,19 +137,8 @@ class ProcessRewardModel:
         each step's reward (-1 where the tokenization lost it)."""
         fmt = self.step_format
         if isinstance(fmt, QwenMathFormat):
-            content = "".join(step.replace(fmt.separator, "") + fmt.separator for step in steps)
-            if fmt.chat:
-                messages = [{"role": "system", "content": fmt.system_prompt}] * bool(
-                    fmt.system_prompt
-                )
-                messages += [
-                    {"role": "user", "content": prompt},
-                    {"role": "assistant", "content": content},
-                ]
-                text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=False)
-                ids = self.tokenizer.encode(text, add_special_tokens=False)
-            else:
-                ids = self.tokenizer.encode(f"{prompt}\n{content}")
+            text = fmt.text(self.tokenizer, prompt, steps)
+            ids = self.tokenizer.encode(text, add_special_tokens=not fmt.chat)
             separator = self.tokenizer.token_to_id(fmt.separator)
             found = [i for i, token in enumerate(ids) if token == separator][-len(steps) :]
             return ids, found if len(found) == len(steps) else [-1] * len(steps)

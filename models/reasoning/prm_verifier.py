@@ -18,7 +18,7 @@ import dataclasses
 import functools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
@@ -45,11 +45,20 @@ def split_steps(text: str, delimiter: str = "\n\n") -> list[str]:
     return [piece.strip() for piece in text.split(delimiter) if piece.strip()] or [""]
 
 
+class StepScorer(Protocol):
+    """What scores steps: a loaded `ProcessRewardModel`, or a `ServedPRM`."""
+
+    def step_rewards(
+        self, prompts: Sequence[str], steps: Sequence[Sequence[str]]
+    ) -> list[np.ndarray]: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class PRMVerifier:
-    """A verifier from a loaded `ProcessRewardModel` (module doc)."""
+    """A verifier from a step scorer: a loaded `ProcessRewardModel` or a
+    `ppl.models.reasoning.served_prm.ServedPRM` (module doc)."""
 
-    prm: ProcessRewardModel
+    prm: StepScorer
     step_delimiter: str = "\n\n"
     aggregation: StepAggregation = "last"
 
