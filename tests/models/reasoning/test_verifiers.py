@@ -93,7 +93,7 @@ def test_registered_verifiers_build_from_a_spec():
     from ppl.models.reasoning.self_certainty import SelfCertainty
     from ppl.models.reasoning.verifiers import VERIFIERS, VerifierSpec
 
-    assert set(VERIFIERS) >= {"arithmetic", "outcome", "self_certainty", "judge"}
+    assert set(VERIFIERS) >= {"arithmetic", "outcome", "self_certainty", "judge"}  # and plugins
     assert VerifierSpec("arithmetic", epsilon=0.1).build(["1"], None) == ArithmeticSteps(0.1)
     assert VerifierSpec("outcome").build(["4", "5"], None) == OutcomeCorrect(("4", "5"))
     assert VerifierSpec("self_certainty").build([], None) == SelfCertainty()
