@@ -7,7 +7,8 @@ Runs `ppl scale` (the same `run_sweep`) on the task (default: chained arithmetic
 in-repo organism and the arithmetic process verifier) for every method at budgets 1..32,
 then reports accuracy per (method, budget) with standard errors, pass@k of independent
 sampling with the fitted power law, the budget at which particle filtering matches best-of-N
-and beam search at 32 (Puri et al.'s "scaling rate"), and the wall time per problem.
+and beam search at the largest budget (Puri et al.'s "scaling rate") with its paired bootstrap
+interval, and the wall time per problem.
 `--backend llamacpp` serves the task's GGUF with llama.cpp's OpenAI-compatible server (built by
 benchmarks/setup_llamacpp.sh) on a free loopback port and runs the served backend against it.
 Writes benchmarks/results/reasoning_scaling[_TASK][_BACKEND].jsonl (the raw sweep,
@@ -27,7 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ppl.experiments.plots import accuracy_table, budget_ratios, format_table, plot_accuracy
+from ppl.experiments.plots import (
+    accuracy_table,
+    budget_ratios,
+    format_table,
+    plot_accuracy,
+    ratio_intervals,
+    ratio_lines,
+)
 from ppl.experiments.sweep import METHODS, VerifierSpec, read_results, run_sweep
 from ppl.models.reasoning.tasks import get_task
 from ppl.scaling import coverage_curve, fit_power_law_coverage, matching_budget
@@ -114,7 +122,8 @@ def main() -> None:
             target = table[other][largest]["accuracy"]
             pf_budgets = sorted(table["pf"])
             matches[other] = {
-                "accuracy_at_32": target,
+                "largest_budget": largest,
+                "accuracy_at_largest": target,
                 "pf_matching_budget": matching_budget(
                     pf_budgets, [table["pf"][b]["accuracy"] for b in pf_budgets], target
                 ),
@@ -131,6 +140,7 @@ def main() -> None:
         "pass_at_k": dict(zip(map(str, ks), map(float, coverage), strict=True)),
         "power_law": None if fit is None else {"a": fit.a, "b": fit.b},
         "pf_budget_ratios": budget_ratios(table, "pf"),
+        "pf_budget_ratio_intervals": ratio_intervals(records, "pf"),
         "pf_matches": matches,
     }
     out = results / f"reasoning_scaling{suffix}.json"
@@ -140,6 +150,7 @@ def main() -> None:
         ROOT / "docs" / "figures" / f"reasoning_scaling{suffix}.png",
         title=f"{task.name}, {args.verifier} verifier, {args.backend}",
     )
+    print("\n".join(ratio_lines(table, "pf", records)))
     print(json.dumps({k: report[k] for k in ("pass_at_k", "power_law", "pf_matches")}, indent=2))
     print(f"{seconds:.0f} s; wrote {out}")
 

@@ -209,7 +209,7 @@ def _plot(args: argparse.Namespace) -> int:
     out = args.out or str(Path(args.results).with_suffix(".png"))
     plot_accuracy(table, out, title=args.title or Path(args.results).stem)
     print(format_table(table))
-    for line in ratio_lines(table, args.reference):
+    for line in ratio_lines(table, args.reference, records):
         print(line)
     print(f"figure: {out}")
     return 0

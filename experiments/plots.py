@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ppl.scaling import accuracy_standard_error, binomial_interval, budget_ratio, curve_rises
+from ppl.scaling import (
+    accuracy_standard_error,
+    binomial_interval,
+    budget_ratio,
+    budget_ratio_interval,
+    curve_rises,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -116,10 +122,52 @@ def budget_ratios(
     return results
 
 
-def ratio_lines(table: dict[str, dict[int, dict[str, float]]], method: str = "pf") -> list[str]:
+def ratio_intervals(
+    records: Sequence[dict[str, Any]], method: str = "pf", seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """Per other method, the 95% paired bootstrap interval of `method`'s budget ratio to it at
+    its largest budget (`ppl.scaling.budget_ratio_interval`), over the problems every cell of
+    both methods answered (failed cells left out)."""
+    outcome: dict[tuple[str, int], dict[Any, float]] = defaultdict(dict)
+    for record in records:
+        if not record.get("failed"):
+            key = (record["method"], int(record["budget"]))
+            outcome[key][record.get("problem")] = float(bool(record.get("correct")))
+    budgets: dict[str, list[int]] = defaultdict(list)
+    for name, budget in sorted(outcome):
+        budgets[name].append(budget)
+    intervals: dict[str, tuple[float, float]] = {}
+    if method not in budgets:
+        return intervals
+    rng = np.random.default_rng(seed)
+    for other in budgets:
+        if other == method:
+            continue
+        cells = [(method, b) for b in budgets[method]] + [(other, b) for b in budgets[other]]
+        problems = sorted(set.intersection(*(set(outcome[c]) for c in cells)), key=str)
+        if not problems:
+            continue
+
+        def matrix(name: str, problems: list[Any] = problems) -> np.ndarray:
+            return np.asarray([[outcome[(name, b)][p] for b in budgets[name]] for p in problems])
+
+        intervals[other] = budget_ratio_interval(
+            rng, budgets[method], matrix(method), budgets[other], matrix(other), budgets[other][-1]
+        )
+    return intervals
+
+
+def ratio_lines(
+    table: dict[str, dict[int, dict[str, float]]],
+    method: str = "pf",
+    records: Sequence[dict[str, Any]] | None = None,
+) -> list[str]:
     """One line per other method: `method`'s budget ratio to it (`budget_ratios`), "not reached",
-    or "no ratio" naming the curves that do not rise above their standard errors."""
+    or "no ratio" naming the curves that do not rise above their standard errors. With the
+    sweep's `records`, each ratio carries its 95% paired bootstrap interval (`ratio_intervals`)
+    and is called "not decided" where the interval holds 1."""
     rises = rising(table)
+    intervals = ratio_intervals(records, method) if records is not None else {}
     lines = []
     for other, ratio in budget_ratios(table, method).items():
         flat = [m for m in (method, other) if not rises[m]]
@@ -128,6 +176,10 @@ def ratio_lines(table: dict[str, dict[int, dict[str, float]]], method: str = "pf
             text = f"no ratio: {' and '.join(flat)} {verb} standard errors"
         else:
             text = "not reached" if ratio is None else f"{ratio:.2f}x less budget"
+            if ratio is not None and other in intervals:
+                low, high = intervals[other]
+                text += f" (95% bootstrap interval {low:.2f}x to {high:.2f}x"
+                text += ": not decided)" if low <= 1 <= high else ")"
         lines.append(f"{method} vs {other}: {text}")
     return lines
 

@@ -177,6 +177,43 @@ def budget_ratio(
     return None if matched is None else float(at_budget / matched)
 
 
+def budget_ratio_interval(
+    rng: np.random.Generator,
+    budgets_a: ArrayLike,
+    correct_a: ArrayLike,
+    budgets_b: ArrayLike,
+    correct_b: ArrayLike,
+    at_budget: float,
+    num_resamples: int = 2000,
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """A paired bootstrap interval for `budget_ratio`, over the P problems both methods ran:
+    `correct_a` [P, len(budgets_a)] and `correct_b` [P, len(budgets_b)] hold each problem's
+    outcome (0/1) at each budget, row p the same problem for both. Each resample draws P
+    problems with replacement, recomputes both accuracy curves and the ratio (0 where A never
+    reaches B's accuracy), and the interval is the resamples' central `confidence` quantiles.
+    The comparison is decided only where the interval excludes 1."""
+    a = np.asarray(correct_a, np.float64)
+    b = np.asarray(correct_b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0] or a.shape[0] == 0:
+        raise ValueError(
+            f"correct_a and correct_b must be [P, budgets] over the same P > 0 problems, got "
+            f"{a.shape}, {b.shape}"
+        )
+    if num_resamples < 1 or not 0 < confidence < 1:
+        raise ValueError("num_resamples must be >= 1 and confidence in (0, 1)")
+    rows = rng.integers(0, a.shape[0], size=(num_resamples, a.shape[0]))
+    ratios = np.empty(num_resamples)
+    for r, sample in enumerate(rows):
+        ratio = budget_ratio(
+            budgets_a, a[sample].mean(axis=0), budgets_b, b[sample].mean(axis=0), at_budget
+        )
+        ratios[r] = 0.0 if ratio is None else ratio
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [tail, 1 - tail])
+    return float(low), float(high)
+
+
 # ---------------------------------------------------------------------------------------------
 # Uncertainty
 

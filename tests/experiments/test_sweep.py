@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ppl.experiments import cli
-from ppl.experiments.plots import accuracy_table, budget_ratios
+from ppl.experiments.plots import accuracy_table, budget_ratios, ratio_lines
 from ppl.experiments.sweep import read_results, run_sweep
 from ppl.models.lm.sampling import SamplingParams
 from ppl.models.lm.tiny import alphabet_language_model
@@ -98,6 +98,21 @@ def test_budget_ratio_from_a_table():
     table = accuracy_table(records)
     assert table["pf"][4]["accuracy"] == pytest.approx(0.6)
     assert budget_ratios(table)["bon"] == pytest.approx(4.0)  # pf reaches 0.6 at N = 4
+
+
+def test_ratio_lines_say_when_ten_problems_do_not_decide_the_ratio():
+    """The curves of test_budget_ratio_from_a_table, each cell's correct problems drawn at
+    random: the paired bootstrap over ten problems leaves the ratio undecided."""
+    rng = np.random.default_rng(0)
+    records = [
+        {"method": m, "budget": b, "problem": int(p), "correct": bool(rank < accuracy * 10)}
+        for m, curve in {"pf": [0.2, 0.6, 0.8], "bon": [0.2, 0.4, 0.6]}.items()
+        for b, accuracy in zip([1, 4, 16], curve, strict=True)
+        for rank, p in enumerate(rng.permutation(10))
+    ]
+    [line] = ratio_lines(accuracy_table(records), "pf", records)
+    assert line.startswith("pf vs bon: 4.00x less budget (95% bootstrap interval ")
+    assert line.endswith(": not decided)")
 
 
 def test_every_method_runs_in_a_sweep(tmp_path):

@@ -15,6 +15,7 @@ from ppl.scaling import (
     accuracy_standard_error,
     binomial_interval,
     budget_ratio,
+    budget_ratio_interval,
     coverage_curve,
     curve_rises,
     fit_power_law_coverage,
@@ -178,3 +179,37 @@ def test_curve_rises_only_above_its_noise():
     assert not curve_rises([0.2, 0.3], [0.126, 0.145])  # within the noise
     with pytest.raises(ValueError, match="equal length"):
         curve_rises([0.1, 0.2], [0.1])
+
+
+def test_budget_ratio_interval_of_identical_problems_is_the_ratio():
+    """Every resample of P copies of one problem is the same curves: the interval is the
+    point ratio, 16 / 4 (A is right from N = 4, B from N = 16)."""
+    a = np.tile([0.0, 1.0, 1.0], (12, 1))
+    b = np.tile([0.0, 0.0, 1.0], (12, 1))
+    low, high = budget_ratio_interval(np.random.default_rng(0), [1, 4, 16], a, [1, 4, 16], b, 16)
+    assert (low, high) == pytest.approx((4.0, 4.0))
+
+
+def test_budget_ratio_interval_decides_a_clear_difference_and_not_a_small_sample():
+    rng = np.random.default_rng(1)
+
+    def outcomes(problems, rates):
+        return (rng.random((problems, len(rates))) < np.asarray(rates)).astype(float)
+
+    budgets = [1, 4, 16]
+    strong, weak = [0.5, 0.8, 0.9], [0.1, 0.3, 0.5]
+    low, _ = budget_ratio_interval(
+        rng, budgets, outcomes(400, strong), budgets, outcomes(400, weak), 16
+    )
+    assert low > 1  # A reaches B's accuracy at 16 already near N = 1
+    low, high = budget_ratio_interval(
+        rng, budgets, outcomes(6, [0.2, 0.4, 0.6]), budgets, outcomes(6, [0.2, 0.35, 0.55]), 16
+    )
+    assert low <= 1 <= high  # six problems decide nothing
+
+
+def test_budget_ratio_interval_needs_the_same_problems():
+    with pytest.raises(ValueError, match=r"same P > 0 problems, got \(3, 2\), \(4, 2\)"):
+        budget_ratio_interval(
+            np.random.default_rng(0), [1, 2], np.zeros((3, 2)), [1, 2], np.zeros((4, 2)), 2
+        )
