@@ -135,7 +135,8 @@ def main() -> None:
         "seconds_per_problem": seconds_per_problem,
         "problems": args.problems,
         "seed": args.seed,
-        "seconds": seconds,
+        "seconds": seconds,  # this invocation (a resumed sweep skips what is done)
+        "sweep_seconds": float(sum(r["seconds"] for r in records)),  # every cell, all runs
         "table": {m: {str(b): row for b, row in curve.items()} for m, curve in table.items()},
         "pass_at_k": dict(zip(map(str, ks), map(float, coverage), strict=True)),
         "power_law": None if fit is None else {"a": fit.a, "b": fit.b},
