@@ -217,17 +217,22 @@ class ServedModel:
             )
         return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}])
 
+    def require_token_logprobs(self, needed_by: str) -> None:
+        """Raise `CapabilityError` unless the server returns sampled-token log probabilities
+        (`needed_by` names what needs them)."""
+        if not self.capabilities.token_logprobs:
+            raise CapabilityError(
+                f"{self.base_url} ({self.capabilities.kind}) does not return the sampled "
+                f"tokens' log probabilities, which {needed_by} needs"
+            )
+
     # Completions -----------------------------------------------------------------------
     def complete(self, requests: Sequence[CompletionRequest]) -> list[list[Choice]]:
         """The choices of every request, in order, sent concurrently (at most
         `settings.concurrency` at a time). A request for n > 1 on a server without
         `choices_per_request` becomes n requests with seeds seed, seed + 1, ..."""
-        for request in requests:
-            if request.logprobs and not self.capabilities.token_logprobs:
-                raise CapabilityError(
-                    f"{self.base_url} ({self.capabilities.kind}) does not return token log "
-                    "probabilities, which this method needs"
-                )
+        if any(request.logprobs for request in requests):
+            self.require_token_logprobs("this request")
         jobs: list[tuple[int, CompletionRequest]] = []
         for index, request in enumerate(requests):
             if request.n > 1 and not self.capabilities.choices_per_request:

@@ -39,10 +39,10 @@ from ppl.models.reasoning.generations import FINISHED_EOS, FINISHED_MAX_STEPS, R
 from ppl.models.reasoning.reward_weighting import RewardWeighting
 from ppl.models.reasoning.step_model import (
     BACKENDS,
-    Budget,
     ReasoningParticles,
     StepModel,
     StepSettings,
+    generations_of,
 )
 from ppl.models.reasoning.verifiers import Candidates, Verifier, needs_token_logprobs
 
@@ -114,11 +114,8 @@ class ServedReasoningSSM(StepModel):
             )
         self.served = served
         self.token_logprobs = proposal_correction or needs_token_logprobs(verifier)
-        if self.token_logprobs and not served.capabilities.token_logprobs:
-            raise CapabilityError(
-                f"{served.base_url} ({served.capabilities.kind}) does not return the sampled "
-                "tokens' log probabilities, which this verifier (or proposal_correction) needs"
-            )
+        if self.token_logprobs:
+            served.require_token_logprobs("this verifier (or proposal_correction)")
         self.prompt_texts = tuple(served.format_prompt(p, self.settings.chat) for p in prompts)
         self.freeze()
 
@@ -126,8 +123,7 @@ class ServedReasoningSSM(StepModel):
     def initial_sample(self, rng_key: jax.Array, num_particles: int) -> ReasoningParticles:
         """`num_particles` empty generations per prompt (deterministic)."""
         del rng_key
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        spent = self.started(num_particles)
         batch = self.num_groups * num_particles
         zeros_i, zeros_f = np.zeros(batch, np.int64), np.zeros(batch, np.float64)
         generations = TextGenerations(
@@ -142,15 +138,14 @@ class ServedReasoningSSM(StepModel):
             step_model_logprob=zeros_f,
             step_sampling_logprob=zeros_f,
         )
-        spent = Budget.zeros(self.num_groups)
-        spent = spent._replace(generations=spent.generations + num_particles)
         return self.particles(generations, zeros_f, np.full(batch, np.nan), spent)
 
     def transition_sample(
         self, rng_key: jax.Array, t: int, particles: ReasoningParticles
     ) -> ReasoningParticles:
-        """One request per live row for its next step, then the verifier on every new step
-        (the row's own step count is its time index, so `t` is not needed)."""
+        """Ask the server for the next step of every live row (one request per distinct
+        prefix), then the verifier on every new step (the row's own step count is its time
+        index, so `t` is not needed)."""
         generations = particles.generations
         return self.score(particles, self._extend(rng_key, generations, {}))
 
@@ -190,9 +185,7 @@ class ServedReasoningSSM(StepModel):
 
     # Views -------------------------------------------------------------------------------
     def texts(self, particles: ReasoningParticles | TextGenerations) -> list[str]:
-        generations = (
-            particles.generations if isinstance(particles, ReasoningParticles) else particles
-        )
+        generations = generations_of(particles)
         return [generations.text(row) for row in range(len(generations.steps))]
 
     def candidates(self, generations: TextGenerations, rows: np.ndarray) -> Candidates:
@@ -239,32 +232,27 @@ class ServedReasoningSSM(StepModel):
             for prefix, rows in prefixes.items()
         ]
         answers = self.served.complete(requests)
-        steps = list(generations.steps)
-        arrays = {
-            name: np.array(value)
-            for name, value in generations._asdict().items()
-            if name != "steps"
-        }
         new = dict(forced)
         for rows, choices in zip(prefixes.values(), answers, strict=True):
             for row, choice in zip(rows, choices, strict=True):
                 new[row] = _step(choice)
+        out = generations.take(np.arange(len(generations.steps)))  # copies of every array
+        steps = list(out.steps)
         for row, step in new.items():
-            logprob = step.logprob
+            sampling_logprob = step.logprob if self.untempered else np.nan
             steps[row] = (*steps[row], step)
-            arrays["step_start"][row] = arrays["num_tokens"][row]
-            arrays["num_tokens"][row] += step.num_tokens
-            arrays["num_steps"][row] += 1
-            sampling_logprob = logprob if self.untempered else np.nan
-            arrays["step_model_logprob"][row] = logprob
-            arrays["step_sampling_logprob"][row] = sampling_logprob
-            arrays["model_logprob"][row] += logprob
-            arrays["sampling_logprob"][row] += sampling_logprob
+            out.step_start[row] = out.num_tokens[row]
+            out.num_tokens[row] += step.num_tokens
+            out.num_steps[row] += 1
+            out.step_model_logprob[row] = step.logprob
+            out.step_sampling_logprob[row] = sampling_logprob
+            out.model_logprob[row] += step.logprob
+            out.sampling_logprob[row] += sampling_logprob
             if step.eos:
-                arrays["finished"][row], arrays["finish_reason"][row] = True, FINISHED_EOS
-            elif arrays["num_steps"][row] >= self.settings.max_steps:
-                arrays["finished"][row], arrays["finish_reason"][row] = True, FINISHED_MAX_STEPS
-        return TextGenerations(steps=tuple(steps), **arrays)
+                out.finished[row], out.finish_reason[row] = True, FINISHED_EOS
+            elif out.num_steps[row] >= self.settings.max_steps:
+                out.finished[row], out.finish_reason[row] = True, FINISHED_MAX_STEPS
+        return out._replace(steps=tuple(steps))
 
 
 def _step(choice: Choice) -> ServedStep:

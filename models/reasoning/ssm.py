@@ -35,6 +35,7 @@ from ppl.models.reasoning.step_model import (
     ReasoningParticles,
     StepModel,
     StepSettings,
+    generations_of,
 )
 from ppl.models.reasoning.verifiers import Candidates, Verifier
 
@@ -84,8 +85,7 @@ class ReasoningSSM(StepModel):
         """Prefill every prompt once and fan it out to `num_particles` empty generations
         (deterministic: `rng_key` is not used)."""
         del rng_key
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        spent = self.started(num_particles)
         capacity = self.lm.cache_capacity(max(map(len, self.prompt_ids)), self.settings.max_tokens)
         logits, cache = self.lm.prefill(self.prompt_ids, capacity)
         rows = jnp.repeat(jnp.arange(self.num_groups), num_particles)
@@ -96,8 +96,6 @@ class ReasoningSSM(StepModel):
             self.settings.max_steps,
         )
         batch = self.num_groups * num_particles
-        spent = Budget.zeros(self.num_groups)
-        spent = spent._replace(generations=spent.generations + num_particles)
         particles = ReasoningParticles(
             generations,
             jnp.zeros(batch, jnp.float32),
@@ -235,7 +233,7 @@ class ReasoningSSM(StepModel):
 
     def texts(self, particles: ReasoningParticles | Generations) -> list[str]:
         """The generated text of every row (special tokens dropped)."""
-        generations = _generations(particles)
+        generations = generations_of(particles)
         decode = self.lm.tokenizer.decode
         return [decode(ids, skip_special_tokens=True) for ids in self.token_ids(generations)]
 
@@ -256,7 +254,3 @@ class ReasoningSSM(StepModel):
             rows=np.asarray(rows),
             generations=generations,
         )
-
-
-def _generations(particles: ReasoningParticles | Generations) -> Generations:
-    return particles.generations if isinstance(particles, ReasoningParticles) else particles

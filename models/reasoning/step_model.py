@@ -171,6 +171,13 @@ class StepModel:
     def initial_sample(self, rng_key: jax.Array, num_particles: int) -> ReasoningParticles:
         raise NotImplementedError
 
+    def started(self, num_particles: int) -> Budget:
+        """The budget of `initial_sample`: `num_particles` (>= 1) generations per prompt."""
+        if num_particles < 1:
+            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        spent = Budget.zeros(self.num_groups)
+        return spent._replace(generations=spent.generations + num_particles)
+
     def transition_sample(
         self, rng_key: jax.Array, t: int, particles: ReasoningParticles
     ) -> ReasoningParticles:
@@ -226,11 +233,11 @@ class StepModel:
     # Views -----------------------------------------------------------------------------
     def groups(self, particles: ReasoningParticles | StepState) -> np.ndarray:
         """[B] the prompt index of every row (N = B / G, read from the particles' shape)."""
-        num_rows = np.asarray(_generations(particles).finished).shape[0]
+        num_rows = np.asarray(generations_of(particles).finished).shape[0]
         return np.repeat(np.arange(self.num_groups), num_rows // self.num_groups)
 
     def finish_reasons(self, particles: ReasoningParticles | StepState) -> list[str]:
-        reasons = np.asarray(_generations(particles).finish_reason)
+        reasons = np.asarray(generations_of(particles).finish_reason)
         return [FINISH_NAMES[int(r)] for r in reasons]
 
     def texts(self, particles: Any) -> list[str]:
@@ -284,7 +291,8 @@ class StepModel:
         )
 
 
-def _generations(particles: ReasoningParticles | StepState) -> Any:
+def generations_of(particles: ReasoningParticles | StepState) -> Any:
+    """The generations of `particles`, or `particles` when they are generations already."""
     return particles.generations if isinstance(particles, ReasoningParticles) else particles
 
 
