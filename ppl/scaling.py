@@ -16,6 +16,17 @@ from numpy.typing import ArrayLike
 # pass@k and coverage
 
 
+def _integers(values: ArrayLike, name: str) -> np.ndarray:
+    """`values` as int64, refusing NaN, inf and fractions (a count of 10.5 samples is a bug)."""
+    array = np.asarray(values)
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"{name} must be integer counts, got {array.dtype} values")
+    if not np.issubdtype(array.dtype, np.integer):
+        if not np.isfinite(array).all() or (array != np.round(array)).any():
+            raise ValueError(f"{name} must be finite whole numbers, got {array.ravel()[:5]}")
+    return array.astype(np.int64)
+
+
 def _check_counts(num_samples: np.ndarray, num_correct: np.ndarray, k: int) -> None:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -33,6 +44,11 @@ def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
     the probability that k of the n samples drawn without replacement include a correct one;
     1 when n - c < k. The product is summed in log space and 1 - exp taken with expm1.
     """
+    num_samples, num_correct = (
+        int(_integers(num_samples, "num_samples")),
+        int(_integers(num_correct, "num_correct")),
+    )
+    k = int(_integers(k, "k"))
     _check_counts(np.asarray(num_samples), np.asarray(num_correct), k)
     if num_samples - num_correct < k:
         return 1.0
@@ -44,8 +60,15 @@ def pass_at_k_per_problem(num_samples: ArrayLike, num_correct: ArrayLike, k: int
     """`pass_at_k` for many problems at once: `num_correct` [P] (and `num_samples`, a scalar
     or [P]). Uses the cumulative sums S(m) = Σ_{j=k+1}^{m} log(1 - k/j), so that
     log C(n-c, k)/C(n, k) = S(n) - S(n - c) when n - c >= k."""
-    correct = np.asarray(num_correct, dtype=np.int64)
-    samples = np.broadcast_to(np.asarray(num_samples, dtype=np.int64), correct.shape)
+    correct = _integers(num_correct, "num_correct")
+    samples = _integers(num_samples, "num_samples")
+    k = int(_integers(k, "k"))
+    if correct.ndim != 1 or samples.ndim > 1 or samples.shape not in ((), correct.shape):
+        raise ValueError(
+            f"num_correct must be [P] and num_samples a scalar or [P], got shapes "
+            f"{correct.shape} and {samples.shape}"
+        )
+    samples = np.broadcast_to(samples, correct.shape)
     _check_counts(samples, correct, k)
     if correct.size == 0:
         return np.zeros(correct.shape)
@@ -87,8 +110,8 @@ def fit_power_law_coverage(ks: ArrayLike, coverage: ArrayLike) -> PowerLawFit:
 
         log(-log c_k) = log(-a) + b log k.
 
-    Points with coverage 0 or 1 (or outside (0, 1), or not finite) have no finite
-    log(-log c) and are dropped; at least two points with different k must remain.
+    Points with coverage 0 or 1 have no finite log(-log c) and are dropped; at least two
+    points with different k must remain. Coverage outside [0, 1] or not finite is an error.
     """
     ks_array = np.asarray(ks, dtype=np.float64)
     values = np.asarray(coverage, dtype=np.float64)
@@ -96,9 +119,11 @@ def fit_power_law_coverage(ks: ArrayLike, coverage: ArrayLike) -> PowerLawFit:
         raise ValueError(
             f"ks and coverage must be 1-D of equal length, got {ks_array.shape}, {values.shape}"
         )
-    if (ks_array <= 0).any():
-        raise ValueError("ks must be positive")
-    usable = np.isfinite(values) & (values > 0) & (values < 1)
+    if not np.isfinite(ks_array).all() or (ks_array <= 0).any():
+        raise ValueError("ks must be positive and finite")
+    if not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
+        raise ValueError(f"coverage must be finite values in [0, 1], got {values}")
+    usable = (values > 0) & (values < 1)
     if np.unique(ks_array[usable]).size < 2:
         raise ValueError(
             "need at least two points with 0 < coverage < 1 and different k to fit a power law"
@@ -264,6 +289,10 @@ def curve_rises(accuracy: ArrayLike, standard_error: ArrayLike, z: float = 1.96)
     if acc.ndim != 1 or acc.shape != se.shape or acc.size == 0:
         raise ValueError(
             f"accuracy and standard_error must be 1-D of equal length, got {acc.shape}, {se.shape}"
+        )
+    if not (np.isfinite(acc).all() and np.isfinite(se).all()) or (se < 0).any():
+        raise ValueError(
+            f"accuracy and standard_error must be finite (and SE >= 0), got {acc}, {se}"
         )
     high, low = int(np.argmax(acc)), int(np.argmin(acc))
     return bool(acc[high] - acc[low] > z * np.hypot(se[high], se[low]))

@@ -78,6 +78,29 @@ def test_pass_at_k_rejects_bad_counts():
     for n, c, k in [(5, 6, 1), (5, -1, 1), (5, 2, 0), (5, 2, 6)]:
         with pytest.raises(ValueError):
             pass_at_k(n, c, k)
+    for n, c, k, name in [
+        (10.5, 3, 2, "num_samples"),
+        (10, 3, 2.5, "k"),
+        (float("nan"), 3, 2, "num_samples"),
+    ]:
+        with pytest.raises(ValueError, match=f"{name} must be finite whole numbers"):
+            pass_at_k(n, c, k)
+    with pytest.raises(ValueError, match="num_correct must be integer counts"):
+        pass_at_k_per_problem(8, ["1", "2"], 1)
+    with pytest.raises(
+        ValueError, match=r"num_samples a scalar or \[P\], got shapes \(1,\) and \(2,\)"
+    ):
+        pass_at_k_per_problem([10, 10], [1], 1)
+    assert pass_at_k(10.0, 3.0, 2) == pass_at_k(10, 3, 2)  # whole floats are counts
+
+
+def test_non_finite_curves_are_errors_not_dropped_points():
+    with pytest.raises(ValueError, match="coverage must be finite values in"):
+        fit_power_law_coverage([1, 2, 4], [0.1, float("nan"), 0.3])
+    with pytest.raises(ValueError, match="coverage must be finite values in"):
+        fit_power_law_coverage([1, 2, 4], [0.1, 0.2, 1.3])
+    with pytest.raises(ValueError, match="must be finite"):
+        curve_rises([0.1, float("nan")], [0.1, 0.1])
 
 
 def test_coverage_curve_is_mean_pass_at_k():
