@@ -63,7 +63,9 @@ def main() -> None:
         key = jax.random.key(repeat)
         start = time.perf_counter()
         ancestors = host_smc.survivors_in_place(
-            np.asarray(host_smc._resample_groups(key, log_weights, resample_all, "systematic")),
+            np.asarray(
+                host_smc._resample_groups(key[None], log_weights, resample_all, "systematic")
+            ),
             args.particles,
         )
         t_resample = time.perf_counter() - start

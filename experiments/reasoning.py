@@ -41,9 +41,11 @@ import_modules("ppl.models.reasoning")  # every backend module registers its mod
 @dataclasses.dataclass(frozen=True)
 class MethodInputs:
     """What every method gets, passed whole: the generator (in-process or served), the
-    problems' prompts (one batch),
-    the verifier, the budget N per problem, how rewards become weights, and the step settings
-    (`None`: `StepSettings()`)."""
+    problems' prompts (one batch), the verifier, the budget N per problem, how rewards become
+    weights, the step settings (`None`: `StepSettings()`), and the problems' ids (`None`:
+    0..P-1). Every draw of problem p comes from `fold_in(rng_key, id_p)`
+    (`ppl.feynman_kac.group_keys`), so a problem's outcome does not depend on which problems
+    share its batch."""
 
     lm: LanguageModel | ServedModel
     prompts: Sequence[str]
@@ -52,14 +54,26 @@ class MethodInputs:
     weighting: RewardWeighting = dataclasses.field(default_factory=RewardWeighting)
     settings: StepSettings | None = None
     progress: bool = False
+    problem_ids: Sequence[int] | None = None
+
+    def __post_init__(self) -> None:
+        ids = self.problem_ids
+        if ids is not None and (len(ids) != len(self.prompts) or len(set(ids)) != len(ids)):
+            raise ValueError(
+                f"problem_ids must be {len(self.prompts)} distinct ints, one per prompt, "
+                f"got {list(ids)}"
+            )
 
     def model(
         self, chains: int = 1, inverse_temperatures: Sequence[float] | None = None
     ) -> StepModel:
         """The reasoning state-space model over the prompts, each repeated `chains` times in a
         row (tempered chains, with their `inverse_temperatures`), on the backend that takes
-        `lm` (`ppl.models.reasoning.step_model.BACKENDS`)."""
+        `lm` (`ppl.models.reasoning.step_model.BACKENDS`). Chain c of problem p is the group
+        with id `id_p * chains + c`."""
         prompts = [p for p in self.prompts for _ in range(chains)]
+        ids = range(len(self.prompts)) if self.problem_ids is None else self.problem_ids
+        group_ids = [int(i) * chains + c for i in ids for c in range(chains)]
         return reasoning_model(
             self.lm,
             prompts,
@@ -67,6 +81,7 @@ class MethodInputs:
             self.weighting,
             self.settings,
             inverse_temperatures=inverse_temperatures,
+            group_ids=group_ids,
         )
 
 
@@ -117,7 +132,8 @@ def _outcomes(
         owned = slice(target, target + chains)
         answers = [extract_answer(t) for t in texts[problem]]
         ids, names = answer_ids(answers)
-        chosen = select(jax.random.fold_in(rng_key, problem), ids, scores[problem])
+        problem_key = jax.random.fold_in(rng_key, ssm.group_ids[target] // chains)
+        chosen = select(problem_key, ids, scores[problem])
         outcomes.append(
             ProblemOutcome(
                 method=method,

@@ -3,7 +3,10 @@
 `run_sweep` evaluates every (method, budget) on the same problems and appends one JSON line
 per (problem, method, budget) to `out` as soon as a batch of problems is done, flushing each
 line. Re-running with the same arguments skips the lines already in the file, so a crash
-loses nothing finished. Problems run in batches of prompts x budget rows (`max_rows`).
+loses nothing finished. Problems run in batches of prompts x budget rows (`max_rows`); every
+draw of problem i comes from a key folded from (seed, method, budget, i) alone
+(`MethodInputs.problem_ids`), so neither `max_rows` nor where a crash cut the sweep changes a
+result.
 A batch that fails (for example a prompt longer than the context) is recorded per problem
 with its error and the sweep goes on. A batch that a served model could not answer (a
 `ppl.models.lm.served.ServerError`: the server went away, timed out, or answered with an
@@ -120,7 +123,6 @@ def run_sweep(
             bar.set_postfix_str(f"{method} N={budget}")
             for batch in _batches(pending, max(1, max_rows // budget)):
                 key = jax.random.fold_in(jax.random.fold_in(root, m), budget)
-                key = jax.random.fold_in(key, batch[0])
                 records = _run_batch(
                     method, key, lm, problems, batch, budget, task, verifier, weighting
                 )
@@ -158,6 +160,7 @@ def _run_batch(
             budget,
             weighting,
             task.settings,
+            problem_ids=tuple(batch),  # each problem's draws from its own key
         )
         outcomes = run_method(method, rng_key, inputs)
     except ServerError as error:  # not the answer's fault: recorded as failed, retried later

@@ -96,6 +96,11 @@ class HostFeynmanKac(Protocol):
     `transition_sample` must leave finished rows unchanged, and `log_potential` gives every
     row its incremental log weight (0 keeps an absorbed row's weight as it is; NaN counts as
     -inf). Ancestors are global row indices, always drawn within a row's group.
+
+    A model may name its groups with stable integer ids (`group_ids`, a tuple of G ints, say
+    the problems' indices in a sweep); every per-group draw of the host samplers and of the
+    model uses `group_keys(rng_key, model)`, `fold_in(rng_key, id_g)`, so a group's results do
+    not depend on which other groups share the batch. Without `group_ids` the ids are 0..G-1.
     """
 
     @property
@@ -126,6 +131,32 @@ class HostFeynmanKac(Protocol):
     def gather(self, particles: Particles, ancestors: jax.Array) -> Particles:
         """Rows `ancestors` [B] of the batch."""
         ...
+
+
+def group_ids(model: Any) -> tuple[int, ...]:
+    """The model's stable group ids (`model.group_ids`), or 0..G-1 when it has none."""
+    ids = getattr(model, "group_ids", None)
+    return tuple(range(model.num_groups)) if ids is None else tuple(ids)
+
+
+def group_keys(rng_key: jax.Array, model: Any) -> jax.Array:
+    """One key per group [G], `fold_in(rng_key, id_g)`: a group's draws depend only on the
+    run's key and its own id, not on the batch it shares (`HostFeynmanKac`)."""
+    return fold_in_each(rng_key, group_ids(model))
+
+
+def row_keys(rng_key: jax.Array, model: Any, num_particles: int) -> jax.Array:
+    """One key per row [G x N], `fold_in(fold_in(rng_key, id_g), i)` for particle i of
+    group g, so that row's draws do not depend on the batch either."""
+    keys = group_keys(rng_key, model)
+    slots = np.arange(num_particles, dtype=np.uint32)
+    return jax.vmap(lambda key: fold_in_each(key, slots))(keys).reshape(-1)
+
+
+def fold_in_each(rng_key: jax.Array, data: Sequence[int] | np.ndarray) -> jax.Array:
+    """`[fold_in(rng_key, d) for d in data]` as one key array."""
+    values = np.asarray(data, dtype=np.uint32).reshape(-1)
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng_key, values)
 
 
 class HostConditionalFeynmanKac(HostFeynmanKac, Protocol):

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from ppl.feynman_kac import HostTemperedFeynmanKac
+from ppl.feynman_kac import HostTemperedFeynmanKac, group_keys
 from ppl.samplers import host_particle_gibbs, host_smc
 from ppl.samplers.parallel_tempering import swap_decisions
 
@@ -56,7 +56,7 @@ class HostParallelTemperingResult(NamedTuple):
 
 
 def swap_neighbours(
-    rng_key: jax.Array,
+    ladder_keys: jax.Array,
     references: list[Any],
     values: np.ndarray,
     ladders: np.ndarray,
@@ -64,9 +64,12 @@ def swap_neighbours(
     parity: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Propose swaps of the references (and values) of ladder neighbours (k, k+1) with
-    k % 2 == parity, in place; returns (attempted, accepted) [num_ladders, K - 1]."""
+    k % 2 == parity, in place, ladder l deciding with `ladder_keys[l]`; returns (attempted,
+    accepted) [num_ladders, K - 1]."""
     num_ladders, levels = ladders.shape
-    uniforms = np.asarray(jax.random.uniform(rng_key, (num_ladders, max(levels - 1, 1))))
+    uniforms = np.asarray(
+        jax.vmap(lambda key: jax.random.uniform(key, (max(levels - 1, 1),)))(ladder_keys)
+    )
     decisions = swap_decisions(
         np.log(uniforms[:, : levels - 1]),
         np.asarray(inverse_temperatures)[ladders],
@@ -107,8 +110,9 @@ def step(
     rows, drawn = host_particle_gibbs.draw_reference(key_pick, model, result)
     references = list(drawn)
     values = np.asarray(model.path_log_potential(result.state.particles, rows.tolist()), float)
+    ladders = np.asarray(ladders)
     attempted, accepted = swap_neighbours(
-        key_swap,
+        group_keys(key_swap, model)[ladders[:, 0]],  # a ladder's key: its target group's
         references,
         values,
         np.asarray(ladders),

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppl.feynman_kac import HostConditionalFeynmanKac
+from ppl.feynman_kac import HostConditionalFeynmanKac, group_keys
 from ppl.samplers import host_smc
 
 
@@ -79,7 +79,10 @@ def conditional_step(
     everywhere = jnp.ones(num_groups, bool)
     ancestors = np.array(
         host_smc._resample_groups(
-            key_resample, jnp.asarray(state.log_weights), everywhere, "multinomial"
+            group_keys(key_resample, model),
+            jnp.asarray(state.log_weights),
+            everywhere,
+            "multinomial",
         )
     )
     ancestors[rows] = rows
@@ -122,7 +125,8 @@ def draw_reference(
 ) -> tuple[np.ndarray, Sequence[Any]]:
     """Rows k_g ~ W_g of the final weights, one per group, and their paths."""
     log_weights = jnp.asarray(result.log_weights)
-    local = np.asarray(jax.random.categorical(rng_key, log_weights, axis=-1))
+    keys = group_keys(rng_key, model)
+    local = np.asarray(jax.vmap(jax.random.categorical)(keys, log_weights))
     rows = local + np.arange(log_weights.shape[0]) * log_weights.shape[1]
     return rows, model.trace(result.state.particles, rows.tolist())
 

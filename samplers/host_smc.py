@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from ppl.feynman_kac import HostFeynmanKac, Particles
+from ppl.feynman_kac import HostFeynmanKac, Particles, group_keys
 from ppl.samplers.resampling import get_scheme, resample_where
 from ppl.samplers.weighting import Reweighted, needs_resampling, reweight
 
@@ -71,11 +71,11 @@ class HostSMCResult(NamedTuple):
 
 @functools.partial(jax.jit, static_argnames=("scheme",))
 def _resample_groups(
-    rng_key: jax.Array, log_weights: jax.Array, do_resample: jax.Array, scheme: str
+    keys: jax.Array, log_weights: jax.Array, do_resample: jax.Array, scheme: str
 ) -> jax.Array:
-    """Global ancestors [G * N]: within-group draws where `do_resample`, identity elsewhere."""
+    """Global ancestors [G * N]: within-group draws (group g with `keys[g]`) where
+    `do_resample`, identity elsewhere."""
     num_groups, num_particles = log_weights.shape
-    keys = jax.random.split(rng_key, num_groups)
     local = jax.vmap(lambda k, lw, do: resample_where(k, lw, do, scheme))(
         keys, log_weights, do_resample
     )
@@ -223,7 +223,10 @@ def step(
         ancestors = survivors_in_place(
             np.asarray(
                 _resample_groups(
-                    key_resample, jnp.asarray(log_weights), jnp.asarray(do_resample), resampling
+                    group_keys(key_resample, model),
+                    jnp.asarray(log_weights),
+                    jnp.asarray(do_resample),
+                    resampling,
                 )
             ),
             num_particles,

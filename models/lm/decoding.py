@@ -74,6 +74,13 @@ class _LoopState(NamedTuple):
     cache: KVCache
 
 
+def _step_key(rng_key: jax.Array, step: jax.Array) -> jax.Array:
+    """`fold_in(rng_key, step)`, for one key or for each of a batch of row keys."""
+    if rng_key.ndim == 0:
+        return jax.random.fold_in(rng_key, step)
+    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(rng_key, step)
+
+
 @functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "sampling"))
 def decode(
     params: Params,
@@ -91,7 +98,8 @@ def decode(
     """Sample up to `max_new_tokens` tokens for every row, one compiled loop for the batch.
 
     Args:
-        rng_key: the key of step t is `fold_in(rng_key, t)`; rows draw independently.
+        rng_key: one key, or one key per row [B]; the key of step t is `fold_in(rng_key, t)`
+            (row b's `fold_in(rng_key[b], t)`: its draws then depend on no other row).
         cache: the state after the prompts (from `prefill`).
         logits: the next-token logits [B, V] after the prompts.
         eos_token_ids: [E] int32 token ids that end a sequence (E may be 0).
@@ -120,7 +128,7 @@ def decode(
         return (state.step < max_new_tokens) & ~jnp.all(state.finished)
 
     def body(state: _LoopState) -> _LoopState:
-        drawn = sample(jax.random.fold_in(rng_key, state.step), state.logits, sampling)
+        drawn = sample(_step_key(rng_key, state.step), state.logits, sampling)
         active = ~state.finished
         token = jnp.where(active, drawn.tokens, NO_TOKEN)
         is_eos = active & jnp.isin(drawn.tokens, eos_token_ids)

@@ -100,7 +100,8 @@ def inverse_cdf_sample(rng_key: jax.Array, log_probs: jax.Array, block: int = 25
     search is two-level (blocks of `block` tokens, then within the chosen block), so it needs
     one uniform per row and two short cumulative sums instead of a Gumbel draw per vocabulary
     entry or a full-length cumulative sum; on CPU this is ~20x cheaper. Tokens of probability
-    zero are never drawn.
+    zero are never drawn. `rng_key` is one key, or one per row [B] (row b's uniform from
+    `rng_key[b]`).
     """
     batch, vocab = log_probs.shape
     padded = -(-vocab // block) * block
@@ -108,7 +109,11 @@ def inverse_cdf_sample(rng_key: jax.Array, log_probs: jax.Array, block: int = 25
     probs = jnp.pad(probs, ((0, 0), (0, padded - vocab))).reshape(batch, padded // block, block)
     block_mass = probs.sum(axis=-1)
     block_cdf = jnp.cumsum(block_mass, axis=-1)
-    u = jax.random.uniform(rng_key, (batch, 1)) * block_cdf[:, -1:]
+    if rng_key.ndim == 0:
+        u = jax.random.uniform(rng_key, (batch, 1))
+    else:
+        u = jax.vmap(lambda key: jax.random.uniform(key, (1,)))(rng_key)
+    u = u * block_cdf[:, -1:]
     chosen = jnp.argmax(block_cdf > u, axis=-1)
     inside = jnp.take_along_axis(probs, chosen[:, None, None], axis=1)[:, 0]  # [B, block]
     mass_before = jnp.take_along_axis(block_cdf - block_mass, chosen[:, None], axis=-1)
@@ -120,7 +125,7 @@ def inverse_cdf_sample(rng_key: jax.Array, log_probs: jax.Array, block: int = 25
 
 
 def sample(rng_key: jax.Array, logits: jax.Array, sampling: SamplingParams) -> SampledTokens:
-    """Draw one token per row of `logits` [B, V]."""
+    """Draw one token per row of `logits` [B, V] (`rng_key`: one key, or one per row)."""
     model_logprobs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     if sampling.greedy:
         tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)

@@ -233,7 +233,7 @@ def replay_step(
         step_model,
         step_sampling,
         cache,
-        jnp.where(forced[:, None], new_logits, generations.logits),
+        jnp.where((lengths > 0)[:, None], new_logits, generations.logits),  # finished: kept
         max_steps,
     )
 

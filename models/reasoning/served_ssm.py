@@ -34,6 +34,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from ppl.feynman_kac import row_keys
 from ppl.models.lm.served import CapabilityError, Choice, CompletionRequest, ServedModel
 from ppl.models.reasoning.generations import FINISHED_EOS, FINISHED_MAX_STEPS, RUNNING
 from ppl.models.reasoning.reward_weighting import RewardWeighting
@@ -100,9 +101,16 @@ class ServedReasoningSSM(StepModel):
         settings: StepSettings | None = None,
         proposal_correction: bool = False,
         inverse_temperatures: Sequence[float] | None = None,
+        group_ids: Sequence[int] | None = None,
     ) -> None:
         super().__init__(
-            prompts, verifier, weighting, settings, proposal_correction, inverse_temperatures
+            prompts,
+            verifier,
+            weighting,
+            settings,
+            proposal_correction,
+            inverse_temperatures,
+            group_ids,
         )
         sampling = self.settings.sampling
         self.untempered = sampling.temperature == 1 and not sampling.top_k and not sampling.top_p
@@ -207,8 +215,9 @@ class ServedReasoningSSM(StepModel):
         """Every live row gains a step: `forced[row]` where given, else the server's."""
         live = np.flatnonzero(~generations.finished)
         asked = [int(row) for row in live if int(row) not in forced]
+        keys = row_keys(rng_key, self, len(generations.steps) // self.num_groups)
         seeds = np.asarray(
-            jax.random.randint(rng_key, (len(generations.steps),), 0, 2**31 - 1), np.int64
+            jax.vmap(lambda key: jax.random.randint(key, (), 0, 2**31 - 1))(keys), np.int64
         )
         sampling = self.settings.sampling
         groups = self.groups(generations)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ppl.feynman_kac import row_keys
 from ppl.models.lm.cache import gather_cache
 from ppl.models.lm.errors import ContextLengthError
 from ppl.models.lm.language_model import LanguageModel
@@ -57,13 +58,20 @@ class ReasoningSSM(StepModel):
         proposal_correction: bool = False,
         inverse_temperatures: Sequence[float] | None = None,
         mesh: Mesh | None = None,
+        group_ids: Sequence[int] | None = None,
     ) -> None:
         """`mesh` (one axis) shards the prompts x particles batch over its devices: every array
         of the generations, the KV cache included, is split along the batch axis, and the
         compiled decode loop runs partitioned (B must be a multiple of the device count).
         `StepModel` documents the other arguments."""
         super().__init__(
-            prompts, verifier, weighting, settings, proposal_correction, inverse_temperatures
+            prompts,
+            verifier,
+            weighting,
+            settings,
+            proposal_correction,
+            inverse_temperatures,
+            group_ids,
         )
         self.lm = lm
         self.mesh = mesh
@@ -191,10 +199,12 @@ class ReasoningSSM(StepModel):
         return paths
 
     def _sample_step(self, rng_key: jax.Array, generations: Generations) -> Generations:
+        """One step for every live row, row (g, i) drawing with `row_keys(rng_key)`."""
+        num_particles = generations.tokens.shape[0] // self.num_groups
         return extend_generations(
             self.lm.params,
             self.lm.config,
-            rng_key,
+            row_keys(rng_key, self, num_particles),
             generations,
             max_step_tokens=self.settings.max_step_tokens,
             max_steps=self.settings.max_steps,

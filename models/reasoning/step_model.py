@@ -121,11 +121,21 @@ class StepModel:
         settings: StepSettings | None = None,
         proposal_correction: bool = False,
         inverse_temperatures: Sequence[float] | None = None,
+        group_ids: Sequence[int] | None = None,
     ) -> None:
         """`inverse_temperatures` [G] (default 1) temper each prompt group's verifier
-        potential: group g targets p(x) exp(beta_g v_T(x)), its log G_t scaled by beta_g."""
+        potential: group g targets p(x) exp(beta_g v_T(x)), its log G_t scaled by beta_g.
+        `group_ids` [G] (default 0..G-1), distinct non-negative ints, name the groups for
+        their random keys (`ppl.feynman_kac.group_keys`): a group's draws depend only on the
+        run's key and its id, so a problem's result does not depend on its batch."""
         if isinstance(prompts, str) or not prompts:
             raise ValueError("prompts must be a non-empty sequence of strings")
+        ids = tuple(range(len(prompts))) if group_ids is None else tuple(map(int, group_ids))
+        if len(ids) != len(prompts) or len(set(ids)) != len(ids) or min(ids) < 0:
+            raise ValueError(
+                f"group_ids must be {len(prompts)} distinct non-negative ints, got {ids}"
+            )
+        self.group_ids = ids
         betas = np.ones(len(prompts)) if inverse_temperatures is None else inverse_temperatures
         self.inverse_temperatures = np.asarray(betas, np.float64)
         if self.inverse_temperatures.shape != (len(prompts),):
@@ -306,6 +316,7 @@ def reasoning_model(
     weighting: RewardWeighting | None = None,
     settings: StepSettings | None = None,
     inverse_temperatures: Sequence[float] | None = None,
+    group_ids: Sequence[int] | None = None,
 ) -> StepModel:
     """The registered backend's model for `generator` (a `LanguageModel`, a `ServedModel`)."""
     for name in BACKENDS.names():
@@ -319,6 +330,7 @@ def reasoning_model(
                 weighting,
                 settings,
                 inverse_temperatures=inverse_temperatures,
+                group_ids=group_ids,
             )
     raise TypeError(
         f"no reasoning backend takes a {type(generator).__name__}; the backends are "

@@ -8,6 +8,10 @@ import numpy as np
 from ppl.samplers.host_parallel_tempering import swap_neighbours
 
 
+def _keys(seed: int, num_ladders: int) -> jax.Array:
+    return jax.random.split(jax.random.key(seed), num_ladders)
+
+
 def test_swaps_alternate_pairs_and_follow_the_metropolis_ratio():
     ladders = np.arange(6).reshape(2, 3)  # two problems, three levels each
     betas = np.tile([1.0, 0.5, 0.0], 2)
@@ -15,14 +19,12 @@ def test_swaps_alternate_pairs_and_follow_the_metropolis_ratio():
     # in ladder 2 the better path is already at the colder level: never accepted
     values = np.asarray([-50.0, 0.0, 0.0, 0.0, -50.0, 0.0])
     references = ["a", "b", "c", "d", "e", "f"]
-    attempted, accepted = swap_neighbours(
-        jax.random.key(0), references, values, ladders, betas, parity=0
-    )
+    attempted, accepted = swap_neighbours(_keys(0, 2), references, values, ladders, betas, parity=0)
     assert attempted.tolist() == [[True, False], [True, False]]
     assert accepted.tolist() == [[True, False], [False, False]]
     assert references == ["b", "a", "c", "d", "e", "f"]
     assert values.tolist() == [0.0, -50.0, 0.0, 0.0, -50.0, 0.0]
-    attempted, _ = swap_neighbours(jax.random.key(1), references, values, ladders, betas, 1)
+    attempted, _ = swap_neighbours(_keys(1, 2), references, values, ladders, betas, 1)
     assert attempted.tolist() == [[False, True], [False, True]]
 
 
@@ -33,7 +35,7 @@ def test_acceptance_rate_matches_the_ratio():
     rates = []
     for seed in range(2000):
         refs, v = ["x", "y"], values.copy()
-        _, accepted = swap_neighbours(jax.random.key(seed), refs, v, ladders, betas, 0)
+        _, accepted = swap_neighbours(_keys(seed, 1), refs, v, ladders, betas, 0)
         rates.append(accepted[0, 0])
     p = np.exp(-0.5)
     assert abs(np.mean(rates) - p) < 4 * np.sqrt(p * (1 - p) / 2000)
