@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 
 from ppl.small_linalg import cholesky as cholesky_factor
@@ -89,7 +90,9 @@ def _normal_log_prob(x: jax.Array, mean: jax.Array, cholesky: jax.Array) -> jax.
 def mixture(weights: jax.Array, means: jax.Array, covariances: jax.Array) -> GaussianMixture:
     """Build a mixture from weights (any positive scale), means [K, D] and covariances [K, D, D].
 
-    Raises a ValueError for mismatched shapes.
+    Raises a ValueError for mismatched shapes and, on concrete (untraced) inputs, for
+    negative, non-finite or all-zero weights, non-finite means and covariances that are not
+    symmetric positive definite.
     """
     weights, means, covariances = map(jnp.asarray, (weights, means, covariances))
     if means.ndim != 2 or covariances.shape != (*means.shape, means.shape[-1]):
@@ -99,7 +102,23 @@ def mixture(weights: jax.Array, means: jax.Array, covariances: jax.Array) -> Gau
     if weights.shape != means.shape[:1]:
         raise ValueError(f"need weights [K] = [{means.shape[0]}], got {weights.shape}")
     log_weights = jnp.log(weights) - jnp.log(jnp.sum(weights))
-    return GaussianMixture(log_weights, means, jax.vmap(cholesky_factor)(covariances))
+    cholesky = jax.vmap(cholesky_factor)(covariances)
+    if not any(isinstance(a, jax.core.Tracer) for a in (weights, means, covariances)):
+        _check_values(np.asarray(weights), np.asarray(means), np.asarray(cholesky))
+    return GaussianMixture(log_weights, means, cholesky)
+
+
+def _check_values(weights: np.ndarray, means: np.ndarray, cholesky: np.ndarray) -> None:
+    if not np.isfinite(weights).all() or (weights < 0).any() or not weights.sum() > 0:
+        raise ValueError(f"mixture weights must be finite, >= 0 and not all 0; got {weights}")
+    if not np.isfinite(means).all():
+        raise ValueError("mixture means must be finite; got NaN or inf")
+    bad = np.flatnonzero(~np.isfinite(cholesky).reshape(len(cholesky), -1).all(axis=1))
+    if bad.size:
+        raise ValueError(
+            f"the covariances of components {bad.tolist()} are not symmetric positive "
+            "definite (or not finite): their Cholesky factor does not exist"
+        )
 
 
 def linear_gaussian_update(

@@ -89,6 +89,21 @@ def test_bad_shapes_are_named():
         mixture(jnp.ones(3), jnp.zeros((2, 2)), jnp.tile(jnp.eye(2), (2, 1, 1)))
 
 
+def test_bad_values_are_named_and_traced_inputs_are_not_checked():
+    eye = jnp.tile(jnp.eye(2), (2, 1, 1))
+    with pytest.raises(ValueError, match=r"weights must be finite, >= 0 and not all 0"):
+        mixture(jnp.array([-0.5, 1.5]), jnp.zeros((2, 2)), eye)
+    with pytest.raises(ValueError, match=r"weights must be finite, >= 0 and not all 0"):
+        mixture(jnp.zeros(2), jnp.zeros((2, 2)), eye)
+    with pytest.raises(ValueError, match="means must be finite"):
+        mixture(jnp.ones(2), jnp.full((2, 2), jnp.nan), eye)
+    indefinite = eye.at[1].set(jnp.array([[1.0, 2.0], [2.0, 1.0]]))
+    with pytest.raises(ValueError, match=r"components \[1\] are not symmetric positive definite"):
+        mixture(jnp.ones(2), jnp.zeros((2, 2)), indefinite)
+    traced = jax.jit(mixture)(jnp.ones(2), jnp.zeros((2, 2)), eye)  # no host check in a trace
+    assert jnp.allclose(traced.log_weights, jnp.log(0.5))
+
+
 def test_one_component_predict_update_recursion_is_the_kalman_filter():
     model = LinearGaussian(
         initial_mean=jnp.array([0.5, -0.2]),
