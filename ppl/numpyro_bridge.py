@@ -22,16 +22,23 @@ re-derives a transform.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 from jax.flatten_util import ravel_pytree
+from jax.typing import ArrayLike
+from numpyro.infer import init_to_uniform
 from numpyro.infer import util as numpyro_util
 
 Position = dict[str, jax.Array]
+InitStrategy = Callable[..., Any]  # a NumPyro init strategy, e.g. init_to_median()
+# Attempts of NumPyro's initialize_model (each up to 100 draws) in from_numpyro, with new keys.
+MAX_INIT_ATTEMPTS = 10
 
 
 class NumPyroModel(NamedTuple):
@@ -89,11 +96,40 @@ class NumPyroModel(NamedTuple):
             if name not in self.factor_sites
         }
 
-    def initial_positions(self, rng_key: jax.Array, num_chains: int) -> Position:
-        """`num_chains` starting points, stacked: NumPyro's `init_to_uniform` rule (every
-        unconstrained coordinate uniform on (−2, 2)), redrawn up to 100 times per chain until
-        the log density and its gradient are finite. Compiled once per model and chain count."""
-        return _uniform_starts(self.logdensity_fn, self.initial_position, rng_key, num_chains)
+    def initial_positions(
+        self,
+        rng_key: jax.Array,
+        num_chains: int,
+        init: InitStrategy | Mapping[str, ArrayLike] = init_to_uniform,
+        *,
+        max_tries: int = 100,
+    ) -> Position:
+        """`num_chains` unconstrained starting points, stacked on a leading axis.
+
+        `init` is a NumPyro init strategy (`init_to_uniform`: every unconstrained coordinate
+        uniform on (−2, 2); `init_to_median()`; `init_to_value(values=...)`: constrained
+        values for some sites, the others uniform; ...), applied through NumPyro's
+        `substitute` as NumPyro's `initialize_model` applies it, and redrawn up to `max_tries`
+        times per chain until the log density and its gradient are finite. Or a dict of
+        CONSTRAINED values per chain, every latent site [num_chains, *site shape], used as
+        given (no retries). A ValueError says, per failing chain, what was not finite (the log
+        density, or the gradient at which sites) after how many tries. Each search is compiled
+        once per (log density, strategy, chain count).
+        """
+        if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 1:
+            raise ValueError(f"need an integer num_chains >= 1, got {num_chains!r}")
+        if isinstance(init, Mapping):
+            starts = _given_starts(self, init, num_chains)
+            return _check_starts(self, _diagnose_given(self, starts), 1)
+        if not callable(init):
+            raise ValueError(
+                "init must be a NumPyro init strategy (init_to_uniform, init_to_median(), "
+                f"init_to_value(values=...)) or a dict of values per chain, got {init!r}"
+            )
+        if max_tries < 1:
+            raise ValueError(f"need max_tries >= 1, got {max_tries}")
+        found = _search_program(self, init)(rng_key, num_chains, max_tries)
+        return _check_starts(self, found, max_tries)
 
     def sample_prior(self, rng_key: jax.Array, num_samples: int) -> Position:
         """`num_samples` unconstrained prior draws, stacked on a leading axis.
@@ -123,35 +159,135 @@ class NumPyroModel(NamedTuple):
         return ravel_pytree(self.initial_position)[1](flat)
 
 
-@functools.partial(jax.jit, static_argnames=("logdensity_fn", "num_chains"))
-def _uniform_starts(
-    logdensity_fn: Callable[[Position], jax.Array],
-    template: Position,
-    rng_key: jax.Array,
-    num_chains: int,
-) -> Position:
-    flat, unravel = ravel_pytree(template)
-    value_and_grad = jax.value_and_grad(lambda x: logdensity_fn(unravel(x)))
+# The compiled start searches per log density (one per init strategy, and "given" for the
+# check of starts given as values). A search closes over its model, so an entry lives as long
+# as the process, like a jit cache keyed on a static function.
+_SEARCHES: weakref.WeakKeyDictionary[Callable, dict[Any, Callable]] = weakref.WeakKeyDictionary()
 
-    def valid(x: jax.Array) -> jax.Array:
-        value, grad = value_and_grad(x)
-        return jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
 
-    def one(key: jax.Array) -> jax.Array:
-        def draw(key: jax.Array) -> jax.Array:
-            return jax.random.uniform(key, flat.shape, flat.dtype, -2.0, 2.0)
+def _diagnose(model: NumPyroModel) -> Callable[[Position], tuple[jax.Array, dict]]:
+    """position -> (log density, {site: is its gradient finite})."""
+    value_and_grad = jax.value_and_grad(model.logdensity_fn)
 
+    def diagnose(position: Position) -> tuple[jax.Array, dict[str, jax.Array]]:
+        value, grad = value_and_grad(position)
+        return value, {name: jnp.all(jnp.isfinite(g)) for name, g in grad.items()}
+
+    return diagnose
+
+
+def _is_valid(value: jax.Array, grad_finite: dict[str, jax.Array]) -> jax.Array:
+    return functools.reduce(jnp.logical_and, grad_finite.values(), jnp.isfinite(value))
+
+
+def _search_program(model: NumPyroModel, strategy: Any) -> Callable:
+    """Jitted (key, num_chains, max_tries) -> (starts, log densities, gradient finiteness)."""
+    programs = _SEARCHES.setdefault(model.logdensity_fn, {})
+    if strategy in programs:
+        return programs[strategy]
+    diagnose = _diagnose(model)
+
+    def propose(key: jax.Array) -> Position:
+        seeded = numpyro.handlers.seed(model.model, key)
+        located = numpyro.handlers.substitute(seeded, substitute_fn=strategy)
+        trace = numpyro.handlers.trace(located).get_trace(*model.model_args, **model.model_kwargs)
+        return model.unconstrain({name: trace[name]["value"] for name in model.latent_sites})
+
+    def one(key: jax.Array, max_tries: jax.Array) -> tuple[Position, jax.Array, dict]:
         def redraw(carry):
-            key, _, tries = carry
+            key, _, _, tries = carry
             key, sub = jax.random.split(key)
-            return key, draw(sub), tries + 1
+            position = propose(sub)
+            return (key, position, diagnose(position), tries + 1)
 
         key, sub = jax.random.split(key)
-        carry = (key, draw(sub), 1)
-        _, x, _ = jax.lax.while_loop(lambda c: (c[2] < 100) & ~valid(c[1]), redraw, carry)
-        return x
+        position = propose(sub)
+        carry = (key, position, diagnose(position), 1)
+        _, position, (value, grad_finite), _ = jax.lax.while_loop(
+            lambda c: (c[3] < max_tries) & ~_is_valid(*c[2]), redraw, carry
+        )
+        return position, value, grad_finite
 
-    return jax.vmap(lambda k: unravel(one(k)))(jax.random.split(rng_key, num_chains))
+    def program(rng_key: jax.Array, num_chains: int, max_tries: int) -> Any:
+        keys = jax.random.split(rng_key, num_chains)
+        return jax.vmap(lambda k: one(k, jnp.asarray(max_tries)))(keys)
+
+    programs[strategy] = jax.jit(program, static_argnums=1)
+    return programs[strategy]
+
+
+def _given_starts(
+    model: NumPyroModel, values: Mapping[str, ArrayLike], num_chains: int
+) -> Position:
+    """Constrained values per chain -> unconstrained starts, with the shapes and supports
+    checked (a value outside its site's support unconstrains to a non-finite number)."""
+    missing = [name for name in model.latent_sites if name not in values]
+    unknown = [name for name in values if name not in model.latent_sites]
+    if missing or unknown:
+        raise ValueError(
+            f"initial values need exactly the latent sites {list(model.latent_sites)}; "
+            f"missing {missing}, unknown {unknown}"
+        )
+    shapes = jax.eval_shape(model.constrain, model.initial_position)
+    arrays = {}
+    for name in model.latent_sites:
+        array = jnp.asarray(values[name], dtype=shapes[name].dtype)
+        expected = (num_chains, *shapes[name].shape)
+        if array.shape != expected:
+            raise ValueError(
+                f"initial value of site {name!r} has shape {array.shape}; expected {expected} "
+                "(num_chains, then the site's shape)"
+            )
+        if not bool(jnp.all(jnp.isfinite(array))):
+            raise ValueError(f"initial value of site {name!r} is not finite")
+        arrays[name] = array
+    starts = jax.vmap(model.unconstrain)(arrays)
+    for name, array in starts.items():
+        bad = np.flatnonzero(~np.all(np.isfinite(np.asarray(array).reshape(num_chains, -1)), 1))
+        if bad.size:
+            raise ValueError(
+                f"initial value of site {name!r} is outside its support for chain(s) {bad.tolist()}"
+            )
+    return starts
+
+
+def _check_starts(model: NumPyroModel, found: Any, tries: int) -> Position:
+    """The starts, or a ValueError naming per chain what was not finite after `tries` tries."""
+    starts, value, grad_finite = found
+    problems = []
+    for chain in range(np.shape(value)[0]):
+        sites = [name for name, ok in grad_finite.items() if not bool(ok[chain])]
+        if not np.isfinite(value[chain]):
+            problems.append(f"chain {chain}: the log density is {float(value[chain])}")
+        elif sites:
+            problems.append(f"chain {chain}: the gradient is not finite at sites {sites}")
+    if problems:
+        raise ValueError(
+            f"no valid initial point after {tries} {'try' if tries == 1 else 'tries'} per "
+            "chain (needs a finite log density and gradient); " + "; ".join(problems)
+        )
+    return starts
+
+
+def _diagnose_given(model: NumPyroModel, starts: Position) -> Any:
+    programs = _SEARCHES.setdefault(model.logdensity_fn, {})
+    if "given" not in programs:
+        programs["given"] = jax.jit(jax.vmap(_diagnose(model)))
+    return (starts, *programs["given"](starts))
+
+
+def _check_latent_sites(trace: Mapping[str, Any]) -> None:
+    latent = [
+        n for n, site in trace.items() if site["type"] == "sample" and not site["is_observed"]
+    ]
+    if not latent:
+        raise ValueError("the model has no latent sample sites: there is nothing to infer")
+    discrete = [name for name in latent if trace[name]["fn"].is_discrete]
+    if discrete:
+        raise ValueError(
+            f"discrete latent sites {discrete} are not supported; marginalise them out "
+            "(e.g. with MixtureSameFamily) so the density is differentiable"
+        )
 
 
 def from_numpyro(
@@ -163,26 +299,44 @@ def from_numpyro(
 ) -> NumPyroModel:
     """Bind a NumPyro model to its data and expose its log densities.
 
-    `rng_key` seeds NumPyro's search for a valid initial point (`init_to_uniform`) and is the
-    only randomness. The model must have at least one latent site and no discrete latent sites
+    `rng_key` seeds NumPyro's search for a valid initial point (`init_to_uniform`, up to 100
+    draws; if it finds none, or a draw trips NumPyro's argument checks, it is retried with new
+    keys split from `rng_key`, up to `MAX_INIT_ATTEMPTS` times) and is the only randomness. The model must have at least one latent site and no discrete latent sites
     (enumeration is not supported: the samplers here are gradient based).
     """
     kwargs = dict(model_kwargs or {})
-    # Trace once at NumPyro's initial values (no sampling of improper sites) to classify sites.
-    seeded = numpyro.handlers.seed(model, rng_key)
-    located = numpyro.handlers.substitute(seeded, substitute_fn=numpyro.infer.init_to_uniform)
-    trace = numpyro.handlers.trace(located).get_trace(*model_args, **kwargs)
+    # Trace once at NumPyro's initial values (no sampling of improper sites) to classify sites,
+    # then let NumPyro search for a valid point (up to 100 draws); both retried with new keys,
+    # as NumPyro's MCMC retries: in float32 a uniform start can give a NaN argument (gp_pois_regr's
+    # Cholesky at a large length scale), which NumPyro's argument checks reject with a ValueError.
+    keys = [rng_key, *jax.random.split(rng_key, MAX_INIT_ATTEMPTS - 1)]
+    errors: list[Exception] = []
+    for key in keys:
+        try:
+            seeded = numpyro.handlers.seed(model, key)
+            located = numpyro.handlers.substitute(
+                seeded, substitute_fn=numpyro.infer.init_to_uniform
+            )
+            trace = numpyro.handlers.trace(located).get_trace(*model_args, **kwargs)
+        except ValueError as error:
+            errors.append(error)
+            continue
+        _check_latent_sites(trace)
+        try:
+            info = numpyro_util.initialize_model(
+                key, model, model_args=model_args, model_kwargs=kwargs
+            )
+            break
+        except (RuntimeError, ValueError) as error:
+            errors.append(error)
+    else:
+        raise ValueError(
+            f"NumPyro could not find a valid initial point in {MAX_INIT_ATTEMPTS} attempts "
+            f"(keys split from rng_key, up to 100 draws each); last error: {errors[-1]}"
+        ) from errors[-1]
     latent = tuple(
         name for name, site in trace.items() if site["type"] == "sample" and not site["is_observed"]
     )
-    if not latent:
-        raise ValueError("the model has no latent sample sites: there is nothing to infer")
-    discrete = [name for name in latent if trace[name]["fn"].is_discrete]
-    if discrete:
-        raise ValueError(
-            f"discrete latent sites {discrete} are not supported; marginalise them out "
-            "(e.g. with MixtureSameFamily) so the density is differentiable"
-        )
     observed = tuple(
         name for name, site in trace.items() if site["type"] == "sample" and site["is_observed"]
     )
@@ -195,12 +349,6 @@ def from_numpyro(
         for name in latent
         if isinstance(trace[name]["fn"], numpyro.distributions.ImproperUniform)
     )
-    try:
-        info = numpyro_util.initialize_model(
-            rng_key, model, model_args=model_args, model_kwargs=kwargs
-        )
-    except RuntimeError as error:
-        raise ValueError(f"NumPyro could not find a valid initial point: {error}") from error
 
     def logdensity_fn(position: Position) -> jax.Array:
         return -numpyro_util.potential_energy(model, model_args, kwargs, position)
