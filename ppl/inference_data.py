@@ -3,7 +3,8 @@
 Groups: ``posterior`` (constrained latent and deterministic sites), ``sample_stats`` (ArviZ's
 names: ``lp``, ``acceptance_rate``, ``diverging``, ``energy``, ``n_steps``, ``tree_depth``,
 ``step_size``), ``log_likelihood`` (pointwise, one variable per observed site) and
-``observed_data``. Every array has leading axes [chain, draw].
+``observed_data``. Every array has leading axes [chain, draw]; `dims` and `coords` name the
+others.
 """
 
 from __future__ import annotations
@@ -37,8 +38,15 @@ def to_inference_data(
     sample_stats: Mapping[str, Any] | None = None,
     *,
     log_likelihood: bool = True,
+    dims: Mapping[str, list[str]] | None = None,
+    coords: Mapping[str, Any] | None = None,
 ) -> az.InferenceData:
-    """Build `InferenceData` from unconstrained `positions` [chain, draw, ...] of `model`."""
+    """Build `InferenceData` from unconstrained `positions` [chain, draw, ...] of `model`.
+
+    `dims` names the axes after [chain, draw] per variable (``{"theta": ["school"]}``, for
+    every group the variable is in) and `coords` their labels (``{"school": names}``), as in
+    `az.from_dict`.
+    """
     draws = constrained_draws(model, positions)
     groups: dict[str, Any] = {
         "posterior": {name: np.asarray(value) for name, value in draws.items()},
@@ -49,4 +57,8 @@ def to_inference_data(
     if log_likelihood:
         pointwise = pointwise_log_likelihood(model, draws)
         groups["log_likelihood"] = {name: np.asarray(v) for name, v in pointwise.items()}
-    return az.from_dict(**groups)
+    return az.from_dict(
+        **groups,
+        dims=None if dims is None else {k: list(v) for k, v in dims.items()},
+        coords=None if coords is None else dict(coords),
+    )

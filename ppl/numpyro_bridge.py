@@ -301,8 +301,9 @@ def from_numpyro(
 
     `rng_key` seeds NumPyro's search for a valid initial point (`init_to_uniform`, up to 100
     draws; if it finds none, or a draw trips NumPyro's argument checks, it is retried with new
-    keys split from `rng_key`, up to `MAX_INIT_ATTEMPTS` times) and is the only randomness. The model must have at least one latent site and no discrete latent sites
-    (enumeration is not supported: the samplers here are gradient based).
+    keys split from `rng_key`, up to `MAX_INIT_ATTEMPTS` times) and is the only randomness.
+    The model must have at least one latent site and no discrete latent sites (enumeration is
+    not supported: the samplers here are gradient based).
     """
     kwargs = dict(model_kwargs or {})
     # Trace once at NumPyro's initial values (no sampling of improper sites) to classify sites,
