@@ -313,7 +313,8 @@ def run(
     warm_compiled, chunk_compiled = _PROGRAMS.get(
         (logdensity_fn,), replace(settings, num_samples=1, chain_method=method)
     )
-    warmup_key, sample_key, restart_key = jax.random.split(rng_key, 3)
+    warmup_key, sample_key = jax.random.split(rng_key)
+    restart_key = jax.random.fold_in(warmup_key, 1)  # draws without restarts are as before
     sample_keys = jax.random.split(sample_key, num_chains)
 
     groups = (
