@@ -57,7 +57,7 @@ class MCMCSettings:
     num_integration_steps: int = 16
     max_tree_depth: int = 10
     dense_mass: bool = False
-    max_reinitializations: int = 3
+    max_reinitializations: int = 5
 
     def __post_init__(self) -> None:
         for name in _INTEGER_FIELDS:
