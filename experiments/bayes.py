@@ -91,7 +91,7 @@ def run_mcmc(
     inference_data = to_inference_data(
         model, samples.positions, stats, log_likelihood=log_likelihood, dims=dims, coords=coords
     )
-    attrs = inference_data.sample_stats.attrs
+    attrs = inference_data["sample_stats"].attrs
     attrs["reinitialized"] = np.asarray(samples.reinitialized).tolist()
     attrs["degenerate"] = np.asarray(samples.degenerate).astype(int).tolist()
     if warn and samples.degenerate.any():
