@@ -128,7 +128,13 @@ class NumPyroModel(NamedTuple):
             )
         if max_tries < 1:
             raise ValueError(f"need max_tries >= 1, got {max_tries}")
-        found = _search_program(self, init)(rng_key, num_chains, max_tries)
+        try:
+            found = _search_program(self, init)(rng_key, num_chains, max_tries)
+        except ValueError as error:  # NumPyro's argument checks on a constant start
+            name = getattr(getattr(init, "func", init), "__name__", repr(init))
+            raise ValueError(
+                f"no valid initial point: NumPyro rejected a start drawn by {name}: {error}"
+            ) from error
         return _check_starts(self, found, max_tries)
 
     def sample_prior(self, rng_key: jax.Array, num_samples: int) -> Position:
@@ -257,7 +263,12 @@ def _check_starts(model: NumPyroModel, found: Any, tries: int) -> Position:
     problems = []
     for chain in range(np.shape(value)[0]):
         sites = [name for name, ok in grad_finite.items() if not bool(ok[chain])]
-        if not np.isfinite(value[chain]):
+        outside = [
+            name for name, x in starts.items() if not np.all(np.isfinite(np.asarray(x[chain])))
+        ]
+        if outside:  # init_to_value(values=...) with a value off the site's support
+            problems.append(f"chain {chain}: sites {outside} are outside their supports")
+        elif not np.isfinite(value[chain]):
             problems.append(f"chain {chain}: the log density is {float(value[chain])}")
         elif sites:
             problems.append(f"chain {chain}: the gradient is not finite at sites {sites}")

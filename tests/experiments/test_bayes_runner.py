@@ -230,3 +230,31 @@ def test_run_mcmc_starts_where_told_and_names_bad_starts():
     assert f"site {site!r} has shape {(2, *shape)}; expected {(3, *shape)}" in str(caught.value)
     with pytest.raises(ValueError, match="need an integer num_chains >= 1, got 0"):
         run_mcmc(jax.random.key(0), model, settings, num_chains=0, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("dims", "coords", "message"),
+    [
+        ({"theta": ["a", "b"]}, None, "dims of site 'theta' are ['a', 'b'], but it has 1 axes"),
+        ({"thetta": ["school"]}, None, "dims name 'thetta', which is not a site"),
+        ({"theta": ["school"]}, {"school": ["x"]}, "coords of 'school' have 1 labels"),
+    ],
+)
+def test_bad_dims_and_coords_are_named(dims, coords, message):
+    from ppl.models.bayes.posteriordb import load_posterior
+
+    posterior = load_posterior("eight_schools-eight_schools_noncentered")
+    model = from_numpyro(posterior.model, rng_key=jax.random.key(0), model_kwargs=posterior.data)
+    settings = MCMCSettings(kernel="mala", num_warmup=0, num_samples=4)
+    with pytest.raises(ValueError) as caught:
+        run_mcmc(
+            jax.random.key(0),
+            model,
+            settings,
+            num_chains=1,
+            dims=dims,
+            coords=coords,
+            progress=False,
+            warn=False,
+        )
+    assert message in str(caught.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -184,3 +186,29 @@ def test_no_valid_start_says_what_was_not_finite_and_after_how_many_tries(model)
         model.initial_positions(jax.random.key(0), 1, {"loc": [0.0], "scale": [1e-30]})
     with pytest.raises(ValueError, match="need an integer num_chains >= 1, got 0"):
         model.initial_positions(jax.random.key(0), 0)
+
+
+def test_init_to_value_off_the_support_is_named(model):
+    from numpyro.infer import init_to_value
+
+    with pytest.raises(ValueError) as caught:
+        model.initial_positions(
+            jax.random.key(0), 1, init_to_value(values={"scale": -1.0}), max_tries=2
+        )
+    # scale is Normal's scale parameter too, and NumPyro's argument check rejects it first.
+    assert str(caught.value) == (
+        "no valid initial point: NumPyro rejected a start drawn by init_to_value: Normal "
+        "distribution got invalid scale parameter."
+    )
+
+    # A value off the support that no argument check sees: the unconstrained start is NaN.
+    def positive(y):
+        size = numpyro.sample("size", dist.HalfNormal(1.0))
+        numpyro.factor("shrink", -size)
+        numpyro.sample("y", dist.Normal(0.0, 1.0), obs=y)
+
+    bound = from_numpyro(positive, rng_key=jax.random.key(0), model_kwargs={"y": Y})
+    with pytest.raises(ValueError) as caught, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NumPyro's out-of-support warning
+        bound.initial_positions(jax.random.key(0), 1, init_to_value(values={"size": -1.0}))
+    assert str(caught.value).endswith("chain 0: sites ['size'] are outside their supports")
