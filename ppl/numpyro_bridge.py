@@ -166,17 +166,16 @@ class NumPyroModel(NamedTuple):
 
 
 # The compiled start searches per log density (one per init strategy, and "given" for the
-# check of starts given as values). A search closes over its model, so an entry lives as long
-# as the process, like a jit cache keyed on a static function.
+# check of starts given as values). A search holds the log density only by a weak reference
+# (and the model function and data), so an entry goes when its log density goes.
 _SEARCHES: weakref.WeakKeyDictionary[Callable, dict[Any, Callable]] = weakref.WeakKeyDictionary()
 
 
-def _diagnose(model: NumPyroModel) -> Callable[[Position], tuple[jax.Array, dict]]:
-    """position -> (log density, {site: is its gradient finite})."""
-    value_and_grad = jax.value_and_grad(model.logdensity_fn)
+def _diagnose(density: weakref.ref) -> Callable[[Position], tuple[jax.Array, dict]]:
+    """position -> (log density, {site: is its gradient finite}); traced while it lives."""
 
     def diagnose(position: Position) -> tuple[jax.Array, dict[str, jax.Array]]:
-        value, grad = value_and_grad(position)
+        value, grad = jax.value_and_grad(density())(position)
         return value, {name: jnp.all(jnp.isfinite(g)) for name, g in grad.items()}
 
     return diagnose
@@ -191,13 +190,20 @@ def _search_program(model: NumPyroModel, strategy: Any) -> Callable:
     programs = _SEARCHES.setdefault(model.logdensity_fn, {})
     if strategy in programs:
         return programs[strategy]
-    diagnose = _diagnose(model)
+    diagnose = _diagnose(weakref.ref(model.logdensity_fn))
+    function, args, kwargs, latent = (
+        model.model,
+        model.model_args,
+        model.model_kwargs,
+        model.latent_sites,
+    )
 
     def propose(key: jax.Array) -> Position:
-        seeded = numpyro.handlers.seed(model.model, key)
+        seeded = numpyro.handlers.seed(function, key)
         located = numpyro.handlers.substitute(seeded, substitute_fn=strategy)
-        trace = numpyro.handlers.trace(located).get_trace(*model.model_args, **model.model_kwargs)
-        return model.unconstrain({name: trace[name]["value"] for name in model.latent_sites})
+        trace = numpyro.handlers.trace(located).get_trace(*args, **kwargs)
+        values = {name: trace[name]["value"] for name in latent}
+        return numpyro_util.unconstrain_fn(function, args, kwargs, values)
 
     def one(key: jax.Array, max_tries: jax.Array) -> tuple[Position, jax.Array, dict]:
         def redraw(carry):
@@ -283,7 +289,7 @@ def _check_starts(model: NumPyroModel, found: Any, tries: int) -> Position:
 def _diagnose_given(model: NumPyroModel, starts: Position) -> Any:
     programs = _SEARCHES.setdefault(model.logdensity_fn, {})
     if "given" not in programs:
-        programs["given"] = jax.jit(jax.vmap(_diagnose(model)))
+        programs["given"] = jax.jit(jax.vmap(_diagnose(weakref.ref(model.logdensity_fn))))
     return (starts, *programs["given"](starts))
 
 

@@ -212,3 +212,15 @@ def test_init_to_value_off_the_support_is_named(model):
         warnings.simplefilter("ignore")  # NumPyro's out-of-support warning
         bound.initial_positions(jax.random.key(0), 1, init_to_value(values={"size": -1.0}))
     assert str(caught.value).endswith("chain 0: sites ['size'] are outside their supports")
+
+
+def test_the_start_search_goes_with_the_model():
+    import gc
+    import weakref
+
+    bound = from_numpyro(scale_model, rng_key=jax.random.key(0), model_kwargs={"y": Y})
+    bound.initial_positions(jax.random.key(0), 2)
+    density = weakref.ref(bound.logdensity_fn)
+    del bound
+    gc.collect()
+    assert density() is None
