@@ -21,19 +21,18 @@ re-derives a transform.
 
 from __future__ import annotations
 
-import functools
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import numpyro
 from jax.flatten_util import ravel_pytree
 from jax.typing import ArrayLike
 from numpyro.infer import init_to_uniform
 from numpyro.infer import util as numpyro_util
+
+from ppl.numpyro_starts import check_starts, diagnose_given, given_starts, search_program
 
 Position = dict[str, jax.Array]
 InitStrategy = Callable[..., Any]  # a NumPyro init strategy, e.g. init_to_median()
@@ -119,8 +118,8 @@ class NumPyroModel(NamedTuple):
         if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 1:
             raise ValueError(f"need an integer num_chains >= 1, got {num_chains!r}")
         if isinstance(init, Mapping):
-            starts = _given_starts(self, init, num_chains)
-            return _check_starts(self, _diagnose_given(self, starts), 1)
+            starts = given_starts(self, init, num_chains)
+            return check_starts(diagnose_given(self, starts), 1)
         if not callable(init):
             raise ValueError(
                 "init must be a NumPyro init strategy (init_to_uniform, init_to_median(), "
@@ -129,13 +128,13 @@ class NumPyroModel(NamedTuple):
         if max_tries < 1:
             raise ValueError(f"need max_tries >= 1, got {max_tries}")
         try:
-            found = _search_program(self, init)(rng_key, num_chains, max_tries)
+            found = search_program(self, init)(rng_key, num_chains, max_tries)
         except ValueError as error:  # NumPyro's argument checks on a constant start
             name = getattr(getattr(init, "func", init), "__name__", repr(init))
             raise ValueError(
                 f"no valid initial point: NumPyro rejected a start drawn by {name}: {error}"
             ) from error
-        return _check_starts(self, found, max_tries)
+        return check_starts(found, max_tries)
 
     def sample_prior(self, rng_key: jax.Array, num_samples: int) -> Position:
         """`num_samples` unconstrained prior draws, stacked on a leading axis.
@@ -163,134 +162,6 @@ class NumPyroModel(NamedTuple):
     def unravel(self, flat: jax.Array) -> Position:
         """Inverse of `ravel`."""
         return ravel_pytree(self.initial_position)[1](flat)
-
-
-# The compiled start searches per log density (one per init strategy, and "given" for the
-# check of starts given as values). A search holds the log density only by a weak reference
-# (and the model function and data), so an entry goes when its log density goes.
-_SEARCHES: weakref.WeakKeyDictionary[Callable, dict[Any, Callable]] = weakref.WeakKeyDictionary()
-
-
-def _diagnose(density: weakref.ref) -> Callable[[Position], tuple[jax.Array, dict]]:
-    """position -> (log density, {site: is its gradient finite}); traced while it lives."""
-
-    def diagnose(position: Position) -> tuple[jax.Array, dict[str, jax.Array]]:
-        value, grad = jax.value_and_grad(density())(position)
-        return value, {name: jnp.all(jnp.isfinite(g)) for name, g in grad.items()}
-
-    return diagnose
-
-
-def _is_valid(value: jax.Array, grad_finite: dict[str, jax.Array]) -> jax.Array:
-    return functools.reduce(jnp.logical_and, grad_finite.values(), jnp.isfinite(value))
-
-
-def _search_program(model: NumPyroModel, strategy: Any) -> Callable:
-    """Jitted (key, num_chains, max_tries) -> (starts, log densities, gradient finiteness)."""
-    programs = _SEARCHES.setdefault(model.logdensity_fn, {})
-    if strategy in programs:
-        return programs[strategy]
-    diagnose = _diagnose(weakref.ref(model.logdensity_fn))
-    function, args, kwargs, latent = (
-        model.model,
-        model.model_args,
-        model.model_kwargs,
-        model.latent_sites,
-    )
-
-    def propose(key: jax.Array) -> Position:
-        seeded = numpyro.handlers.seed(function, key)
-        located = numpyro.handlers.substitute(seeded, substitute_fn=strategy)
-        trace = numpyro.handlers.trace(located).get_trace(*args, **kwargs)
-        values = {name: trace[name]["value"] for name in latent}
-        return numpyro_util.unconstrain_fn(function, args, kwargs, values)
-
-    def one(key: jax.Array, max_tries: jax.Array) -> tuple[Position, jax.Array, dict]:
-        def redraw(carry):
-            key, _, _, tries = carry
-            key, sub = jax.random.split(key)
-            position = propose(sub)
-            return (key, position, diagnose(position), tries + 1)
-
-        key, sub = jax.random.split(key)
-        position = propose(sub)
-        carry = (key, position, diagnose(position), 1)
-        _, position, (value, grad_finite), _ = jax.lax.while_loop(
-            lambda c: (c[3] < max_tries) & ~_is_valid(*c[2]), redraw, carry
-        )
-        return position, value, grad_finite
-
-    def program(rng_key: jax.Array, num_chains: int, max_tries: int) -> Any:
-        keys = jax.random.split(rng_key, num_chains)
-        return jax.vmap(lambda k: one(k, jnp.asarray(max_tries)))(keys)
-
-    programs[strategy] = jax.jit(program, static_argnums=1)
-    return programs[strategy]
-
-
-def _given_starts(
-    model: NumPyroModel, values: Mapping[str, ArrayLike], num_chains: int
-) -> Position:
-    """Constrained values per chain -> unconstrained starts, with the shapes and supports
-    checked (a value outside its site's support unconstrains to a non-finite number)."""
-    missing = [name for name in model.latent_sites if name not in values]
-    unknown = [name for name in values if name not in model.latent_sites]
-    if missing or unknown:
-        raise ValueError(
-            f"initial values need exactly the latent sites {list(model.latent_sites)}; "
-            f"missing {missing}, unknown {unknown}"
-        )
-    shapes = jax.eval_shape(model.constrain, model.initial_position)
-    arrays = {}
-    for name in model.latent_sites:
-        array = jnp.asarray(values[name], dtype=shapes[name].dtype)
-        expected = (num_chains, *shapes[name].shape)
-        if array.shape != expected:
-            raise ValueError(
-                f"initial value of site {name!r} has shape {array.shape}; expected {expected} "
-                "(num_chains, then the site's shape)"
-            )
-        if not bool(jnp.all(jnp.isfinite(array))):
-            raise ValueError(f"initial value of site {name!r} is not finite")
-        arrays[name] = array
-    starts = jax.vmap(model.unconstrain)(arrays)
-    for name, array in starts.items():
-        bad = np.flatnonzero(~np.all(np.isfinite(np.asarray(array).reshape(num_chains, -1)), 1))
-        if bad.size:
-            raise ValueError(
-                f"initial value of site {name!r} is outside its support for chain(s) {bad.tolist()}"
-            )
-    return starts
-
-
-def _check_starts(model: NumPyroModel, found: Any, tries: int) -> Position:
-    """The starts, or a ValueError naming per chain what was not finite after `tries` tries."""
-    starts, value, grad_finite = found
-    problems = []
-    for chain in range(np.shape(value)[0]):
-        sites = [name for name, ok in grad_finite.items() if not bool(ok[chain])]
-        outside = [
-            name for name, x in starts.items() if not np.all(np.isfinite(np.asarray(x[chain])))
-        ]
-        if outside:  # init_to_value(values=...) with a value off the site's support
-            problems.append(f"chain {chain}: sites {outside} are outside their supports")
-        elif not np.isfinite(value[chain]):
-            problems.append(f"chain {chain}: the log density is {float(value[chain])}")
-        elif sites:
-            problems.append(f"chain {chain}: the gradient is not finite at sites {sites}")
-    if problems:
-        raise ValueError(
-            f"no valid initial point after {tries} {'try' if tries == 1 else 'tries'} per "
-            "chain (needs a finite log density and gradient); " + "; ".join(problems)
-        )
-    return starts
-
-
-def _diagnose_given(model: NumPyroModel, starts: Position) -> Any:
-    programs = _SEARCHES.setdefault(model.logdensity_fn, {})
-    if "given" not in programs:
-        programs["given"] = jax.jit(jax.vmap(_diagnose(weakref.ref(model.logdensity_fn))))
-    return (starts, *programs["given"](starts))
 
 
 def _check_latent_sites(trace: Mapping[str, Any]) -> None:

@@ -17,7 +17,9 @@ else sequential for NUTS and vectorized for the others.
 
 The settings are one frozen `MCMCSettings` (`ppl.samplers.mcmc_settings`, re-exported here:
 kernel, warm-up and draw counts, target acceptance, tree depth, dense mass matrix, restarts),
-passed whole to `run` and `warmup`. Sampling runs
+passed whole to `run` and `warmup`. A chain that warm-up leaves degenerate (a step size of
+~1e-25 after a start where log p < -1e70) is restarted from a fresh point and warmed up again,
+a bounded number of times (`ppl.samplers.restarts`). Sampling runs
 in compiled chunks behind a tqdm bar (`ppl.progress`-style); results do not depend on the chunk
 size. The compiled warm-up and chunk programs are kept per (log density, settings) for as long
 as the log density exists (`ppl.samplers.programs`), so a second run compiles nothing. All
@@ -29,7 +31,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import Any
 
 import blackjax
 import jax
@@ -46,10 +48,11 @@ from ppl.samplers.mcmc_settings import (
     KERNELS,
     ChainMethod,
     Kernel,
+    MCMCSamples,
     MCMCSettings,
 )
 from ppl.samplers.programs import ProgramCache
-from ppl.samplers.restarts import degenerate_chains, replace_rows, uniform_restarts
+from ppl.samplers.restarts import degenerate_chains, restart_degenerate, uniform_restarts
 
 DEFAULTS = MCMCSettings()
 
@@ -64,27 +67,6 @@ __all__ = [
     "run",
     "warmup",
 ]
-
-
-class MCMCSamples(NamedTuple):
-    """Draws and per-draw statistics; leading axes [num_chains, num_samples].
-
-    `sample_stats` holds ``lp`` (log density), ``acceptance_rate``, and for NUTS/HMC
-    ``diverging``, ``energy`` (Hamiltonian at the draw, for BFMI) and ``n_steps`` (leapfrog
-    steps), plus ``tree_depth`` for NUTS. `step_size` [num_chains] and `inverse_mass_matrix`
-    [num_chains, d] (ones for MALA; [num_chains, d, d] with `dense_mass`) are the adapted
-    parameters. `reinitialized` counts per chain the restarts of a degenerate warm-up and
-    `degenerate` marks the chains still degenerate after them (`degenerate_chains`).
-    """
-
-    positions: Any
-    sample_stats: dict[str, jax.Array]
-    step_size: jax.Array
-    inverse_mass_matrix: jax.Array
-    warmup_seconds: float
-    sampling_seconds: float
-    reinitialized: np.ndarray  # [num_chains] restarts after a degenerate warm-up
-    degenerate: np.ndarray  # [num_chains] bool: still degenerate after the restarts
 
 
 def _algorithm(kernel: str) -> Any:
@@ -345,20 +327,16 @@ def run(
     start = time.perf_counter()
     warmed: Any = None
     warmed = warm_all(warmup_key, initial_positions, np.ones(num_chains, bool), f"{kernel} warm-up")
-    dimension = ravel_pytree(take(initial_positions, 0))[0].shape[0]
-    reinitialized = np.zeros(num_chains, np.int32)
-    bad = degenerate_chains(warmed[1]["step_size"], warmed[0].logdensity, dimension)
-    for _ in range(settings.max_reinitializations if num_warmup else 0):
-        if not bad.any():
-            break
-        restart_key, starts_key, key = jax.random.split(restart_key, 3)
-        if new_starts is None:
-            new_starts = uniform_restarts(logdensity_fn, initial_positions)
-        fresh = new_starts(starts_key, num_chains)
-        redone = warm_all(key, fresh, bad, f"{kernel} re-warm-up")
-        warmed = replace_rows(jnp.asarray(bad), redone, warmed)
-        reinitialized += bad
-        bad = degenerate_chains(warmed[1]["step_size"], warmed[0].logdensity, dimension)
+    if new_starts is None:
+        new_starts = uniform_restarts(logdensity_fn, initial_positions)
+    warmed, reinitialized, bad = restart_degenerate(
+        restart_key,
+        warmed,
+        lambda key, positions, chains: warm_all(key, positions, chains, f"{kernel} re-warm-up"),
+        new_starts,
+        settings.max_reinitializations if num_warmup else 0,
+        ravel_pytree(take(initial_positions, 0))[0].shape[0],
+    )
     warmup_seconds = time.perf_counter() - start
 
     start = time.perf_counter()

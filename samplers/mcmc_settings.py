@@ -1,10 +1,14 @@
-"""The settings of `ppl.samplers.mcmc`: one frozen, hashable `MCMCSettings`, checked once."""
+"""The settings of `ppl.samplers.mcmc` (one frozen, hashable `MCMCSettings`, checked once) and
+its result, `MCMCSamples`."""
 
 from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, NamedTuple
+
+import jax
+import numpy as np
 
 __all__ = [
     "CHAIN_METHODS",
@@ -12,6 +16,7 @@ __all__ = [
     "KERNELS",
     "ChainMethod",
     "Kernel",
+    "MCMCSamples",
     "MCMCSettings",
 ]
 
@@ -86,3 +91,24 @@ class MCMCSettings:
             raise ValueError("dense_mass needs a kernel with a mass matrix (nuts or hmc), not mala")
         if self.max_reinitializations < 0:
             raise ValueError(f"need max_reinitializations >= 0, got {self.max_reinitializations}")
+
+
+class MCMCSamples(NamedTuple):
+    """Draws and per-draw statistics; leading axes [num_chains, num_samples].
+
+    `sample_stats` holds ``lp`` (log density), ``acceptance_rate``, and for NUTS/HMC
+    ``diverging``, ``energy`` (Hamiltonian at the draw, for BFMI) and ``n_steps`` (leapfrog
+    steps), plus ``tree_depth`` for NUTS. `step_size` [num_chains] and `inverse_mass_matrix`
+    [num_chains, d] (ones for MALA; [num_chains, d, d] with `dense_mass`) are the adapted
+    parameters. `reinitialized` counts per chain the restarts of a degenerate warm-up and
+    `degenerate` marks the chains still degenerate after them (`degenerate_chains`).
+    """
+
+    positions: Any
+    sample_stats: dict[str, jax.Array]
+    step_size: jax.Array
+    inverse_mass_matrix: jax.Array
+    warmup_seconds: float
+    sampling_seconds: float
+    reinitialized: np.ndarray  # [num_chains] restarts after a degenerate warm-up
+    degenerate: np.ndarray  # [num_chains] bool: still degenerate after the restarts

@@ -61,3 +61,30 @@ def replace_rows(mask: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree.map(
         lambda a, b: jnp.where(mask.reshape(-1, *[1] * (b.ndim - 1)), a, b), new, old
     )
+
+
+def restart_degenerate(
+    rng_key: jax.Array,
+    warmed: Any,
+    warm: Callable[[jax.Array, Any, np.ndarray], Any],
+    new_starts: Callable[[jax.Array, int], Any],
+    max_restarts: int,
+    dimension: int,
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Restart the degenerate chains of `warmed` (states, parameters) up to `max_restarts`
+    times: fresh starts from `new_starts(key, num_chains)`, warmed up again by
+    `warm(key, positions, chains)` (`chains` a bool mask; it returns every chain, stacked).
+    Returns the new (states, parameters), the restarts per chain and the chains still
+    degenerate."""
+    num_chains = np.shape(warmed[1]["step_size"])[0]
+    restarts = np.zeros(num_chains, np.int32)
+    bad = degenerate_chains(warmed[1]["step_size"], warmed[0].logdensity, dimension)
+    for _ in range(max_restarts):
+        if not bad.any():
+            break
+        rng_key, starts_key, key = jax.random.split(rng_key, 3)
+        redone = warm(key, new_starts(starts_key, num_chains), bad)
+        warmed = replace_rows(jnp.asarray(bad), redone, warmed)
+        restarts += bad
+        bad = degenerate_chains(warmed[1]["step_size"], warmed[0].logdensity, dimension)
+    return warmed, restarts, bad
