@@ -2,6 +2,7 @@
 
     model = from_numpyro(eight_schools, rng_key=key, model_kwargs=data)
     fit = run_mcmc(key, model, MCMCSettings(kernel="nuts"), num_chains=4)  # .inference_data
+    fit = run_mcmc(key, model, MCMCSettings(dense_mass=True), init=init_to_median())
     smc = run_tempered_smc(key, model, num_particles=2000)       # smc.log_evidence too
 
 The sampler settings are the samplers' own frozen dataclasses (`MCMCSettings`,
@@ -12,15 +13,19 @@ of chains or particles, output and progress) follow as keywords. Both return Arv
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import arviz as az
 import jax
 import numpy as np
+from jax.typing import ArrayLike
+from numpyro.infer import init_to_uniform
 
 from ppl.inference_data import to_inference_data
-from ppl.mcmc_diagnostics import ConvergenceReport, check_convergence
-from ppl.numpyro_bridge import NumPyroModel
+from ppl.mcmc_diagnostics import ConvergenceReport, ConvergenceWarning, check_convergence
+from ppl.numpyro_bridge import InitStrategy, NumPyroModel
 from ppl.samplers import mcmc, tempered_smc
 from ppl.samplers.mcmc import MCMCSettings
 from ppl.samplers.tempered_smc import TemperedSMCSettings
@@ -48,24 +53,35 @@ def run_mcmc(
     settings: MCMCSettings | None = None,
     *,
     num_chains: int = 4,
+    init: InitStrategy | Mapping[str, ArrayLike] = init_to_uniform,
+    dims: Mapping[str, list[str]] | None = None,
+    coords: Mapping[str, Any] | None = None,
     log_likelihood: bool = True,
     progress: bool = True,
     warn: bool = True,
 ) -> MCMCFit:
     """Run `num_chains` chains of NUTS, HMC or MALA (BlackJAX, window adaptation) on `model`.
 
-    Chains start from NumPyro's `init_to_uniform` points. Convergence is checked (R-hat, bulk
-    and tail ESS, divergences, energy BFMI) and a `ConvergenceWarning` is raised per failure.
-    `settings` defaults to `MCMCSettings()`. A second run on the same model and settings
-    reuses the compiled programs.
+    `init` picks the starts (`NumPyroModel.initial_positions`): a NumPyro init strategy
+    (`init_to_uniform`, the default, `init_to_median()`, `init_to_value(values=...)`) or a dict
+    of constrained values per chain [num_chains, *site shape]. A chain that warm-up leaves
+    degenerate is restarted (`ppl.samplers.mcmc.run`) from a fresh point of the same strategy
+    (of `init_to_uniform` when `init` is a dict); the restarts per chain are in
+    ``inference_data.sample_stats.attrs["reinitialized"]``. `dims`/`coords` name the axes of
+    the sites for ArviZ (``dims={"theta": ["school"]}``). Convergence is checked (R-hat, bulk
+    and tail ESS, divergences, energy BFMI) and a `ConvergenceWarning` is raised per failure,
+    and for a chain still degenerate after its restarts. `settings` defaults to
+    `MCMCSettings()`. A second run on the same model and settings reuses the compiled programs.
     """
     settings = MCMCSettings() if settings is None else settings
     init_key, sample_key = jax.random.split(rng_key)
+    strategy = init_to_uniform if isinstance(init, Mapping) else init
     samples = mcmc.run(
         sample_key,
         model.logdensity_fn,
-        model.initial_positions(init_key, num_chains),
+        model.initial_positions(init_key, num_chains, init),
         settings,
+        new_starts=lambda key, n: model.initial_positions(key, n, strategy),
         progress=progress,
     )
     stats: dict[str, Any] = dict(samples.sample_stats)
@@ -73,8 +89,20 @@ def run_mcmc(
         np.asarray(samples.step_size)[:, None], (num_chains, settings.num_samples)
     )
     inference_data = to_inference_data(
-        model, samples.positions, stats, log_likelihood=log_likelihood
+        model, samples.positions, stats, log_likelihood=log_likelihood, dims=dims, coords=coords
     )
+    attrs = inference_data["sample_stats"].attrs
+    attrs["reinitialized"] = np.asarray(samples.reinitialized).tolist()
+    attrs["degenerate"] = np.asarray(samples.degenerate).astype(int).tolist()
+    if warn and samples.degenerate.any():
+        warnings.warn(
+            f"chains {np.flatnonzero(samples.degenerate).tolist()} are still degenerate after "
+            f"{settings.max_reinitializations} restarts (step sizes "
+            f"{np.asarray(samples.step_size)[samples.degenerate].tolist()}): their draws do not "
+            "move",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     report = check_convergence(inference_data, warn=warn, stacklevel=3)
     return MCMCFit(inference_data, samples, report)
 

@@ -21,7 +21,6 @@ re-derives a transform.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -29,9 +28,16 @@ import jax
 import jax.numpy as jnp
 import numpyro
 from jax.flatten_util import ravel_pytree
+from jax.typing import ArrayLike
+from numpyro.infer import init_to_uniform
 from numpyro.infer import util as numpyro_util
 
+from ppl.numpyro_starts import check_starts, diagnose_given, given_starts, search_program
+
 Position = dict[str, jax.Array]
+InitStrategy = Callable[..., Any]  # a NumPyro init strategy, e.g. init_to_median()
+# Attempts of NumPyro's initialize_model (each up to 100 draws) in from_numpyro, with new keys.
+MAX_INIT_ATTEMPTS = 10
 
 
 class NumPyroModel(NamedTuple):
@@ -89,11 +95,46 @@ class NumPyroModel(NamedTuple):
             if name not in self.factor_sites
         }
 
-    def initial_positions(self, rng_key: jax.Array, num_chains: int) -> Position:
-        """`num_chains` starting points, stacked: NumPyro's `init_to_uniform` rule (every
-        unconstrained coordinate uniform on (−2, 2)), redrawn up to 100 times per chain until
-        the log density and its gradient are finite. Compiled once per model and chain count."""
-        return _uniform_starts(self.logdensity_fn, self.initial_position, rng_key, num_chains)
+    def initial_positions(
+        self,
+        rng_key: jax.Array,
+        num_chains: int,
+        init: InitStrategy | Mapping[str, ArrayLike] = init_to_uniform,
+        *,
+        max_tries: int = 100,
+    ) -> Position:
+        """`num_chains` unconstrained starting points, stacked on a leading axis.
+
+        `init` is a NumPyro init strategy (`init_to_uniform`: every unconstrained coordinate
+        uniform on (−2, 2); `init_to_median()`; `init_to_value(values=...)`: constrained
+        values for some sites, the others uniform; ...), applied through NumPyro's
+        `substitute` as NumPyro's `initialize_model` applies it, and redrawn up to `max_tries`
+        times per chain until the log density and its gradient are finite. Or a dict of
+        CONSTRAINED values per chain, every latent site [num_chains, *site shape], used as
+        given (no retries). A ValueError says, per failing chain, what was not finite (the log
+        density, or the gradient at which sites) after how many tries. Each search is compiled
+        once per (log density, strategy, chain count).
+        """
+        if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 1:
+            raise ValueError(f"need an integer num_chains >= 1, got {num_chains!r}")
+        if isinstance(init, Mapping):
+            starts = given_starts(self, init, num_chains)
+            return check_starts(diagnose_given(self, starts), 1)
+        if not callable(init):
+            raise ValueError(
+                "init must be a NumPyro init strategy (init_to_uniform, init_to_median(), "
+                f"init_to_value(values=...)) or a dict of values per chain, got {init!r}"
+            )
+        if max_tries < 1:
+            raise ValueError(f"need max_tries >= 1, got {max_tries}")
+        try:
+            found = search_program(self, init)(rng_key, num_chains, max_tries)
+        except ValueError as error:  # NumPyro's argument checks on a constant start
+            name = getattr(getattr(init, "func", init), "__name__", repr(init))
+            raise ValueError(
+                f"no valid initial point: NumPyro rejected a start drawn by {name}: {error}"
+            ) from error
+        return check_starts(found, max_tries)
 
     def sample_prior(self, rng_key: jax.Array, num_samples: int) -> Position:
         """`num_samples` unconstrained prior draws, stacked on a leading axis.
@@ -123,35 +164,18 @@ class NumPyroModel(NamedTuple):
         return ravel_pytree(self.initial_position)[1](flat)
 
 
-@functools.partial(jax.jit, static_argnames=("logdensity_fn", "num_chains"))
-def _uniform_starts(
-    logdensity_fn: Callable[[Position], jax.Array],
-    template: Position,
-    rng_key: jax.Array,
-    num_chains: int,
-) -> Position:
-    flat, unravel = ravel_pytree(template)
-    value_and_grad = jax.value_and_grad(lambda x: logdensity_fn(unravel(x)))
-
-    def valid(x: jax.Array) -> jax.Array:
-        value, grad = value_and_grad(x)
-        return jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
-
-    def one(key: jax.Array) -> jax.Array:
-        def draw(key: jax.Array) -> jax.Array:
-            return jax.random.uniform(key, flat.shape, flat.dtype, -2.0, 2.0)
-
-        def redraw(carry):
-            key, _, tries = carry
-            key, sub = jax.random.split(key)
-            return key, draw(sub), tries + 1
-
-        key, sub = jax.random.split(key)
-        carry = (key, draw(sub), 1)
-        _, x, _ = jax.lax.while_loop(lambda c: (c[2] < 100) & ~valid(c[1]), redraw, carry)
-        return x
-
-    return jax.vmap(lambda k: unravel(one(k)))(jax.random.split(rng_key, num_chains))
+def _check_latent_sites(trace: Mapping[str, Any]) -> None:
+    latent = [
+        n for n, site in trace.items() if site["type"] == "sample" and not site["is_observed"]
+    ]
+    if not latent:
+        raise ValueError("the model has no latent sample sites: there is nothing to infer")
+    discrete = [name for name in latent if trace[name]["fn"].is_discrete]
+    if discrete:
+        raise ValueError(
+            f"discrete latent sites {discrete} are not supported; marginalise them out "
+            "(e.g. with MixtureSameFamily) so the density is differentiable"
+        )
 
 
 def from_numpyro(
@@ -163,26 +187,45 @@ def from_numpyro(
 ) -> NumPyroModel:
     """Bind a NumPyro model to its data and expose its log densities.
 
-    `rng_key` seeds NumPyro's search for a valid initial point (`init_to_uniform`) and is the
-    only randomness. The model must have at least one latent site and no discrete latent sites
-    (enumeration is not supported: the samplers here are gradient based).
+    `rng_key` seeds NumPyro's search for a valid initial point (`init_to_uniform`, up to 100
+    draws; if it finds none, or a draw trips NumPyro's argument checks, it is retried with new
+    keys split from `rng_key`, up to `MAX_INIT_ATTEMPTS` times) and is the only randomness.
+    The model must have at least one latent site and no discrete latent sites (enumeration is
+    not supported: the samplers here are gradient based).
     """
     kwargs = dict(model_kwargs or {})
-    # Trace once at NumPyro's initial values (no sampling of improper sites) to classify sites.
-    seeded = numpyro.handlers.seed(model, rng_key)
-    located = numpyro.handlers.substitute(seeded, substitute_fn=numpyro.infer.init_to_uniform)
-    trace = numpyro.handlers.trace(located).get_trace(*model_args, **kwargs)
+    # Trace once at NumPyro's initial values (no sampling of improper sites) to classify sites,
+    # then let NumPyro search for a valid point (up to 100 draws); both retried with new keys,
+    # as NumPyro's MCMC retries: in float32 a uniform start can give a NaN argument (gp_pois_regr's
+    # Cholesky at a large length scale), which NumPyro's argument checks reject with a ValueError.
+    keys = [rng_key, *jax.random.split(rng_key, MAX_INIT_ATTEMPTS - 1)]
+    errors: list[Exception] = []
+    for key in keys:
+        try:
+            seeded = numpyro.handlers.seed(model, key)
+            located = numpyro.handlers.substitute(
+                seeded, substitute_fn=numpyro.infer.init_to_uniform
+            )
+            trace = numpyro.handlers.trace(located).get_trace(*model_args, **kwargs)
+        except ValueError as error:
+            errors.append(error)
+            continue
+        _check_latent_sites(trace)
+        try:
+            info = numpyro_util.initialize_model(
+                key, model, model_args=model_args, model_kwargs=kwargs
+            )
+            break
+        except (RuntimeError, ValueError) as error:
+            errors.append(error)
+    else:
+        raise ValueError(
+            f"NumPyro could not find a valid initial point in {MAX_INIT_ATTEMPTS} attempts "
+            f"(keys split from rng_key, up to 100 draws each); last error: {errors[-1]}"
+        ) from errors[-1]
     latent = tuple(
         name for name, site in trace.items() if site["type"] == "sample" and not site["is_observed"]
     )
-    if not latent:
-        raise ValueError("the model has no latent sample sites: there is nothing to infer")
-    discrete = [name for name in latent if trace[name]["fn"].is_discrete]
-    if discrete:
-        raise ValueError(
-            f"discrete latent sites {discrete} are not supported; marginalise them out "
-            "(e.g. with MixtureSameFamily) so the density is differentiable"
-        )
     observed = tuple(
         name for name, site in trace.items() if site["type"] == "sample" and site["is_observed"]
     )
@@ -195,12 +238,6 @@ def from_numpyro(
         for name in latent
         if isinstance(trace[name]["fn"], numpyro.distributions.ImproperUniform)
     )
-    try:
-        info = numpyro_util.initialize_model(
-            rng_key, model, model_args=model_args, model_kwargs=kwargs
-        )
-    except RuntimeError as error:
-        raise ValueError(f"NumPyro could not find a valid initial point: {error}") from error
 
     def logdensity_fn(position: Position) -> jax.Array:
         return -numpyro_util.potential_energy(model, model_args, kwargs, position)

@@ -15,7 +15,11 @@ Chains run in one of three ways (`MCMCSettings.chain_method`):
 ``"auto"`` picks parallel when there are several devices and the chains divide among them,
 else sequential for NUTS and vectorized for the others.
 
-The settings are one frozen `MCMCSettings`, passed whole to `run` and `warmup`. Sampling runs
+The settings are one frozen `MCMCSettings` (`ppl.samplers.mcmc_settings`, re-exported here:
+kernel, warm-up and draw counts, target acceptance, tree depth, dense mass matrix, restarts),
+passed whole to `run` and `warmup`. A chain that warm-up leaves degenerate (a step size of
+~1e-25 after a start where log p < -1e70) is restarted from a fresh point and warmed up again,
+a bounded number of times (`ppl.samplers.restarts`). Sampling runs
 in compiled chunks behind a tqdm bar (`ppl.progress`-style); results do not depend on the chunk
 size. The compiled warm-up and chunk programs are kept per (log density, settings) for as long
 as the log density exists (`ppl.samplers.programs`), so a second run compiles nothing. All
@@ -26,8 +30,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any, Literal, NamedTuple
+from dataclasses import replace
+from typing import Any
 
 import blackjax
 import jax
@@ -38,64 +42,31 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, PartitionSpec
 from tqdm.auto import tqdm
 
+from ppl.samplers.mcmc_settings import (
+    CHAIN_METHODS,
+    DEFAULT_TARGET_ACCEPTANCE,
+    KERNELS,
+    ChainMethod,
+    Kernel,
+    MCMCSamples,
+    MCMCSettings,
+)
 from ppl.samplers.programs import ProgramCache
+from ppl.samplers.restarts import degenerate_chains, restart_degenerate, uniform_restarts
 
-Kernel = Literal["nuts", "hmc", "mala"]
-ChainMethod = Literal["auto", "vectorized", "sequential", "parallel"]
-KERNELS: tuple[str, ...] = ("nuts", "hmc", "mala")
-CHAIN_METHODS: tuple[str, ...] = ("auto", "vectorized", "sequential", "parallel")
-DEFAULT_TARGET_ACCEPTANCE = {"nuts": 0.8, "hmc": 0.8, "mala": 0.574}
+DEFAULTS = MCMCSettings()
 
-
-@dataclass(frozen=True)
-class MCMCSettings:
-    """What to run; passed whole to `run` and `warmup` (and hashable, so it keys the compiled
-    programs).
-
-    kernel: ``"nuts"``, ``"hmc"`` or ``"mala"``.
-    num_warmup / num_samples: adaptation steps and draws per chain (0 warm-up steps: step
-        size 0.1, unit mass matrix).
-    chain_method: how chains share the hardware (module docstring).
-    target_acceptance_rate: of the step-size adaptation (None: 0.8 for NUTS/HMC, 0.574 MALA).
-    num_integration_steps: HMC's leapfrog steps per draw.
-    """
-
-    kernel: Kernel = "nuts"
-    num_warmup: int = 1000
-    num_samples: int = 1000
-    chain_method: ChainMethod = "auto"
-    target_acceptance_rate: float | None = None
-    num_integration_steps: int = 16
-
-    def __post_init__(self) -> None:
-        if self.kernel not in KERNELS:
-            raise ValueError(f"unknown kernel {self.kernel!r}; choose one of {KERNELS}")
-        if self.chain_method not in CHAIN_METHODS:
-            raise ValueError(
-                f"unknown chain_method {self.chain_method!r}; choose one of {CHAIN_METHODS}"
-            )
-        if self.num_samples < 1 or self.num_warmup < 0:
-            raise ValueError(
-                f"need num_samples >= 1 and num_warmup >= 0, got {self.num_samples}, "
-                f"{self.num_warmup}"
-            )
-
-
-class MCMCSamples(NamedTuple):
-    """Draws and per-draw statistics; leading axes [num_chains, num_samples].
-
-    `sample_stats` holds ``lp`` (log density), ``acceptance_rate``, and for NUTS/HMC
-    ``diverging``, ``energy`` (Hamiltonian at the draw, for BFMI) and ``n_steps`` (leapfrog
-    steps), plus ``tree_depth`` for NUTS. `step_size` [num_chains] and `inverse_mass_matrix`
-    [num_chains, d] (ones for MALA) are the adapted parameters.
-    """
-
-    positions: Any
-    sample_stats: dict[str, jax.Array]
-    step_size: jax.Array
-    inverse_mass_matrix: jax.Array
-    warmup_seconds: float
-    sampling_seconds: float
+__all__ = [
+    "CHAIN_METHODS",
+    "KERNELS",
+    "ChainMethod",
+    "Kernel",
+    "MCMCSamples",
+    "MCMCSettings",
+    "degenerate_chains",
+    "run",
+    "warmup",
+]
 
 
 def _algorithm(kernel: str) -> Any:
@@ -105,9 +76,10 @@ def _algorithm(kernel: str) -> Any:
 
 
 def _make_step(
-    kernel: str, logdensity_fn: Callable, num_integration_steps: int
+    logdensity_fn: Callable, settings: MCMCSettings
 ) -> Callable[[jax.Array, Any, dict], tuple[Any, dict[str, jax.Array]]]:
     """One transition with the given parameters; returns (state, scalar statistics)."""
+    kernel = settings.kernel
 
     def step(rng_key: jax.Array, state: Any, parameters: dict) -> tuple[Any, dict]:
         if kernel == "mala":
@@ -117,11 +89,14 @@ def _make_step(
                 logdensity_fn,
                 parameters["step_size"],
                 parameters["inverse_mass_matrix"],
-                num_integration_steps,
+                settings.num_integration_steps,
             )
         else:
             algorithm = blackjax.nuts(
-                logdensity_fn, parameters["step_size"], parameters["inverse_mass_matrix"]
+                logdensity_fn,
+                parameters["step_size"],
+                parameters["inverse_mass_matrix"],
+                max_num_doublings=settings.max_tree_depth,
             )
         state, info = algorithm.step(rng_key, state)
         stats = {"lp": state.logdensity, "acceptance_rate": info.acceptance_rate}
@@ -143,34 +118,50 @@ def warmup(
     rng_key: jax.Array,
     logdensity_fn: Callable,
     position: Any,
-    settings: MCMCSettings = MCMCSettings(),
+    settings: MCMCSettings = DEFAULTS,
 ) -> tuple[Any, dict[str, jax.Array]]:
     """Adapt one chain from `position` for `settings.num_warmup` steps; returns its last state
     and the tuned parameters.
 
-    Parameters: ``step_size`` and ``inverse_mass_matrix`` (a flat diagonal; ones for MALA).
-    With `num_warmup=0` nothing is adapted: step size 0.1 and a unit mass matrix.
+    Parameters: ``step_size`` and ``inverse_mass_matrix`` (a flat diagonal [d], ones for MALA;
+    [d, d] with `dense_mass`). With `num_warmup=0` nothing is adapted: step size 0.1 and a unit
+    mass matrix.
     Traceable, so it can be vmapped over chains.
     """
     kernel, num_steps = settings.kernel, settings.num_warmup
     target = settings.target_acceptance_rate or DEFAULT_TARGET_ACCEPTANCE[kernel]
     algorithm = _algorithm(kernel)
     dimension = ravel_pytree(position)[0].shape[0]
+    mass_shape = (dimension, dimension) if settings.dense_mass else (dimension,)
     if num_steps == 0:  # no adaptation: start where told, with step size 0.1 and unit mass
+        unit = jnp.eye(dimension) if settings.dense_mass else jnp.ones(dimension)
         return algorithm.init(position, logdensity_fn), {
             "step_size": jnp.asarray(0.1),
-            "inverse_mass_matrix": jnp.ones(dimension),
+            "inverse_mass_matrix": unit,
         }
     if kernel == "mala":
         return _mala_warmup(rng_key, logdensity_fn, position, num_steps, target, dimension)
-    extra = {"num_integration_steps": settings.num_integration_steps} if kernel == "hmc" else {}
-    adaptation = blackjax.window_adaptation(
-        algorithm, logdensity_fn, target_acceptance_rate=target, **extra
+    adaptation = (
+        blackjax.window_adaptation(
+            algorithm,
+            logdensity_fn,
+            is_mass_matrix_diagonal=not settings.dense_mass,
+            target_acceptance_rate=target,
+            num_integration_steps=settings.num_integration_steps,
+        )
+        if kernel == "hmc"
+        else blackjax.window_adaptation(
+            algorithm,
+            logdensity_fn,
+            is_mass_matrix_diagonal=not settings.dense_mass,
+            target_acceptance_rate=target,
+            max_num_doublings=settings.max_tree_depth,
+        )
     )
     (state, parameters), _ = adaptation.run(rng_key, position, num_steps=num_steps)
     return state, {
         "step_size": jnp.asarray(parameters["step_size"]),
-        "inverse_mass_matrix": jnp.asarray(parameters["inverse_mass_matrix"]).reshape(dimension),
+        "inverse_mass_matrix": jnp.asarray(parameters["inverse_mass_matrix"]).reshape(mass_shape),
     }
 
 
@@ -218,7 +209,7 @@ def _programs(functions: tuple[Callable], settings: MCMCSettings) -> tuple[Calla
     """Jitted (warm-up, sampling chunk) over a batch of chains, laid out by the resolved
     `settings.chain_method`."""
     (logdensity_fn,) = functions
-    step = _make_step(settings.kernel, logdensity_fn, settings.num_integration_steps)
+    step = _make_step(logdensity_fn, settings)
 
     def warm(key, position):
         return warmup(key, logdensity_fn, position, settings)
@@ -273,23 +264,31 @@ def run(
     rng_key: jax.Array,
     logdensity_fn: Callable,
     initial_positions: Any,
-    settings: MCMCSettings = MCMCSettings(),
+    settings: MCMCSettings = DEFAULTS,
     *,
+    new_starts: Callable[[jax.Array, int], Any] | None = None,
     progress: bool = True,
     chunk_size: int = 250,
 ) -> MCMCSamples:
     """Warm up and sample `num_chains` chains, one per row of `initial_positions`.
 
     `initial_positions` is a pytree whose leaves have a leading chain axis. Each chain gets its
-    own warm-up (its own step size and mass matrix), as in Stan and NumPyro. Repeated runs on
-    the same log density and settings reuse the compiled programs (`ppl.samplers.programs`).
+    own warm-up (its own step size and mass matrix), as in Stan and NumPyro. A chain that
+    warm-up leaves degenerate (`degenerate_chains`) is restarted from a fresh point and warmed
+    up again, up to `settings.max_reinitializations` times: `new_starts(key, num_chains)` gives
+    the points (stacked like `initial_positions`; default: uniform on (−2, 2) per coordinate,
+    with a finite log density and gradient). `MCMCSamples.reinitialized` counts the restarts
+    and `.degenerate` marks chains still degenerate after them. Repeated runs on the same log
+    density and settings reuse the compiled programs (`ppl.samplers.programs`).
     """
     leaves = jax.tree.leaves(initial_positions)
     if not leaves:
         raise ValueError("initial_positions is empty")
-    num_chains = leaves[0].shape[0]
-    if any(leaf.shape[:1] != (num_chains,) for leaf in leaves):
-        raise ValueError("every leaf of initial_positions needs the same leading chain axis")
+    num_chains = leaves[0].shape[0] if leaves[0].ndim else 0
+    if num_chains < 1 or any(leaf.shape[:1] != (num_chains,) for leaf in leaves):
+        raise ValueError(
+            "every leaf of initial_positions needs the same leading chain axis, of length >= 1"
+        )
     kernel, num_warmup, num_samples = settings.kernel, settings.num_warmup, settings.num_samples
     method = _resolve_chain_method(settings.chain_method, kernel, num_chains)
     # The programs run any number of draws (in chunks): one pair for every num_samples.
@@ -297,7 +296,7 @@ def run(
         (logdensity_fn,), replace(settings, num_samples=1, chain_method=method)
     )
     warmup_key, sample_key = jax.random.split(rng_key)
-    warmup_keys = jax.random.split(warmup_key, num_chains)
+    restart_key = jax.random.fold_in(warmup_key, 1)  # draws without restarts are as before
     sample_keys = jax.random.split(sample_key, num_chains)
 
     groups = (
@@ -307,18 +306,37 @@ def run(
     )
     take = lambda tree, rows: jax.tree.map(lambda x: x[rows], tree)  # noqa: E731
     draw_keys = jax.vmap(lambda k: jax.random.split(k, num_samples))(sample_keys)
+
+    def warm_all(key: jax.Array, positions: Any, chains: np.ndarray, desc: str) -> Any:
+        """Warm up the groups holding `chains` (a bool mask), stacked over all chains."""
+        keys = jax.random.split(key, num_chains)
+        out = []
+        todo = [rows for rows in groups if chains[rows].any()]
+        with tqdm(
+            total=len(todo), desc=desc, disable=not progress or num_warmup == 0, leave=False
+        ) as bar:
+            for rows in groups:
+                if chains[rows].any():
+                    out.append(warm_compiled(keys[rows], take(positions, rows)))
+                    jax.block_until_ready(out[-1])
+                    bar.update(1)
+                else:
+                    out.append(take(warmed, rows))
+        return jax.tree.map(lambda *parts: jnp.concatenate(parts), *out)
+
     start = time.perf_counter()
-    warmed = []
-    with tqdm(
-        total=num_chains,
-        desc=f"{kernel} warm-up",
-        disable=not progress or num_warmup == 0,
-        leave=False,
-    ) as bar:
-        for rows in groups:
-            warmed.append(warm_compiled(warmup_keys[rows], take(initial_positions, rows)))
-            jax.block_until_ready(warmed[-1])
-            bar.update(rows.stop - rows.start)
+    warmed: Any = None
+    warmed = warm_all(warmup_key, initial_positions, np.ones(num_chains, bool), f"{kernel} warm-up")
+    if new_starts is None:
+        new_starts = uniform_restarts(logdensity_fn, initial_positions)
+    warmed, reinitialized, bad = restart_degenerate(
+        restart_key,
+        warmed,
+        lambda key, positions, chains: warm_all(key, positions, chains, f"{kernel} re-warm-up"),
+        new_starts,
+        settings.max_reinitializations if num_warmup else 0,
+        ravel_pytree(take(initial_positions, 0))[0].shape[0],
+    )
     warmup_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -329,7 +347,8 @@ def run(
         disable=not progress,
         leave=False,
     ) as bar:
-        for rows, (states, parameters) in zip(groups, warmed, strict=True):
+        for rows in groups:
+            states, parameters = take(warmed, rows)
             pieces = []
             for begin in range(0, num_samples, chunk_size):
                 keys = draw_keys[rows, begin : begin + chunk_size]
@@ -340,7 +359,7 @@ def run(
     positions, sample_stats = jax.tree.map(lambda *parts: jnp.concatenate(parts), *draws)
     jax.block_until_ready(positions)
     sampling_seconds = time.perf_counter() - start
-    parameters = jax.tree.map(lambda *parts: jnp.concatenate(parts), *[p for _, p in warmed])
+    parameters = warmed[1]
     return MCMCSamples(
         positions=positions,
         sample_stats=sample_stats,
@@ -348,4 +367,6 @@ def run(
         inverse_mass_matrix=parameters["inverse_mass_matrix"],
         warmup_seconds=warmup_seconds,
         sampling_seconds=sampling_seconds,
+        reinitialized=reinitialized,
+        degenerate=bad,
     )

@@ -3,7 +3,8 @@
 posteriordb (stan-dev/posteriordb, BSD-3-Clause) pairs Stan models with data and reference
 posterior draws: 10 chains x 1,000 draws from long, checked Stan runs. The files are vendored in
 ``posteriordb_data/`` (see its README). :func:`load_posterior` returns a :class:`Posterior`: the
-NumPyro model, its data (``model(**data)``) and the shape of each reference parameter; every
+NumPyro model, its data (``model(**data)``), the shape of each reference parameter and the
+ArviZ ``dims`` of its sites (``run_mcmc(..., dims=posterior.dims)``); every
 reference parameter is a site of the model (a sample or a deterministic site) with the same name
 and shape, so :func:`stan_names` of MCMC samples [chains, draws, *shape] gives the keys of
 :func:`load_reference_draws`.
@@ -71,6 +72,7 @@ class Posterior(NamedTuple):
     model: Callable[..., None]  # NumPyro model; call as model(**data)
     data: dict[str, Any]  # NumPy arrays; Python ints only where they fix a shape (arK's K)
     parameter_shapes: dict[str, tuple[int, ...]]  # per reference parameter, e.g. {"theta": (8,)}
+    dims: dict[str, list[str]]  # ArviZ dims of the sites with axes, e.g. {"theta": ["school"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,6 +260,25 @@ _MODELS: dict[str, tuple[Callable[..., None], Callable[[Mapping[str, Any]], dict
 
 POSTERIOR_NAMES: tuple[str, ...] = tuple(_MODELS)
 
+# Names of the axes of every site with axes (latent, deterministic, observed), for ArviZ:
+# `run_mcmc(..., dims=posterior.dims)`.
+_DIMS: dict[str, dict[str, list[str]]] = {
+    "eight_schools-eight_schools_noncentered": {
+        "theta_trans": ["school"],
+        "theta": ["school"],
+        "y": ["school"],
+    },
+    "kidiq-kidscore_momiq": {"beta": ["coefficient"], "kid_score": ["child"]},
+    "arK-arK": {"beta": ["lag"], "y": ["time"]},
+    "garch-garch11": {"y": ["time"]},
+    "gp_pois_regr-gp_pois_regr": {"f_tilde": ["point"], "f": ["point"], "k": ["point"]},
+    "low_dim_gauss_mix-low_dim_gauss_mix": {
+        "mu": ["component"],
+        "sigma": ["component"],
+        "y": ["observation"],
+    },
+}
+
 
 # ---------------------------------------------------------------------------------------------
 # Loaders
@@ -294,7 +315,8 @@ def load_posterior(name: str) -> Posterior:
     shapes: dict[str, tuple[int, ...]] = {
         key: () if n == 1 else (int(n),) for key, n in info["dimensions"].items()
     }
-    return Posterior(name=name, model=model, data=data, parameter_shapes=shapes)
+    dims = {site: list(names) for site, names in _DIMS[name].items()}
+    return Posterior(name=name, model=model, data=data, parameter_shapes=shapes, dims=dims)
 
 
 def load_reference_draws(name: str) -> dict[str, np.ndarray]:

@@ -149,3 +149,112 @@ def test_a_second_run_on_the_same_model_traces_nothing_again():
         if seed == 0:
             first = dict(traces)
     assert min(first.values()) > 0 and traces == first
+
+
+def test_arma11_leaves_no_stuck_chain_over_20_seeds():
+    """ARMA(1, 1): for |theta| > 1 the log density is below -1e70 at some uniform starts, and
+    before the restarts 5 of 80 chains (4 of 20 seeds) ended warm-up at step sizes 1e-28..1e-11
+    and never moved (NumPyro's NUTS: 1 of 80)."""
+    from ppl.models.bayes.arma import arma11, simulate_arma11
+
+    with jax.enable_x64(True), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = from_numpyro(arma11, rng_key=jax.random.key(0), model_args=(simulate_arma11(),))
+        settings = MCMCSettings(num_warmup=200, num_samples=30)
+        restarts = 0
+        for seed in range(20):
+            fit = run_mcmc(jax.random.key(seed), model, settings, progress=False, warn=False)
+            step = np.asarray(fit.samples.step_size)
+            theta = np.asarray(fit.inference_data.posterior["theta"])
+            moving = [np.unique(chain).size > 3 for chain in theta]
+            assert all(moving) and np.all(step > 1e-8 * np.median(step)), (seed, step)
+            assert fit.inference_data.sample_stats.attrs["degenerate"] == [0] * 4
+            restarts += sum(fit.inference_data.sample_stats.attrs["reinitialized"])
+    assert restarts > 0  # the restarts did the work
+
+
+def test_posteriordb_dims_and_coords_name_the_axes():
+    from ppl.models.bayes.posteriordb import load_posterior
+
+    posterior = load_posterior("eight_schools-eight_schools_noncentered")
+    model = from_numpyro(posterior.model, rng_key=jax.random.key(0), model_kwargs=posterior.data)
+    schools = [f"school {j}" for j in range(8)]
+    fit = run_mcmc(
+        jax.random.key(0),
+        model,
+        MCMCSettings(num_warmup=50, num_samples=20),
+        num_chains=2,
+        dims=posterior.dims,
+        coords={"school": schools},
+        progress=False,
+        warn=False,
+    )
+    theta = fit.inference_data.posterior["theta"]
+    assert theta.dims == ("chain", "draw", "school")
+    assert list(theta["school"].values) == schools
+    assert fit.inference_data.observed_data["y"].dims == ("school",)
+    assert "school 3" in az.summary(fit.inference_data, var_names=["theta"]).index[3]
+
+
+def test_run_mcmc_starts_where_told_and_names_bad_starts():
+    from numpyro.infer import init_to_median
+
+    _, model = bound("normal_normal")
+    site = model.latent_sites[0]
+    shape = np.shape(model.constrain(model.initial_position)[site])
+    values = {site: np.full((2, *shape), 0.3)}
+    settings = MCMCSettings(num_warmup=0, num_samples=4)
+    fit = run_mcmc(
+        jax.random.key(0),
+        model,
+        settings,
+        num_chains=2,
+        init=values,
+        progress=False,
+        warn=False,
+        log_likelihood=False,
+    )
+    assert fit.inference_data.posterior[site].shape[:2] == (2, 4)
+    fit = run_mcmc(
+        jax.random.key(0),
+        model,
+        MCMCSettings(num_warmup=20, num_samples=5),
+        num_chains=2,
+        init=init_to_median(),
+        progress=False,
+        warn=False,
+    )
+    assert fit.inference_data.sample_stats.attrs["reinitialized"] == [0, 0]
+    with pytest.raises(ValueError) as caught:
+        run_mcmc(jax.random.key(0), model, settings, num_chains=3, init=values, progress=False)
+    assert f"site {site!r} has shape {(2, *shape)}; expected {(3, *shape)}" in str(caught.value)
+    with pytest.raises(ValueError, match="need an integer num_chains >= 1, got 0"):
+        run_mcmc(jax.random.key(0), model, settings, num_chains=0, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("dims", "coords", "message"),
+    [
+        ({"theta": ["a", "b"]}, None, "dims of site 'theta' are ['a', 'b'], but it has 1 axes"),
+        ({"thetta": ["school"]}, None, "dims name 'thetta', which is not a site"),
+        ({"theta": ["school"]}, {"school": ["x"]}, "coords of 'school' have 1 labels"),
+    ],
+)
+def test_bad_dims_and_coords_are_named(dims, coords, message):
+    from ppl.models.bayes.posteriordb import load_posterior
+
+    posterior = load_posterior("eight_schools-eight_schools_noncentered")
+    model = from_numpyro(posterior.model, rng_key=jax.random.key(0), model_kwargs=posterior.data)
+    settings = MCMCSettings(kernel="mala", num_warmup=0, num_samples=4)
+    with pytest.raises(ValueError) as caught:
+        run_mcmc(
+            jax.random.key(0),
+            model,
+            settings,
+            num_chains=1,
+            dims=dims,
+            coords=coords,
+            progress=False,
+            warn=False,
+        )
+    assert message in str(caught.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -116,3 +118,109 @@ def test_discrete_latents_and_empty_models_are_refused():
         from_numpyro(discrete, rng_key=jax.random.key(0))
     with pytest.raises(ValueError, match="no latent"):
         from_numpyro(observed_only, rng_key=jax.random.key(0), model_kwargs={"y": Y})
+
+
+@pytest.mark.filterwarnings("ignore:gp_pois_regr needs 64-bit floats")
+def test_float32_gp_pois_regr_finds_a_valid_start_on_20_of_20_keys():
+    """In float32 the GP's Cholesky is NaN for large length scales, which NumPyro's argument
+    checks reject at some uniform starts (5 of 20 keys failed before the retries)."""
+    from ppl.models.bayes.posteriordb import load_posterior
+
+    assert not jax.config.jax_enable_x64
+    posterior = load_posterior("gp_pois_regr-gp_pois_regr")
+    for seed in range(20):
+        bound = from_numpyro(
+            posterior.model, rng_key=jax.random.key(seed), model_kwargs=posterior.data
+        )
+        assert np.isfinite(bound.logdensity_fn(bound.initial_position))
+
+
+def test_init_strategies_and_values_per_chain(model):
+    from numpyro.infer import init_to_median, init_to_value
+
+    fixed = model.initial_positions(jax.random.key(0), 3, init_to_value(values={"loc": 0.25}))
+    np.testing.assert_allclose(np.asarray(fixed["loc"]), 0.25)
+    assert len(set(np.asarray(fixed["scale"]).tolist())) == 3  # the other site stays uniform
+    median = model.initial_positions(jax.random.key(0), 2, init_to_median(num_samples=200))
+    # The prior median of scale ~ LogNormal(0, 1) is 1, so its unconstrained start is near 0.
+    assert np.all(np.abs(np.asarray(median["scale"])) < 0.3)
+    given = {"loc": np.array([0.0, 1.0]), "scale": np.array([0.5, 2.0])}
+    starts = model.initial_positions(jax.random.key(0), 2, given)
+    np.testing.assert_allclose(np.exp(np.asarray(starts["scale"])), [0.5, 2.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("init", "message"),
+    [
+        ({"loc": np.zeros(3), "scale": np.ones(2)}, "site 'loc' has shape (3,); expected (2,)"),
+        ({"loc": np.zeros(2)}, "missing ['scale']"),
+        ({"loc": np.zeros(2), "scale": np.ones(2), "x": 1}, "unknown ['x']"),
+        ({"loc": np.zeros(2), "scale": np.array([1.0, -1.0])}, "outside its support for chain"),
+        ({"loc": np.array([0.0, np.nan]), "scale": np.ones(2)}, "site 'loc' is not finite"),
+        ("uniform", "init must be a NumPyro init strategy"),
+    ],
+)
+def test_bad_initial_values_are_named(model, init, message):
+    with pytest.raises(ValueError) as caught:
+        model.initial_positions(jax.random.key(0), 2, init)
+    assert message in str(caught.value)
+
+
+def test_no_valid_start_says_what_was_not_finite_and_after_how_many_tries(model):
+    from numpyro.infer import init_to_value
+
+    def kinked(y):
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+        numpyro.factor("kink", jnp.sqrt(jnp.abs(x)))  # finite at 0, infinite gradient there
+        numpyro.sample("y", dist.Normal(x, 1.0), obs=y)
+
+    bound = from_numpyro(kinked, rng_key=jax.random.key(0), model_kwargs={"y": Y})
+    with pytest.raises(ValueError) as caught:
+        bound.initial_positions(jax.random.key(0), 2, init_to_value(values={"x": 0.0}), max_tries=7)
+    assert str(caught.value) == (
+        "no valid initial point after 7 tries per chain (needs a finite log density and "
+        "gradient); chain 0: the gradient is not finite at sites ['x']; chain 1: the gradient "
+        "is not finite at sites ['x']"
+    )
+    with pytest.raises(ValueError, match="chain 0: the log density is -inf"):
+        model.initial_positions(jax.random.key(0), 1, {"loc": [0.0], "scale": [1e-30]})
+    with pytest.raises(ValueError, match="need an integer num_chains >= 1, got 0"):
+        model.initial_positions(jax.random.key(0), 0)
+
+
+def test_init_to_value_off_the_support_is_named(model):
+    from numpyro.infer import init_to_value
+
+    with pytest.raises(ValueError) as caught:
+        model.initial_positions(
+            jax.random.key(0), 1, init_to_value(values={"scale": -1.0}), max_tries=2
+        )
+    # scale is Normal's scale parameter too, and NumPyro's argument check rejects it first.
+    assert str(caught.value) == (
+        "no valid initial point: NumPyro rejected a start drawn by init_to_value: Normal "
+        "distribution got invalid scale parameter."
+    )
+
+    # A value off the support that no argument check sees: the unconstrained start is NaN.
+    def positive(y):
+        size = numpyro.sample("size", dist.HalfNormal(1.0))
+        numpyro.factor("shrink", -size)
+        numpyro.sample("y", dist.Normal(0.0, 1.0), obs=y)
+
+    bound = from_numpyro(positive, rng_key=jax.random.key(0), model_kwargs={"y": Y})
+    with pytest.raises(ValueError) as caught, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NumPyro's out-of-support warning
+        bound.initial_positions(jax.random.key(0), 1, init_to_value(values={"size": -1.0}))
+    assert str(caught.value).endswith("chain 0: sites ['size'] are outside their supports")
+
+
+def test_the_start_search_goes_with_the_model():
+    import gc
+    import weakref
+
+    bound = from_numpyro(scale_model, rng_key=jax.random.key(0), model_kwargs={"y": Y})
+    bound.initial_positions(jax.random.key(0), 2)
+    density = weakref.ref(bound.logdensity_fn)
+    del bound
+    gc.collect()
+    assert density() is None

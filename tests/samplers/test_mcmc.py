@@ -173,3 +173,81 @@ def test_a_second_run_compiles_nothing_and_the_programs_go_with_the_density(chai
     del density
     gc.collect()
     assert density_ref() is None, "the compiled programs kept the log density alive"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (dict(num_samples=0), "num_samples >= 1"),
+        (dict(num_warmup=-1), "num_warmup >= 0"),
+        (dict(num_warmup=1.5), "num_warmup must be an integer, got 1.5"),
+        (dict(target_acceptance_rate=float("nan")), "0 < target_acceptance_rate < 1, got nan"),
+        (dict(target_acceptance_rate=1.0), "0 < target_acceptance_rate < 1, got 1.0"),
+        (dict(max_tree_depth=0), "1 <= max_tree_depth <= 30, got 0"),
+        (dict(max_tree_depth=True), "max_tree_depth must be an integer, got True"),
+        (dict(num_integration_steps=0), "num_integration_steps >= 1, got 0"),
+        (dict(kernel="mala", dense_mass=True), "dense_mass needs a kernel with a mass matrix"),
+        (dict(max_reinitializations=-1), "max_reinitializations >= 0, got -1"),
+    ],
+)
+def test_bad_settings_are_refused_with_their_value(settings, message):
+    with pytest.raises(ValueError) as caught:
+        MCMCSettings(**settings)
+    assert message in str(caught.value)
+
+
+def test_zero_chains_are_refused():
+    with pytest.raises(ValueError, match="leading chain axis, of length >= 1"):
+        mcmc.run(jax.random.key(0), logdensity_fn, starts(0), progress=False)
+
+
+def test_tree_depth_is_capped_and_a_dense_mass_matrix_learns_the_covariance():
+    settings = MCMCSettings(num_warmup=600, num_samples=200, max_tree_depth=2, dense_mass=True)
+    samples = mcmc.run(jax.random.key(3), logdensity_fn, starts(2), settings, progress=False)
+    assert int(samples.sample_stats["tree_depth"].max()) <= 2
+    assert samples.inverse_mass_matrix.shape == (2, 3, 3)
+    # The adapted inverse mass matrix estimates the covariance (Stan's regularised estimate).
+    for matrix in np.asarray(samples.inverse_mass_matrix):
+        np.testing.assert_allclose(matrix, COVARIANCE, rtol=0.5, atol=0.3)
+
+
+def cliff_logdensity(position):
+    """N(0, 1) with a cliff: for |x| > 3 the log density drops like 1e72·(|x| − 3)²."""
+    x = position["x"]
+    excess = jnp.maximum(jnp.abs(x) - 3.0, 0.0)
+    return -0.5 * x**2 - 1e72 * excess**2
+
+
+def test_a_chain_warmed_up_into_a_degenerate_step_size_is_restarted():
+    """Chain 1 starts at x = 50 (log p ~ -2e75); warm-up leaves it at a tiny step size unless it
+    is restarted (and it is, from a uniform point in (-2, 2))."""
+    with jax.enable_x64(True):
+        initial = {"x": jnp.array([0.5, 50.0, -0.5])}
+        settings = MCMCSettings(num_warmup=100, num_samples=100)
+        stuck = mcmc.run(
+            jax.random.key(0),
+            cliff_logdensity,
+            initial,
+            MCMCSettings(num_warmup=100, num_samples=100, max_reinitializations=0),
+            progress=False,
+        )
+        assert stuck.degenerate.tolist() == [False, True, False]
+        assert np.unique(np.asarray(stuck.positions["x"][1])).size < 5
+        samples = mcmc.run(jax.random.key(0), cliff_logdensity, initial, settings, progress=False)
+    assert samples.reinitialized.tolist() == [0, 1, 0]
+    assert not samples.degenerate.any()
+    assert np.unique(np.asarray(samples.positions["x"][1])).size > 50
+    assert np.abs(np.asarray(samples.positions["x"])).max() < 3.0
+
+
+def test_degenerate_chains_are_those_with_a_tiny_step_or_a_far_lower_density():
+    step = np.array([0.3, 1e-25, 0.25, 0.2, 0.35])
+    lp = np.array([-10.0, -11.0, -1e70, -9.0, np.nan])
+    assert mcmc.degenerate_chains(step, lp, dimension=4).tolist() == [
+        False,
+        True,
+        True,
+        False,
+        True,
+    ]
+    assert mcmc.degenerate_chains(np.array([1e-3]), np.array([-5.0]), 1).tolist() == [False]

@@ -258,3 +258,19 @@ def test_log_density_differences_match_the_stan_model(name):
     )
     # The draws differ enough for the comparison to mean something.
     assert np.ptp(scipy_values) > 0.1
+
+
+@pytest.mark.parametrize("name", POSTERIOR_NAMES)
+def test_dims_name_every_axis_of_every_site_with_axes(name):
+    """`Posterior.dims` (for ArviZ) has one name per axis of each site with axes, and no more."""
+    posterior = load_posterior(name)
+    with precision(name):
+        sites = trace(substitute(seed(posterior.model, 0), substitute_fn=init_to_uniform))
+        shapes = {
+            k: np.shape(site["value"])
+            for k, site in sites.get_trace(**posterior.data).items()
+            if site["type"] in ("sample", "deterministic") and k != "mu_prior"  # a factor
+        }
+    assert {k: len(v) for k, v in posterior.dims.items()} == {
+        k: len(shape) for k, shape in shapes.items() if shape
+    }
