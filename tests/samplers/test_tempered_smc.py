@@ -132,6 +132,30 @@ def test_bad_settings_are_named():
         )
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"num_mcmc_steps": 0}, "num_mcmc_steps must be an integer >= 1, got 0"),
+        ({"num_mcmc_steps": -1}, "num_mcmc_steps must be an integer >= 1, got -1"),
+        ({"num_mcmc_steps": 2.5}, "num_mcmc_steps must be an integer >= 1, got 2.5"),
+        ({"num_integration_steps": 0}, "num_integration_steps must be an integer >= 1, got 0"),
+        ({"max_iterations": 0}, "max_iterations must be an integer >= 1, got 0"),
+        ({"initial_step_size": 0.0}, "initial_step_size must be a finite number > 0 or None"),
+        ({"initial_step_size": -1.0}, "initial_step_size must be a finite number > 0 or None"),
+        ({"initial_step_size": float("nan")}, "initial_step_size must be a finite number > 0"),
+        ({"target_acceptance_rate": 1.5}, "target_acceptance_rate must be in (0, 1), got 1.5"),
+        ({"target_acceptance_rate": float("nan")}, "target_acceptance_rate must be in (0, 1)"),
+        ({"target_ess": float("nan")}, "target_ess must be in (0, 1), got nan"),
+        ({"waste_free": 2.5}, "waste_free=2.5 must be an integer >= 2 dividing N"),
+        ({"dense_mass_matrix": "yes"}, "dense_mass_matrix must be True, False or None"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_setting_named(settings, message):
+    with pytest.raises(ValueError) as caught:
+        TemperedSMCSettings(**settings)
+    assert message in str(caught.value)
+
+
 def test_a_second_run_compiles_nothing_and_the_step_goes_with_its_functions():
     def make_likelihood():
         data = jnp.asarray(DATA)
