@@ -17,6 +17,10 @@ length P instead of the last state of N chains (Dau & Chopin 2022, BlackJAX's
 `waste_free_smc`). After β reaches 1 a last resample-and-move at β = 1 leaves the
 particles equally weighted (its evidence increment is exactly 0).
 
+The defaults (`target_ess` 0.8, 40 HMC moves of 8 leapfrog steps) were raised from 0.5 and 10
+for issue 18: on posteriordb's arK the evidence was 3 nats low, because the moves mix too slowly
+at the intermediate temperatures (docs/bayesian.md, "Evidence against bridge sampling").
+
 The settings are one frozen `TemperedSMCSettings`, passed whole. The loop runs on the host,
 one compiled iteration at a time, so a tqdm bar shows β; if β has not reached 1 after
 `max_iterations`, `TemperingStalledError` says where it stalled. The compiled iteration is

@@ -74,7 +74,7 @@ def test_evidence_is_unbiased_and_particles_follow_the_posterior(waste_free):
 
 
 def test_a_wrong_likelihood_shifts_the_evidence_by_its_constant():
-    shifted = runs(1, TemperedSMCSettings(num_mcmc_steps=2))[0]
+    shifted = runs(1, TemperedSMCSettings(num_mcmc_steps=2, target_ess=0.5))[0]
     results = []
     for seed in range(1):
         prior_key, key = jax.random.split(jax.random.key(seed))
@@ -84,7 +84,7 @@ def test_a_wrong_likelihood_shifts_the_evidence_by_its_constant():
                 log_prior_fn,
                 lambda p: log_likelihood_fn(p) + 3.0,
                 prior_draws(prior_key, 400),
-                TemperedSMCSettings(num_mcmc_steps=2),
+                TemperedSMCSettings(num_mcmc_steps=2, target_ess=0.5),
                 progress=False,
             )
         )
