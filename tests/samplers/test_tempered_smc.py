@@ -74,7 +74,7 @@ def test_evidence_is_unbiased_and_particles_follow_the_posterior(waste_free):
 
 
 def test_a_wrong_likelihood_shifts_the_evidence_by_its_constant():
-    shifted = runs(1, TemperedSMCSettings(num_mcmc_steps=2))[0]
+    shifted = runs(1, TemperedSMCSettings(num_mcmc_steps=2, target_ess=0.5))[0]
     results = []
     for seed in range(1):
         prior_key, key = jax.random.split(jax.random.key(seed))
@@ -84,7 +84,7 @@ def test_a_wrong_likelihood_shifts_the_evidence_by_its_constant():
                 log_prior_fn,
                 lambda p: log_likelihood_fn(p) + 3.0,
                 prior_draws(prior_key, 400),
-                TemperedSMCSettings(num_mcmc_steps=2),
+                TemperedSMCSettings(num_mcmc_steps=2, target_ess=0.5),
                 progress=False,
             )
         )
@@ -130,6 +130,30 @@ def test_bad_settings_are_named():
             particles,
             TemperedSMCSettings(resampling="magic"),
         )
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"num_mcmc_steps": 0}, "num_mcmc_steps must be an integer >= 1, got 0"),
+        ({"num_mcmc_steps": -1}, "num_mcmc_steps must be an integer >= 1, got -1"),
+        ({"num_mcmc_steps": 2.5}, "num_mcmc_steps must be an integer >= 1, got 2.5"),
+        ({"num_integration_steps": 0}, "num_integration_steps must be an integer >= 1, got 0"),
+        ({"max_iterations": 0}, "max_iterations must be an integer >= 1, got 0"),
+        ({"initial_step_size": 0.0}, "initial_step_size must be a finite number > 0 or None"),
+        ({"initial_step_size": -1.0}, "initial_step_size must be a finite number > 0 or None"),
+        ({"initial_step_size": float("nan")}, "initial_step_size must be a finite number > 0"),
+        ({"target_acceptance_rate": 1.5}, "target_acceptance_rate must be in (0, 1), got 1.5"),
+        ({"target_acceptance_rate": float("nan")}, "target_acceptance_rate must be in (0, 1)"),
+        ({"target_ess": float("nan")}, "target_ess must be in (0, 1), got nan"),
+        ({"waste_free": 2.5}, "waste_free=2.5 must be an integer >= 2 dividing N"),
+        ({"dense_mass_matrix": "yes"}, "dense_mass_matrix must be True, False or None"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_setting_named(settings, message):
+    with pytest.raises(ValueError) as caught:
+        TemperedSMCSettings(**settings)
+    assert message in str(caught.value)
 
 
 def test_a_second_run_compiles_nothing_and_the_step_goes_with_its_functions():
