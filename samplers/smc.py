@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from ppl.feynman_kac import FeynmanKac, Particles, gather_particles
 from ppl.samplers.resampling import get_scheme, resample_where
-from ppl.samplers.weighting import needs_resampling, reweight, select
+from ppl.samplers.weighting import check_num_particles, needs_resampling, reweight, select
 
 
 class SMCState(NamedTuple):
@@ -57,6 +57,7 @@ class SMCResult(NamedTuple):
 
 def init(rng_key: jax.Array, model: FeynmanKac, num_particles: int) -> tuple[SMCState, SMCInfo]:
     """Draw x_0 ~ M_0 and weight it by G_0."""
+    num_particles = check_num_particles(num_particles)
     particles = model.initial_sample(rng_key, num_particles)
     uniform = jnp.full((num_particles,), -jnp.log(num_particles))
     new = reweight(uniform, model.initial_log_potential(particles))
@@ -182,6 +183,7 @@ def run(
         record: keep `record(particles)` of every step instead of the whole particles (a
             small summary of particles too large to keep); implies keeping a history.
     """
+    num_particles = check_num_particles(num_particles)
     if not 0 <= ess_threshold <= 1:
         raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
     get_scheme(resampling)

@@ -27,7 +27,7 @@ from ppl.diagnostics import effective_sample_size_normalized
 from ppl.feynman_kac import FeynmanKac, gather_particles
 from ppl.samplers import smc
 from ppl.samplers.smc import SMCInfo, SMCState
-from ppl.samplers.weighting import reweight
+from ppl.samplers.weighting import check_num_particles, reweight
 
 
 class SMCSteerInfo(NamedTuple):
@@ -121,6 +121,7 @@ def run(
     rng_key: jax.Array, model: FeynmanKac, num_particles: int, num_steps: int, num_beams: int
 ) -> SMCSteerResult:
     """SMC steer for time steps t = 0..num_steps-1 in one `lax.scan`."""
+    num_particles = check_num_particles(num_particles)
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     loop = smc.scan_run(

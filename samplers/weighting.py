@@ -14,6 +14,15 @@ from ppl.diagnostics import effective_sample_size_normalized
 from ppl.feynman_kac import Particles
 
 
+def check_num_particles(num_particles: object) -> int:
+    """`num_particles` as an int >= 1, else a ValueError naming the value."""
+    if isinstance(num_particles, bool) or not isinstance(num_particles, (int, np.integer)):
+        raise ValueError(f"num_particles must be an integer >= 1, got {num_particles!r}")
+    if num_particles < 1:
+        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+    return int(num_particles)
+
+
 class Reweighted(NamedTuple):
     log_weights: jax.Array  # [N] normalized (uniform again if every weight is zero)
     log_increment: jax.Array  # log Σ_i W_i G_i, the step's evidence factor

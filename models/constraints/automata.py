@@ -155,8 +155,8 @@ def regex(pattern: str, max_states: int = MAX_STATES) -> ByteAutomaton:
                 fsm = fsm.reduce()
     except _TooManyStates:
         raise ValueError(
-            f"the regex {_shown(pattern)} compiles to an automaton of more than {max_states} states "
-            "(the limit, max_states)"
+            f"the regex {_shown(pattern)} compiles to an automaton of more than "
+            f"{max_states} states (the limit, max_states)"
         ) from None
     except (interegular.InvalidSyntax, interegular.Unsupported) as error:
         cause = str(error) or type(error).__name__
