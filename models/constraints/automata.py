@@ -188,9 +188,7 @@ def regex(pattern: str, max_states: int = MAX_STATES) -> ByteAutomaton:
     return ByteAutomaton(np.ascontiguousarray(transitions), accepting, dead)
 
 
-def _live_states(
-    moves: Mapping[Hashable, Mapping[Hashable, Hashable]], finals: Iterable[Hashable]
-) -> set:
+def _live_states(moves: Mapping[Any, Mapping[Any, Any]], finals: Iterable[Any]) -> set:
     """The states from which an accepting state is reachable: a breadth-first search from the
     accepting states over the reversed transitions, O(states x alphabet classes)."""
     predecessors: dict[Hashable, list[Hashable]] = {}
