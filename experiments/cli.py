@@ -48,9 +48,29 @@ def _name_list(kind: str, choices: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
+def _seed(text: str) -> int:
+    """An argparse type: a seed, an integer in [0, 2**62) (jax.random.key's range, with room)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed must be an integer, got {text!r}") from None
+    if not 0 <= seed < 2**62:
+        raise argparse.ArgumentTypeError(f"a seed must be in [0, 2**62), got {text}")
+    return seed
+
+
+def _utf8(text: str) -> str:
+    """An argparse type: text that was valid UTF-8 on the command line."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid UTF-8") from None
+    return text
+
+
 def _constraint(text: str) -> tuple[str, str]:
     """An argparse type: NAME:ARGUMENT with NAME a registered constraint."""
-    name, _, argument = text.partition(":")
+    name, _, argument = _utf8(text).partition(":")
     if name not in CONSTRAINTS:
         raise argparse.ArgumentTypeError(
             f"unknown constraint {name!r}; choose from {', '.join(CONSTRAINTS)} "
@@ -264,7 +284,12 @@ def _steer(args: argparse.Namespace) -> int:
     twist = None
     if STEERING_METHODS.get(args.method).twisted:
         twist = train_twist(jax.random.key(args.seed + 10_000), lm, problem)
-    num_particles = int(args.particles)
+    try:
+        num_particles = int(args.particles)
+    except ValueError:
+        raise ValueError(f"--particles must be an integer, got {args.particles!r}") from None
+    if num_particles < 1:
+        raise ValueError(f"--particles must be >= 1, got {num_particles}")
     result = steer(jax.random.key(args.seed), lm, problem, args.method, num_particles, twist=twist)
     weights = np.exp(result.log_weights)
     print(f"task {task.name}: {task.description}; method {args.method}, {num_particles} particles")
@@ -333,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scale.add_argument("--budgets", default="1,2,4,8,16,32")
     scale.add_argument("--problems", type=int, default=50)
-    scale.add_argument("--seed", type=int, default=0)
+    scale.add_argument("--seed", type=_seed, default=0)
     scale.add_argument("--out", default="results.jsonl")
     scale.add_argument(
         "--model",
@@ -402,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--method", default="smc", choices=STEERING_METHODS.names(), help="listed below"
     )
     steer.add_argument("--particles", default="16", help="a count (a list with --sweep)")
-    steer.add_argument("--seed", type=int, default=0)
+    steer.add_argument("--seed", type=_seed, default=0)
     steer.add_argument("--show", type=int, default=8, help="samples to print, by weight")
     steer.add_argument("--sweep", action="store_true", help="run methods x particles x seeds")
     steer.add_argument(
@@ -432,6 +457,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ServerError) as error:  # they name the problem
         print(f"ppl {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, no stack, the shell's code for SIGINT
+        writes = args.command == "scale" or (args.command == "steer" and args.sweep)
+        where = f"; results so far are in {args.out}" if writes else ""
+        print(f"ppl {args.command}: interrupted{where}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from ppl.models.steering.token_model import TokenSettings, start_particles, toke
 from ppl.models.steering.twist import TwistHead, fit_twist, rollouts
 from ppl.registry import Registry
 from ppl.samplers import pinned_conditional_smc, smc, smc_steer
+from ppl.samplers.weighting import check_num_particles
 
 SAMPLERS = ("smc", "steer", "csmc")
 SELECTIONS = ("weight", "likelihood", "satisfied", "uniform")
@@ -323,6 +324,7 @@ def steer(
     particles all die (log Z_hat = -inf) returns uniform weights over meaningless texts;
     `satisfied` is False for them.
     """
+    num_particles = check_num_particles(num_particles)
     spec = STEERING_METHODS.get(method)
     if keep_history and not spec.keeps_history:
         raise ValueError(f"keep_history is not available for method {method!r}")

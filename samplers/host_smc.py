@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ppl.feynman_kac import HostFeynmanKac, Particles, group_keys
 from ppl.samplers.resampling import get_scheme, resample_where
-from ppl.samplers.weighting import Reweighted, needs_resampling, reweight
+from ppl.samplers.weighting import Reweighted, check_num_particles, needs_resampling, reweight
 
 
 class HostSMCState(NamedTuple):
@@ -113,8 +113,7 @@ def init(
     rng_key: jax.Array, model: HostFeynmanKac, num_particles: int
 ) -> tuple[HostSMCState, HostSMCInfo]:
     """Draw x_0 ~ M_0 for G x `num_particles` rows and weight each group by G_0."""
-    if num_particles < 1:
-        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+    num_particles = check_num_particles(num_particles)
     particles = model.initial_sample(rng_key, num_particles)
     return weigh_initial(model, particles, num_particles)
 

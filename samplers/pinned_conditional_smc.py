@@ -46,7 +46,9 @@ def step(rng_key: jax.Array, state: SMCState, model: FeynmanKac) -> tuple[SMCSta
     new = reweight(uniform, log_potentials)
     new_state = SMCState(particles, new.log_weights, state.log_evidence + new.log_increment, t)
     resampled = jnp.ones((), bool)
-    info = SMCInfo(ancestors, resampled, new.ess, new.log_increment, new.num_nan, new.all_dead)
+    info = SMCInfo(
+        ancestors, resampled, new.ess, new.log_increment, new.num_nan, new.all_dead, new.num_inf
+    )
     return new_state, info
 
 

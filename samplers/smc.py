@@ -12,7 +12,9 @@ At t = 0, log Z_0 = log( (1/N) Σ_i G_0(x_0^i) ). Z_T is an unbiased estimate of
 normalizing constant for every resampling scheme and threshold. The resampling decision is a
 traced `lax.cond`, never Python control flow. A step whose weights are all zero sets
 `all_dead`; its evidence estimate is then 0 (log -inf) and the weights restart uniform. NaN
-potentials count as zero weight and are counted in `num_nan`.
+potentials count as zero weight and are counted in `num_nan`. A +inf log potential is no
+valid weight: it is counted in `num_inf` (log Z = +inf, not `all_dead`), and `run` raises a
+ValueError naming the step when called outside `jax.jit`. `num_particles` must be an int >= 1.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ import jax.numpy as jnp
 
 from ppl.feynman_kac import FeynmanKac, Particles, gather_particles
 from ppl.samplers.resampling import get_scheme, resample_where
-from ppl.samplers.weighting import needs_resampling, reweight, select
+from ppl.samplers.weighting import (
+    check_no_inf,
+    check_num_particles,
+    needs_resampling,
+    reweight,
+    select,
+)
 
 
 class SMCState(NamedTuple):
@@ -42,6 +50,7 @@ class SMCInfo(NamedTuple):
     log_evidence_increment: jax.Array  # log Σ_i w_t^i
     num_nan: jax.Array  # potentials that were NaN (treated as zero weight)
     all_dead: jax.Array  # bool: every weight was zero
+    num_inf: jax.Array  # potentials that were +inf (`run` raises on them outside jit)
 
 
 class SMCResult(NamedTuple):
@@ -57,6 +66,7 @@ class SMCResult(NamedTuple):
 
 def init(rng_key: jax.Array, model: FeynmanKac, num_particles: int) -> tuple[SMCState, SMCInfo]:
     """Draw x_0 ~ M_0 and weight it by G_0."""
+    num_particles = check_num_particles(num_particles)
     particles = model.initial_sample(rng_key, num_particles)
     uniform = jnp.full((num_particles,), -jnp.log(num_particles))
     new = reweight(uniform, model.initial_log_potential(particles))
@@ -68,6 +78,7 @@ def init(rng_key: jax.Array, model: FeynmanKac, num_particles: int) -> tuple[SMC
         new.log_increment,
         new.num_nan,
         new.all_dead,
+        new.num_inf,
     )
     return state, info
 
@@ -117,7 +128,9 @@ def step(
     particles, log_potentials, _ = propagate(key_move, t, model, parents)
     new = reweight(log_weights, log_potentials)
     new_state = SMCState(particles, new.log_weights, state.log_evidence + new.log_increment, t)
-    info = SMCInfo(ancestors, do_resample, new.ess, new.log_increment, new.num_nan, new.all_dead)
+    info = SMCInfo(
+        ancestors, do_resample, new.ess, new.log_increment, new.num_nan, new.all_dead, new.num_inf
+    )
     return new_state, info
 
 
@@ -182,6 +195,7 @@ def run(
         record: keep `record(particles)` of every step instead of the whole particles (a
             small summary of particles too large to keep); implies keeping a history.
     """
+    num_particles = check_num_particles(num_particles)
     if not 0 <= ess_threshold <= 1:
         raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
     get_scheme(resampling)
@@ -199,6 +213,7 @@ def run(
         keep,
     )
     info = jax.tree.map(prepend_initial, loop.initial_info, loop.infos)
+    check_no_inf(info.num_inf, "smc")
     kept_first = keep(loop.initial.particles)
     particles = (
         None if kept_first is None else jax.tree.map(prepend_initial, kept_first, loop.history)

@@ -27,7 +27,7 @@ from ppl.diagnostics import effective_sample_size_normalized
 from ppl.feynman_kac import FeynmanKac, gather_particles
 from ppl.samplers import smc
 from ppl.samplers.smc import SMCInfo, SMCState
-from ppl.samplers.weighting import reweight
+from ppl.samplers.weighting import check_no_inf, check_num_particles, reweight
 
 
 class SMCSteerInfo(NamedTuple):
@@ -37,6 +37,7 @@ class SMCSteerInfo(NamedTuple):
     log_evidence_increment: jax.Array  # log Σ_j w^j
     num_nan: jax.Array
     all_dead: jax.Array
+    num_inf: jax.Array  # +inf potentials (`run` raises on them outside jit)
 
 
 class SMCSteerResult(NamedTuple):
@@ -112,7 +113,7 @@ def step(
     ess = effective_sample_size_normalized(log_weights)
     new_state = SMCState(survivors, log_weights, state.log_evidence + new.log_increment, t)
     info = SMCSteerInfo(
-        parent_of[chosen], num_kept, ess, new.log_increment, new.num_nan, new.all_dead
+        parent_of[chosen], num_kept, ess, new.log_increment, new.num_nan, new.all_dead, new.num_inf
     )
     return new_state, info
 
@@ -121,6 +122,7 @@ def run(
     rng_key: jax.Array, model: FeynmanKac, num_particles: int, num_steps: int, num_beams: int
 ) -> SMCSteerResult:
     """SMC steer for time steps t = 0..num_steps-1 in one `lax.scan`."""
+    num_particles = check_num_particles(num_particles)
     if num_beams < 1:
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     loop = smc.scan_run(
@@ -128,5 +130,8 @@ def run(
         lambda key: smc.init(key, model, num_particles),
         lambda key, state: step(key, state, model, num_beams),
         num_steps,
+    )
+    check_no_inf(
+        jnp.concatenate([loop.initial_info.num_inf[None], loop.infos.num_inf]), "smc_steer"
     )
     return SMCSteerResult(loop.final, loop.infos, loop.log_weights)

@@ -14,25 +14,61 @@ from ppl.diagnostics import effective_sample_size_normalized
 from ppl.feynman_kac import Particles
 
 
+def check_num_particles(num_particles: object) -> int:
+    """`num_particles` as an int >= 1, else a ValueError naming the value."""
+    if isinstance(num_particles, bool) or not isinstance(num_particles, (int, np.integer)):
+        raise ValueError(f"num_particles must be an integer >= 1, got {num_particles!r}")
+    if num_particles < 1:
+        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+    return int(num_particles)
+
+
 class Reweighted(NamedTuple):
     log_weights: jax.Array  # [N] normalized (uniform again if every weight is zero)
     log_increment: jax.Array  # log Σ_i W_i G_i, the step's evidence factor
     num_nan: jax.Array  # potentials that were NaN, counted as zero weight
     all_dead: jax.Array  # bool: every weight is zero
     ess: jax.Array  # effective sample size of the new weights
+    num_inf: jax.Array  # potentials that were +inf (not a valid log weight; see `reweight`)
 
 
 def reweight(log_weights: jax.Array, log_potentials: jax.Array) -> Reweighted:
-    """Multiply normalized weights W by potentials G: w_i = W_i G_i, in log space."""
+    """Multiply normalized weights W by potentials G: w_i = W_i G_i, in log space.
+
+    NaN potentials count as zero weight (`num_nan`). A +inf log potential is no valid weight
+    of a normalised likelihood ratio: it is counted in `num_inf`, the increment is +inf (never
+    `all_dead`) and the weights are uniform over the +inf particles (their limit); the
+    samplers' `run` raises a ValueError naming the step when it sees one.
+    """
     num_nan = jnp.sum(jnp.isnan(log_potentials))
     log_potentials = jnp.where(jnp.isnan(log_potentials), -jnp.inf, log_potentials)
-    unnormalized = log_weights + log_potentials
-    increment = logsumexp(unnormalized)
-    all_dead = ~jnp.isfinite(increment)
+    infinite = (log_potentials == jnp.inf) & (log_weights > -jnp.inf)
+    num_inf = jnp.sum(infinite)
+    unnormalized = jnp.where(infinite, 0.0, log_weights + log_potentials)  # no inf - inf
+    unnormalized = jnp.where(log_weights == -jnp.inf, -jnp.inf, unnormalized)
+    increment = jnp.where(num_inf > 0, jnp.inf, logsumexp(unnormalized))
+    all_dead = increment == -jnp.inf
     uniform = jnp.full_like(log_weights, -jnp.log(log_weights.shape[0]))
-    normalized = jnp.where(all_dead, uniform, unnormalized - increment)
+    on_inf = jnp.where(infinite, -jnp.log(jnp.maximum(num_inf, 1)), -jnp.inf)
+    normalized = jnp.where(
+        all_dead, uniform, jnp.where(num_inf > 0, on_inf, unnormalized - increment)
+    )
     ess = jnp.where(all_dead, 0.0, effective_sample_size_normalized(normalized))
-    return Reweighted(normalized, increment, num_nan, all_dead, ess)
+    return Reweighted(normalized, increment, num_nan, all_dead, ess, num_inf)
+
+
+def check_no_inf(num_inf: jax.Array, sampler: str) -> None:
+    """Raise a ValueError naming the first step with a +inf log potential, where `num_inf`
+    [T] is concrete (under `jax.jit` it stays in the run's info for the caller to read)."""
+    if isinstance(num_inf, jax.core.Tracer):
+        return
+    steps = np.flatnonzero(np.asarray(num_inf) > 0)
+    if steps.size:
+        t = int(steps[0])
+        raise ValueError(
+            f"{sampler}: {int(num_inf[t])} log potential(s) are +inf at step {t} (of "
+            f"{int(np.sum(num_inf))} in all); a log potential must be finite or -inf"
+        )
 
 
 def needs_resampling(log_weights: jax.Array | np.ndarray, ess_threshold: float) -> jax.Array:

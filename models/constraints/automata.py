@@ -18,8 +18,11 @@ Built-in automata: `forbidden_bytes` (a lipogram), `max_word_length`, `regex` (t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+import contextlib
+import re
+import threading
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -115,48 +118,163 @@ def token_table(automaton: ByteAutomaton, token_bytes: Sequence[bytes]) -> np.nd
     return table
 
 
-def regex(pattern: str) -> ByteAutomaton:
+MAX_STATES = 20_000  # the most states a compiled regex automaton (or any step of it) may have
+REDUCE_BELOW = 1_000  # larger automata are not minimised (interegular's reduce is superlinear)
+
+
+def regex(pattern: str, max_states: int = MAX_STATES) -> ByteAutomaton:
     """Text that fully matches the regular expression `pattern` (Python syntax as parsed by
     `interegular`; ASCII patterns, read byte by byte).
 
     States that cannot reach an accepting state are merged into the dead state, so the prefix
-    weight is -inf exactly when no continuation can match.
+    weight is -inf exactly when no continuation can match. Compiling takes time linear in the
+    number of states S times the alphabet classes K (the liveness pass is one breadth-first
+    search backwards from the accepting states); a pattern whose automaton, or any
+    intermediate automaton of its construction, has more than `max_states` states raises a
+    ValueError instead of growing without bound (a token table costs S x vocabulary entries).
+    A pattern that does not parse raises a ValueError naming the cause and its position.
     """
     import interegular
     from interegular.fsm import anything_else
 
-    fsm = interegular.parse_pattern(pattern).to_fsm().reduce()  # minimal: fewer states
-    symbols = [
-        fsm.alphabet[chr(b)] if chr(b) in fsm.alphabet else fsm.alphabet[anything_else]
-        for b in range(NUM_BYTES)
-    ]
+    if not isinstance(pattern, str):
+        raise ValueError(f"a regex must be a string, got {type(pattern).__name__}")
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ValueError(
+            f"invalid regex {_shown(pattern)}: {error.msg} at position {error.pos}"
+        ) from None
+    except (OverflowError, RecursionError) as error:
+        raise ValueError(f"invalid regex {_shown(pattern)}: {error}") from None
+    try:
+        with _bounded_crawl(max_states):
+            parsed = interegular.parse_pattern(pattern)
+            fsm = parsed.to_fsm()
+            if len(fsm.states) <= REDUCE_BELOW:  # minimal: fewer states (Brzozowski's, slow)
+                fsm = fsm.reduce()
+    except _TooManyStates:
+        raise ValueError(
+            f"the regex {_shown(pattern)} compiles to an automaton of more than "
+            f"{max_states} states (the limit, max_states)"
+        ) from None
+    except (interegular.InvalidSyntax, interegular.Unsupported) as error:
+        cause = str(error) or type(error).__name__
+        raise ValueError(f"regex {_shown(pattern)} is not supported: {cause}") from None
     if any(isinstance(c, str) and ord(c) >= 128 for c in fsm.alphabet if c is not anything_else):
         raise ValueError("regex constraints support ASCII patterns only")
     states = sorted(fsm.states)
-    # live states: those from which an accepting state is reachable
-    live = set(fsm.finals)
-    changed = True
-    while changed:
-        changed = False
-        for state in states:
-            if state not in live and any(t in live for t in fsm.map.get(state, {}).values()):
-                live.add(state)
-                changed = True
+    live = _live_states(fsm.map, fsm.finals)
     if fsm.initial not in live:
         raise ValueError(f"the pattern {pattern!r} matches nothing")
     order = [fsm.initial] + [s for s in states if s in live and s != fsm.initial]
     index = {state: i for i, state in enumerate(order)}
     dead = len(order)
-    transitions = np.full((dead + 1, NUM_BYTES), dead, np.int32)
+    keys = sorted(set(fsm.alphabet.values()), key=repr)
+    column = {key: k for k, key in enumerate(keys)}
+    by_class = np.full((dead + 1, len(keys)), dead, np.int32)  # [S, K] next state per class
     for state in order:
-        moves = fsm.map.get(state, {})
-        for byte in range(NUM_BYTES):
-            target = moves.get(symbols[byte])
-            if target is not None and target in live:
-                transitions[index[state], byte] = index[target]
+        row = by_class[index[state]]
+        for key, target in fsm.map.get(state, {}).items():
+            if target in live:
+                row[column[key]] = index[target]
+    symbols = [
+        fsm.alphabet[chr(b)] if chr(b) in fsm.alphabet else fsm.alphabet[anything_else]
+        for b in range(NUM_BYTES)
+    ]
+    transitions = by_class[:, [column[symbol] for symbol in symbols]]
     accepting = np.zeros(dead + 1, bool)
     accepting[[index[s] for s in fsm.finals if s in live]] = True
-    return ByteAutomaton(transitions, accepting, dead)
+    return ByteAutomaton(np.ascontiguousarray(transitions), accepting, dead)
+
+
+def _live_states(moves: Mapping[Any, Mapping[Any, Any]], finals: Iterable[Any]) -> set:
+    """The states from which an accepting state is reachable: a breadth-first search from the
+    accepting states over the reversed transitions, O(states x alphabet classes)."""
+    predecessors: dict[Hashable, list[Hashable]] = {}
+    for origin, row in moves.items():
+        for target in row.values():
+            predecessors.setdefault(target, []).append(origin)
+    live = set(finals)
+    frontier = list(live)
+    while frontier:
+        state = frontier.pop()
+        for origin in predecessors.get(state, ()):
+            if origin not in live:
+                live.add(origin)
+                frontier.append(origin)
+    return live
+
+
+def _shown(pattern: str, limit: int = 80) -> str:
+    text = repr(pattern)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(pattern)} characters)"
+
+
+class _TooManyStates(Exception):
+    pass
+
+
+_CRAWL_LOCK = threading.Lock()
+
+
+def _key(state: Any) -> Hashable:
+    """A hashable stand-in for an interegular meta-state, equal exactly when the states are
+    (its meta-states are sets, frozensets, dicts of int to state, tuples or ints)."""
+    if isinstance(state, (set, frozenset)):
+        return frozenset(state)
+    if isinstance(state, dict):
+        return ("dict", frozenset(state.items()))
+    return state
+
+
+@contextlib.contextmanager
+def _bounded_crawl(max_states: int) -> Iterator[None]:
+    """Run interegular with its state crawler replaced by one that indexes states in a dict
+    (its own searches a list, O(S^2)) and stops past `max_states` states. Same FSMs."""
+    import interegular.fsm as fsm_module
+
+    def crawl(alphabet: Any, initial: Any, final: Any, follow: Any) -> Any:
+        states = [initial]
+        seen = {_key(initial): 0}
+        finals = set()
+        transitions: dict[int, dict] = {}
+        i = 0
+        while i < len(states):
+            state = states[i]
+            if final(state):
+                finals.add(i)
+            transitions[i] = {}
+            for transition in alphabet.by_transition:
+                try:
+                    nxt = follow(state, transition)
+                except fsm_module.OblivionError:
+                    continue
+                key = _key(nxt)
+                j = seen.get(key)
+                if j is None:
+                    j = seen[key] = len(states)
+                    states.append(nxt)
+                    if j >= max_states:
+                        raise _TooManyStates
+                transitions[i][transition] = j
+            i += 1
+        return fsm_module.FSM(
+            alphabet=alphabet,
+            states=range(len(states)),
+            initial=0,
+            finals=finals,
+            map=transitions,
+            __no_validation__=True,
+        )
+
+    with _CRAWL_LOCK:
+        original = fsm_module.crawl
+        fsm_module.crawl = crawl
+        try:
+            yield
+        finally:
+            fsm_module.crawl = original
 
 
 CONSTRAINTS.register("regex", "text that fully matches the given regular expression")(regex)

@@ -82,3 +82,66 @@ def test_steer_under_a_registered_constraint(tiny_gguf, capsys, task, constraint
     assert len(samples) == 4
     if task == "lipogram":  # an automaton is a mask: every sample satisfies it
         assert all(" ok " in line for line in samples)
+
+
+@pytest.mark.parametrize(
+    ("particles", "message"),
+    [
+        ("0", "--particles must be >= 1, got 0"),
+        ("-2", "--particles must be >= 1, got -2"),
+        ("abc", "--particles must be an integer, got 'abc'"),
+    ],
+)
+def test_steer_bad_particle_counts_are_clear_errors(tiny_gguf, capsys, particles, message):
+    argv = ["steer", "--model", str(tiny_gguf), "--task", "lipogram", "--particles", particles]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"ppl steer: error: {message}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["steer", "scale"])
+@pytest.mark.parametrize("seed", ["1e23", "-1", str(2**64)])
+def test_bad_seeds_exit_2_with_a_message(command, seed, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--seed", seed])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"ppl {command}: error: argument --seed: a seed must be" in err
+
+
+def test_non_utf8_constraint_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["steer", "--constraint", "forbidden:\udcff"])  # how Python passes a bad byte
+    assert exit_info.value.code == 2
+    assert "is not valid UTF-8" in capsys.readouterr().err
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tiny_gguf, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "sweep.jsonl"
+    argv = ["steer", "--model", str(tiny_gguf), "--task", "lipogram", "--sweep", "--quiet"]
+    argv += ["--methods", "smc", "--particles", "2", "--seeds", "100000", "--out", str(out)]
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "JAX_PLATFORMS": "cpu"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ppl.experiments.cli", *argv],
+        cwd=root,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (out.exists() and out.stat().st_size > 0) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert err.strip() == f"ppl steer: interrupted; results so far are in {out}"

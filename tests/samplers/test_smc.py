@@ -184,3 +184,61 @@ def test_linear_time_systematic_matches_blackjax(num_weights, num_samples):
         ours = systematic(key_r, weights, num_samples)
         theirs = blackjax_systematic(key_r, weights, num_samples)
         np.testing.assert_array_equal(ours, theirs)
+
+
+def _constant_potential_model(log_g: float):
+    """A tiny model: x_t ~ N(0, 1), log G_t = `log_g` for particle 0 at step 2, else 0."""
+    import jax.numpy as jnp
+
+    from ppl.feynman_kac import FeynmanKac
+
+    def log_potential(t, parents, particles):
+        hit = (t == 2) & (jnp.arange(particles.shape[0]) == 0)
+        return jnp.where(hit, log_g, 0.0)
+
+    return FeynmanKac(
+        initial_sample=lambda key, n: jax.random.normal(key, (n,)),
+        initial_log_potential=lambda x: jnp.zeros(x.shape[0]),
+        transition_sample=lambda key, t, x: x + jax.random.normal(key, x.shape),
+        log_potential=log_potential,
+    )
+
+
+def test_plus_inf_potential_is_reported_not_all_dead():
+    model = _constant_potential_model(float("inf"))
+    run = jax.jit(lambda key: smc.run(key, model, 4, 4))
+    result = run(jax.random.key(0))
+    assert result.info.num_inf.tolist() == [0, 0, 1, 0]
+    assert not bool(result.info.all_dead.any())
+    assert float(result.log_evidence) == float("inf")
+    assert np.isfinite(result.log_weights[2]).tolist() == [True, False, False, False]
+    with pytest.raises(ValueError, match=r"smc: 1 log potential\(s\) are \+inf at step 2"):
+        smc.run(jax.random.key(0), model, 4, 4)
+
+
+def test_nan_potential_is_counted_and_finite_runs_have_no_inf():
+    result = jax.jit(lambda key: smc.run(key, _constant_potential_model(float("nan")), 4, 4))(
+        jax.random.key(0)
+    )
+    assert result.info.num_nan.tolist() == [0, 0, 1, 0]
+    assert result.info.num_inf.tolist() == [0, 0, 0, 0]
+    assert np.isfinite(float(result.log_evidence))
+
+
+@pytest.mark.parametrize(
+    ("num_particles", "message"),
+    [
+        (0, "num_particles must be >= 1, got 0"),
+        (-2, "num_particles must be >= 1, got -2"),
+        (2.5, "num_particles must be an integer >= 1, got 2.5"),
+        (True, "num_particles must be an integer >= 1, got True"),
+    ],
+)
+def test_bad_particle_counts_are_rejected(num_particles, message):
+    from ppl.samplers import smc_steer
+
+    model = _constant_potential_model(0.0)
+    with pytest.raises(ValueError, match=message):
+        smc.run(jax.random.key(0), model, num_particles, 3)
+    with pytest.raises(ValueError, match=message):
+        smc_steer.run(jax.random.key(0), model, num_particles, 3, 2)
