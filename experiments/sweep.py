@@ -14,6 +14,7 @@ stops there, after writing what it has.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ppl.experiments.methods import METHODS
 from ppl.experiments.reasoning import MethodInputs, ProblemOutcome
+from ppl.experiments.sweep_key import SweepConfig, describe, model_identity
 from ppl.models.lm.errors import ContextLengthError
 from ppl.models.lm.language_model import LanguageModel
 from ppl.models.lm.served import ServedModel, ServerError, ServerUnreachableError
@@ -63,7 +65,7 @@ def _done_keys(out: Path) -> set[tuple]:
 
 
 def _key(record: dict[str, Any]) -> tuple:
-    return tuple(record[f] for f in RESULT_FIELDS)
+    return (record.get("config_key"), record["method"], record["budget"], record["problem"])
 
 
 def _batches(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
@@ -100,7 +102,22 @@ def run_sweep(
     lm = lm or task.load_model()
     problems = task.make_problems(seed, num_problems)
     verifier.build([p.answer for p in problems], lm)  # a verifier that cannot load fails here
-    base = {"task": task.name, "model": lm.name, "verifier": verifier.label(), "seed": seed}
+    config = SweepConfig(
+        task.name,
+        model_identity(lm),
+        describe(verifier),
+        describe(weighting),
+        describe(task.settings),
+        seed,
+    )
+    base = {
+        "task": task.name,
+        "model": lm.name,
+        "verifier": verifier.label(),
+        "seed": seed,
+        "config_key": config.key(),
+        "config": dataclasses.asdict(config),
+    }
     done = _done_keys(out)
     work = []
     for m, method in enumerate(methods):
