@@ -222,11 +222,13 @@ def _plot(args: argparse.Namespace) -> int:
     from ppl.experiments.plots import accuracy_table, format_table, plot_accuracy, ratio_lines
     from ppl.experiments.sweep import read_results
 
-    records = read_results(args.results)
+    records = read_results(args.results, ("method", "budget"))
     if not records:
         raise ValueError(f"no results in {args.results}")
     table = accuracy_table(records)
-    out = args.out or str(Path(args.results).with_suffix(".png"))
+    out = args.out or str(Path(args.results).with_suffix(".plot.png"))
+    if Path(out).resolve() == Path(args.results).resolve():
+        raise ValueError(f"--out {out} is the results file; give another figure path")
     plot_accuracy(table, out, title=args.title or Path(args.results).stem)
     print(format_table(table))
     for line in ratio_lines(table, args.reference, records):
@@ -443,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = commands.add_parser("plot", help="plot accuracy against budget from a sweep")
     plot.add_argument("results")
-    plot.add_argument("--out", default=None, help="figure path (default: results .png)")
+    plot.add_argument("--out", default=None, help="figure path (default: <results stem>.plot.png)")
     plot.add_argument("--title", default=None)
     plot.add_argument("--reference", default="pf", help="method for the budget ratios")
     plot.set_defaults(func=_plot)

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ppl.experiments.steering import STEERING_METHODS, steer, steering_problem, train_twist
-from ppl.experiments.sweep import end_cut_line, read_results
+from ppl.experiments.sweep import check_out_path, end_cut_line, read_results
 from ppl.models.lm.language_model import LanguageModel
 from ppl.models.steering.tasks import SteeringTask
 from ppl.models.steering.twist import TwistHead
@@ -38,7 +38,8 @@ def _key(record: dict[str, Any]) -> tuple[str, str, int, int]:
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """The complete lines of a sweep file (none if it does not exist yet)."""
-    return read_results(path) if Path(path).exists() else []
+    required = ("task", "method", "particles", "seed")
+    return read_results(path, required) if Path(path).exists() else []
 
 
 def run_steering_sweep(
@@ -56,7 +57,7 @@ def run_steering_sweep(
     unknown = [m for m in methods if m not in choices]
     if unknown:
         raise ValueError(f"unknown sweep methods {unknown}; choose from {', '.join(choices)}")
-    out = Path(out)
+    out = check_out_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {_key(r) for r in read_records(out)}
     problem = steering_problem(

@@ -17,8 +17,10 @@ stops there, after writing what it has.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ppl.experiments.methods import METHODS
 from ppl.experiments.reasoning import MethodInputs, ProblemOutcome
+from ppl.experiments.sweep_key import SweepConfig, describe, model_identity
 from ppl.models.lm.errors import ContextLengthError
 from ppl.models.lm.language_model import LanguageModel
 from ppl.models.lm.served import ServedModel, ServerError, ServerUnreachableError
@@ -38,7 +41,15 @@ from ppl.registry import import_modules
 
 import_modules("ppl.models.reasoning")  # every verifier module registers its verifiers
 
-__all__ = ["METHODS", "VERIFIERS", "VerifierSpec", "read_results", "run_method", "run_sweep"]
+__all__ = [
+    "METHODS",
+    "VERIFIERS",
+    "VerifierSpec",
+    "check_out_path",
+    "read_results",
+    "run_method",
+    "run_sweep",
+]
 
 
 def run_method(method: str, rng_key: jax.Array, inputs: MethodInputs) -> list[ProblemOutcome]:
@@ -50,19 +61,14 @@ def _done_keys(out: Path) -> set[tuple]:
     done: set[tuple] = set()
     if not out.exists():
         return done
-    for line in out.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a crash: run that problem again
-            continue
+    for record in read_results(out, RESULT_FIELDS):  # a cut or foreign line: run it again
         if not record.get("failed"):  # a cell the server failed is run again
             done.add(_key(record))
     return done
 
 
 def _key(record: dict[str, Any]) -> tuple:
-    fields = ("task", "model", "verifier", "seed", "method", "budget", "problem")
-    return tuple(record[f] for f in fields)
+    return (record.get("config_key"), record["method"], record["budget"], record["problem"])
 
 
 def _batches(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
@@ -94,12 +100,27 @@ def run_sweep(
     verifier = verifier or VerifierSpec()
     VERIFIERS.get(verifier.name)  # an unknown name fails here, naming the choices
     weighting = (weighting or RewardWeighting()).validate()
-    out = Path(out)
+    out = check_out_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     lm = lm or task.load_model()
     problems = task.make_problems(seed, num_problems)
     verifier.build([p.answer for p in problems], lm)  # a verifier that cannot load fails here
-    base = {"task": task.name, "model": lm.name, "verifier": verifier.label(), "seed": seed}
+    config = SweepConfig(
+        task.name,
+        model_identity(lm),
+        describe(verifier),
+        describe(weighting),
+        describe(task.settings),
+        seed,
+    )
+    base = {
+        "task": task.name,
+        "model": lm.name,
+        "verifier": verifier.label(),
+        "seed": seed,
+        "config_key": config.key(),
+        "config": dataclasses.asdict(config),
+    }
     done = _done_keys(out)
     work = []
     for m, method in enumerate(methods):
@@ -204,12 +225,55 @@ def end_cut_line(out: Path) -> None:
             sink.write("\n")
 
 
-def read_results(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a sweep file (lines cut short by a crash are skipped)."""
-    records = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+RESULT_FIELDS = ("task", "model", "verifier", "seed", "method", "budget", "problem")
+
+
+def check_out_path(out: str | Path) -> Path:
+    """`out` as a Path, or a ValueError if it names a directory (checked before a sweep
+    starts, so nothing is run for a file that cannot be written)."""
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(
+            f"--out {out} is a directory; give a file path such as {path / 'results.jsonl'}"
+        )
+    return path
+
+
+def read_results(path: str | Path, required: Sequence[str] = ("method",)) -> list[dict[str, Any]]:
+    """The records of a sweep file: JSON objects holding every key in `required`.
+
+    A line cut short by a crash (an unterminated object, `{...`) is skipped silently and its
+    problem runs again on resume; any other line that is not such an
+    object is skipped with a warning naming its line numbers. A directory or a file that is
+    not UTF-8 text is a ValueError."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a results file")
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not a results file: not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
+    records, skipped = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
             continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if not line.lstrip().startswith("{"):  # not a line cut short by a crash
+                skipped.append(number)
+            continue
+        if isinstance(record, dict) and all(k in record for k in required):
+            records.append(record)
+        else:
+            skipped.append(number)
+    if skipped:
+        shown = ", ".join(map(str, skipped[:10])) + (" ..." if len(skipped) > 10 else "")
+        warnings.warn(
+            f"{path}: skipped {len(skipped)} line(s) that are not results "
+            f"(JSON objects with {', '.join(required)}): line {shown}",
+            stacklevel=2,
+        )
     return records
