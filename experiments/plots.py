@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,11 +43,37 @@ def show_figure(fig: Figure, name: str) -> None:
         plt.close(fig)
 
 
+def first_of_each(
+    records: Sequence[dict[str, Any]], key: Callable[[dict[str, Any]], tuple | None]
+) -> list[dict[str, Any]]:
+    """`records` with each answered key once (its first line): two runs that wrote one file
+    must not count a problem twice. Failed lines (`"failed": true`) and records whose key is
+    None (hand-made, without a problem index) are all kept."""
+    seen: set[tuple] = set()
+    out = []
+    for record in records:
+        cell = None if record.get("failed") else key(record)
+        if cell is not None:
+            if cell in seen:
+                continue
+            seen.add(cell)
+        out.append(record)
+    return out
+
+
 def accuracy_table(records: Sequence[dict[str, Any]]) -> dict[str, dict[int, dict[str, float]]]:
     """method -> budget -> {accuracy, standard_error, low, high, problems, tokens,
     verifier_calls, errors, failed} (means per problem; problems that errored count as wrong;
     cells a served model failed are left out and counted in `failed` until a re-run fills
     them; [low, high] is the 95% Wilson interval of the accuracy)."""
+    records = first_of_each(
+        records,
+        lambda r: (
+            (r.get("config_key"), r["method"], r["budget"], r["problem"])
+            if "problem" in r
+            else None
+        ),
+    )
     groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     failed: dict[tuple[str, int], set[Any]] = defaultdict(set)
     answered = {
@@ -233,7 +259,10 @@ def plot_accuracy(
 
 def format_table(table: dict[str, dict[int, dict[str, float]]]) -> str:
     budgets = sorted({b for curve in table.values() for b in curve})
-    lines = ["accuracy [95% Wilson interval], and generated tokens per problem, at budget N"]
+    lines = [
+        "accuracy [95% Wilson interval], and generated tokens per problem, at budget N "
+        "(and problems that errored, counted wrong, or a served model failed, left out)"
+    ]
     lines.append("method  " + "".join(f"{f'N={b}':>18}" for b in budgets))
     for method, curve in sorted(table.items()):
         cells = []
@@ -245,6 +274,12 @@ def format_table(table: dict[str, dict[int, dict[str, float]]]) -> str:
         lines.append(f"{method:<8}" + "".join(f"{c:>18}" for c in cells))
         tokens = [f"{curve[b]['tokens']:.0f} tok" if b in curve else "" for b in budgets]
         lines.append(f"{'':<8}" + "".join(f"{c:>18}" for c in tokens))
+        if any(row["errors"] or row["failed"] for row in curve.values()):
+            failures = [
+                f"{curve[b]['errors']} err, {curve[b]['failed']} failed" if b in curve else ""
+                for b in budgets
+            ]
+            lines.append(f"{'':<8}" + "".join(f"{c:>18}" for c in failures))
     return "\n".join(lines)
 
 

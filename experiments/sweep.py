@@ -18,6 +18,7 @@ stops there, after writing what it has.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import time
 import warnings
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 from ppl.experiments.methods import METHODS
 from ppl.experiments.reasoning import MethodInputs, ProblemOutcome
 from ppl.experiments.sweep_key import SweepConfig, describe, model_identity
-from ppl.models.lm.errors import ContextLengthError
+from ppl.models.lm.errors import ProblemFailure
 from ppl.models.lm.language_model import LanguageModel
 from ppl.models.lm.served import ServedModel, ServerError, ServerUnreachableError
 from ppl.models.reasoning.reward_weighting import RewardWeighting
@@ -57,13 +58,18 @@ def run_method(method: str, rng_key: jax.Array, inputs: MethodInputs) -> list[Pr
     return METHODS.get(method)(rng_key, inputs)
 
 
-def _done_keys(out: Path) -> set[tuple]:
+def _done_keys(
+    out: Path,
+    key: Callable[[dict[str, Any]], tuple] | None = None,
+    required: Sequence[str] | None = None,
+) -> set[tuple]:
+    key = key or _key
     done: set[tuple] = set()
     if not out.exists():
         return done
-    for record in read_results(out, RESULT_FIELDS):  # a cut or foreign line: run it again
+    for record in read_results(out, required or RESULT_FIELDS):  # cut or foreign: run again
         if not record.get("failed"):  # a cell the server failed is run again
-            done.add(_key(record))
+            done.add(key(record))
     return done
 
 
@@ -135,11 +141,7 @@ def run_sweep(
     if total < num_problems * len(methods) * len(budgets):
         log(f"resuming: {num_problems * len(methods) * len(budgets) - total} results in {out}")
     root = jax.random.key(seed)
-    end_cut_line(out)
-    with (
-        out.open("a") as sink,
-        tqdm(total=total, desc="sweep", unit="problem", disable=not progress) as bar,
-    ):
+    with tqdm(total=total, desc="sweep", unit="problem", disable=not progress) as bar:
         for m, method, budget, pending in work:
             bar.set_postfix_str(f"{method} N={budget}")
             for batch in _batches(pending, max(1, max_rows // budget)):
@@ -147,10 +149,11 @@ def run_sweep(
                 records = _run_batch(
                     method, key, lm, problems, batch, budget, task, verifier, weighting
                 )
-                for problem, record in zip(batch, records, strict=True):
-                    line = {**base, "method": method, "budget": budget, "problem": problem}
-                    sink.write(json.dumps({**line, **record}) + "\n")
-                sink.flush()
+                lines = [
+                    {**base, "method": method, "budget": budget, "problem": problem, **record}
+                    for problem, record in zip(batch, records, strict=True)
+                ]
+                append_new(out, lines, _key)
                 bar.update(len(batch))
                 if any(r.get("unreachable") for r in records):
                     raise ServerUnreachableError(
@@ -189,7 +192,7 @@ def _run_batch(
         if isinstance(error, ServerUnreachableError):
             failed["unreachable"] = True
         return [{"reference": p.answer, **failed} for p in chosen]
-    except (ContextLengthError, ValueError) as error:
+    except ProblemFailure as error:  # this problem's fault (a prompt too long, bad rewards)
         if len(batch) > 1:  # isolate the problem that fails; the others still run
             return [
                 record
@@ -215,6 +218,28 @@ def _run_batch(
         }
         for problem, outcome in zip(chosen, outcomes, strict=True)
     ]
+
+
+def append_new(
+    out: Path,
+    records: Sequence[dict[str, Any]],
+    key: Callable[[dict[str, Any]], tuple],
+    required: Sequence[str] | None = None,
+) -> int:
+    """Append the `records` whose `key` is not yet done in `out`, under an exclusive lock on
+    the file (`fcntl.flock`), re-reading it under the lock: two runs writing one file cannot
+    write a key twice (the slower one's copy is dropped). Returns the number written."""
+    with out.open("a") as sink:
+        fcntl.flock(sink.fileno(), fcntl.LOCK_EX)
+        try:
+            end_cut_line(out)
+            done = _done_keys(out, key, required) if out.stat().st_size else set()
+            new = [r for r in records if r.get("failed") or key(r) not in done]
+            sink.write("".join(json.dumps(r) + "\n" for r in new))
+            sink.flush()
+        finally:
+            fcntl.flock(sink.fileno(), fcntl.LOCK_UN)
+    return len(new)
 
 
 def end_cut_line(out: Path) -> None:

@@ -9,14 +9,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import weakref
 from typing import Any
+
+import jax
+import numpy as np
+
+from ppl.models.lm.served import ServedModel
 
 
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
     """Every setting of `ppl scale` that changes a problem's result (method, budget and
-    problem are keyed per line). `model` is the model's name, dtype and architecture config
-    (not yet its file's content hash)."""
+    problem are keyed per line). `model` is `model_identity`: for an in-process model its
+    name, dtype, config and weights' hash; for a served one its URL, name and server kind."""
 
     task: str
     model: str
@@ -26,8 +32,13 @@ class SweepConfig:
     seed: int
 
     def key(self) -> str:
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return config_key(dataclasses.asdict(self))
+
+
+def config_key(settings: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of `settings`, 16 hex digits: the resume key of a sweep."""
+    text = json.dumps(settings, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def describe(value: Any) -> str:
@@ -40,9 +51,36 @@ def describe(value: Any) -> str:
 
 
 def model_identity(lm: Any) -> str:
-    """The name, dtype and architecture config of an in-process model, or the name of a
-    served one."""
-    parts = [getattr(lm, "name", type(lm).__name__), str(getattr(lm, "dtype", ""))]
-    if hasattr(lm, "config"):
-        parts.append(describe(lm.config))
-    return " ".join(parts)
+    """What makes a generator's results: for an in-process `LanguageModel` its name, dtype,
+    architecture config and a sha256 of its weights as loaded (`weights_hash`; two files with
+    one basename differ, one file renamed does not); for a `ServedModel` the base URL, the
+    model name and the server kind it reported."""
+    if isinstance(lm, ServedModel):
+        return describe(
+            {"base_url": lm.base_url, "model": lm.model, "server": lm.capabilities.kind}
+        )
+    return describe(
+        {
+            "name": getattr(lm, "name", type(lm).__name__),
+            "dtype": str(getattr(lm, "dtype", "")),
+            "config": describe(getattr(lm, "config", None)),
+            "weights": weights_hash(lm) if hasattr(lm, "params") else None,
+        }
+    )
+
+
+_WEIGHT_HASHES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def weights_hash(lm: Any) -> str:
+    """sha256 over every parameter array of `lm.params` (name, shape, dtype and bytes, in
+    pytree order), computed once per model object (about 1 s for SmolLM2-135M in float32)."""
+    cached = _WEIGHT_HASHES.get(lm)
+    if cached is None:
+        digest = hashlib.sha256()
+        for path, leaf in jax.tree_util.tree_flatten_with_path(lm.params)[0]:
+            array = np.ascontiguousarray(np.asarray(leaf))
+            digest.update(f"{jax.tree_util.keystr(path)}{array.shape}{array.dtype}".encode())
+            digest.update(memoryview(array).cast("B"))
+        cached = _WEIGHT_HASHES[lm] = digest.hexdigest()
+    return cached

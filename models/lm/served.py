@@ -42,12 +42,13 @@ from typing import Any, Literal, NamedTuple
 import httpx
 import numpy as np
 
+from ppl.models.lm.errors import ProblemFailure
 from ppl.models.lm.tokenizer import Tokenizer
 
 Finish = Literal["stop", "eos", "length"]
 
 
-class ServerError(RuntimeError):
+class ServerError(ProblemFailure, RuntimeError):
     """A served-model request failed (the message names the server and the cause)."""
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ppl.models.lm.errors import InvalidRewardsError
 from ppl.models.reasoning.answers import answers_match, check_arithmetic, extract_answer
 from ppl.registry import Registry
 
@@ -73,6 +74,10 @@ class VerifierSpec:
     checkpoint: str | None = None
 
     def __post_init__(self) -> None:
+        for rate in ("false_positive_rate", "false_negative_rate", "epsilon"):
+            value = getattr(self, rate)
+            if not (isinstance(value, int | float) and 0 <= value <= 1):  # NaN fails too
+                raise ValueError(f"{rate} must be a number in [0, 1], got {value!r}")
         if self.name == "prm" and self.checkpoint is None:  # fail before a sweep starts
             raise ValueError(PRM_NEEDS_CHECKPOINT)
         if self.checkpoint is not None and not Path(self.checkpoint).expanduser().is_dir():
@@ -104,7 +109,9 @@ VERIFIERS: Registry[VerifierBuilder] = Registry("verifier")
 def _as_rewards(values: Sequence[float] | np.ndarray, count: int, name: str) -> np.ndarray:
     rewards = np.asarray(values, np.float64)
     if rewards.shape != (count,):
-        raise ValueError(f"verifier {name} returned shape {rewards.shape}, expected ({count},)")
+        raise InvalidRewardsError(
+            f"verifier {name} returned shape {rewards.shape}, expected ({count},)"
+        )
     return rewards
 
 
@@ -243,7 +250,7 @@ def call_verifier(verifier: Verifier, candidates: Candidates) -> np.ndarray:
     rewards = _as_rewards(verifier(candidates), len(candidates), type(verifier).__name__)
     finite = rewards[~np.isnan(rewards)]
     if finite.size and (finite.min() < 0 or finite.max() > 1):
-        raise ValueError(
+        raise InvalidRewardsError(
             f"verifier {type(verifier).__name__} returned rewards outside [0, 1]: "
             f"[{finite.min():.3g}, {finite.max():.3g}]"
         )

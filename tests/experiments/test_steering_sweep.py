@@ -52,3 +52,23 @@ def test_task_checks_match_their_constraints():
     assert TASKS["json"].check('{"name": "Ana", "age": 31, "city": "Oslo"}')
     assert not TASKS["json"].check('{"name": "Ana"}')
     assert TASKS["intersection"].check("anything")
+
+
+def test_the_resume_key_has_the_model_and_minus_infinity_is_kept(tmp_path):
+    """Another model on the same file runs again instead of printing the first model's
+    numbers; a run whose log Z is -inf is stored as "-inf" and makes its cell's mean -inf."""
+    from ppl.experiments.steering_sweep import _number
+
+    out = tmp_path / "sweep.jsonl"
+    first = alphabet_language_model(jax.random.key(0), scale=0.3)
+    second = alphabet_language_model(jax.random.key(1), scale=0.3)  # same name, other weights
+    run_steering_sweep(first, TASK, ["smc"], [2], [0], out, progress=False)
+    run_steering_sweep(second, TASK, ["smc"], [2], [0], out, progress=False)
+    records = read_records(out)
+    assert len(records) == 2 and records[0]["config_key"] != records[1]["config_key"]
+    assert _number(float("-inf")) == "-inf" and _number(float("nan")) is None
+    records[1]["log_evidence"] = "-inf"
+    rows = summary(records)
+    assert rows[0]["runs"] == 2 and rows[0]["log_evidence"] == float("-inf")
+    assert rows[0]["log_evidence_not_finite"] == 1
+    assert "-inf" in format_summary(rows)

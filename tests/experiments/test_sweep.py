@@ -213,3 +213,66 @@ def test_results_do_not_depend_on_batching_or_on_a_resume(tmp_path):
     _assert_same_results(together, resumed)
     other_seed = _by_cell(read_results(sweep(tmp_path / "d", task, seed=1, **arguments)))
     assert any(together[c]["spent"] != other_seed[c]["spent"] for c in together)
+
+
+def test_a_configuration_error_writes_nothing_and_names_the_setting(tmp_path, capsys):
+    out = tmp_path / "results.jsonl"
+    code = cli.main(
+        ["scale", "--problems", "2", "--false-positive-rate", "2", "--out", str(out), "--quiet"]
+    )
+    assert code == 2 and not out.exists()
+    assert "false_positive_rate must be a number in [0, 1], got 2.0" in capsys.readouterr().err
+
+
+def test_only_problem_failures_are_recorded_and_the_table_counts_them(tmp_path):
+    from ppl.experiments.plots import format_table
+    from ppl.models.lm.errors import ContextLengthError, InvalidRewardsError, ProblemFailure
+    from ppl.models.lm.served import ServerError
+
+    for error in (ContextLengthError, InvalidRewardsError, ServerError):
+        assert issubclass(error, ProblemFailure)
+    out = sweep(tmp_path, letters_task(long_prompt_at=1), methods=["pf"], budgets=[2])
+    table = accuracy_table(read_results(out))
+    assert table["pf"][2]["errors"] == 1 and table["pf"][2]["problems"] == 3
+    assert "1 err, 0 failed" in format_table(table)
+
+
+def test_two_writers_on_one_file_write_each_key_once(tmp_path):
+    """Two sweeps started together on one file both run everything, but the lock and the
+    re-read under it keep one line per key, and readers count each problem once."""
+    import threading
+
+    task = letters_task()
+    runs = [
+        threading.Thread(target=sweep, args=(tmp_path, task), kwargs={"max_rows": 2})
+        for _ in range(2)
+    ]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    records = read_results(tmp_path / "results.jsonl")
+    keys = [(r["method"], r["budget"], r["problem"]) for r in records]
+    assert len(keys) == len(set(keys)) == 12
+    doubled = records + records  # a file written before the lock existed
+    assert accuracy_table(doubled)["pf"][2]["problems"] == 3
+
+
+def test_the_resume_key_holds_the_weights_and_every_setting(tmp_path):
+    """Same model name with other weights, or another weighting rule, runs again; the same
+    settings resume."""
+    from ppl.models.reasoning.reward_weighting import RewardWeighting
+
+    task = letters_task()
+    logs: list[str] = []
+    arguments = dict(methods=["pf"], budgets=[2], log=logs.append)
+    sweep(tmp_path, task, **arguments)
+    other = dataclasses.replace(
+        task, load_model=lambda: alphabet_language_model(jax.random.key(1), scale=0.3)
+    )
+    sweep(tmp_path, other, **arguments)
+    sweep(tmp_path, task, weighting=RewardWeighting(rule="softmax"), **arguments)
+    assert not logs  # nothing resumed: three configurations
+    sweep(tmp_path, task, **arguments)
+    assert logs == [f"resuming: 3 results in {tmp_path / 'results.jsonl'}"]
+    assert len({r["config_key"] for r in read_results(tmp_path / "results.jsonl")}) == 3
