@@ -19,7 +19,7 @@ from safetensors import safe_open
 from ppl.models.lm import architectures
 from ppl.models.lm.architectures import Architecture
 from ppl.models.lm.config import DecoderConfig
-from ppl.models.lm.errors import ModelLoadError
+from ppl.models.lm.errors import ModelLoadError, require_finite
 from ppl.models.lm.params import (
     OPTIONAL_LAYER_FIELDS,
     LayerParams,
@@ -51,6 +51,8 @@ def read_tensors(directory: Path) -> dict[str, np.ndarray]:
                     tensors[name] = np.asarray(handle.get_tensor(name), np.float32)
         except Exception as error:
             raise ModelLoadError(f"{file} is not a readable safetensors file: {error}") from error
+    for name, value in tensors.items():
+        require_finite(name, value, directory)
     return tensors
 
 
