@@ -95,7 +95,12 @@ def load_gguf(path: str | Path) -> tuple[DecoderConfig, Params, Tokenizer]:
     reader = open_gguf(path)
     fields = read_fields(reader)
     arch = architecture_of(fields)
-    config = arch.config_from_gguf(fields)
+    try:
+        config = arch.config_from_gguf(fields)
+    except ModelLoadError:
+        raise
+    except ValueError as error:  # a size of the wrong type or sign, named by its key
+        raise ModelLoadError(f"{path}: {error}") from error
     tensors = {t.name: t for t in reader.tensors}
 
     def read(name: str) -> np.ndarray | None:

@@ -82,7 +82,12 @@ def decoder_from_tensors(
     """The decoder of a config.json dict and its tensors (`model.*`, and `lm_head.weight` when
     untied); other tensors, such as a reward model's head, are ignored."""
     arch = architecture_of(hf)
-    config = arch.config_from_hf(hf)
+    try:
+        config = arch.config_from_hf(hf)
+    except ModelLoadError:
+        raise
+    except ValueError as error:  # a size of the wrong type or sign, named by its key
+        raise ModelLoadError(f"{directory / 'config.json'}: {error}") from error
     inv_freq = arch.rope_from_hf(hf, config)
 
     def take(name: str) -> np.ndarray:
