@@ -142,6 +142,15 @@ def test_non_finite_safetensors_weight_names_the_tensor(tiny_lm, tmp_path):
         LanguageModel.load(directory)
 
 
+def test_generation_with_nan_logprobs_raises(tiny_lm):
+    import jax
+
+    params = tiny_lm.params._replace(final_norm=tiny_lm.params.final_norm * np.nan)
+    lm = LanguageModel(tiny_lm.config, params, tiny_lm.tokenizer, name="nan-model")
+    with pytest.raises(ValueError, match="nan-model produced NaN log-probabilities in 2 of 2"):
+        lm.generate(jax.random.key(0), ["hi"], max_new_tokens=2, num_samples=2)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
