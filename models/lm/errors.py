@@ -5,6 +5,8 @@ the configuration: a sweep records such a failure on that problem and goes on
 (`ppl.experiments.sweep`), and lets every other exception crash with its traceback.
 """
 
+import numpy as np
+
 
 class ProblemFailure(Exception):
     """One input could not be done: its prompt is too long, a verifier returned invalid
@@ -26,3 +28,13 @@ class BatchShapeError(ValueError):
 class InvalidRewardsError(ProblemFailure, ValueError):
     """A verifier returned rewards of the wrong shape or outside [0, 1] (NaN is counted, not
     an error)."""
+
+
+def require_finite(name: str, value: np.ndarray, where: object) -> np.ndarray:
+    """`value`, or a ModelLoadError naming the tensor when it holds NaN or infinity."""
+    if not np.isfinite(value).all():
+        bad = int(np.size(value) - np.isfinite(value).sum())
+        raise ModelLoadError(
+            f"{where}: tensor {name} holds {bad} NaN or infinite values (a corrupt checkpoint)"
+        )
+    return value

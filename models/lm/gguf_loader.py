@@ -19,7 +19,7 @@ import numpy as np
 from ppl.models.lm import architectures
 from ppl.models.lm.architectures import Architecture
 from ppl.models.lm.config import DecoderConfig
-from ppl.models.lm.errors import ModelLoadError
+from ppl.models.lm.errors import ModelLoadError, require_finite
 from ppl.models.lm.params import (
     OPTIONAL_LAYER_FIELDS,
     LayerParams,
@@ -72,7 +72,11 @@ def architecture_of(fields: dict[str, Any]) -> Architecture:
         raise ModelLoadError(f"{error} (GGUF general.architecture)") from error
 
 
-def _dequantize(tensor: gguf.ReaderTensor) -> np.ndarray:
+def _dequantize(tensor: gguf.ReaderTensor, path: str | Path) -> np.ndarray:
+    return require_finite(tensor.name, _dequantized(tensor), path)
+
+
+def _dequantized(tensor: gguf.ReaderTensor) -> np.ndarray:
     kind = Q(tensor.tensor_type)
     if kind not in SUPPORTED_TYPES:
         supported = ", ".join(t.name for t in SUPPORTED_TYPES)
@@ -91,16 +95,21 @@ def load_gguf(path: str | Path) -> tuple[DecoderConfig, Params, Tokenizer]:
     reader = open_gguf(path)
     fields = read_fields(reader)
     arch = architecture_of(fields)
-    config = arch.config_from_gguf(fields)
+    try:
+        config = arch.config_from_gguf(fields)
+    except ModelLoadError:
+        raise
+    except ValueError as error:  # a size of the wrong type or sign, named by its key
+        raise ModelLoadError(f"{path}: {error}") from error
     tensors = {t.name: t for t in reader.tensors}
 
     def read(name: str) -> np.ndarray | None:
-        return _dequantize(tensors[name]) if name in tensors else None
+        return _dequantize(tensors[name], path) if name in tensors else None
 
     def take(name: str) -> np.ndarray:
         if name not in tensors:
             raise ModelLoadError(f"{path} lacks tensor {name}")
-        return _dequantize(tensors[name])
+        return _dequantize(tensors[name], path)
 
     embed, final_norm = take(arch.gguf_tensors["embed"]), take(arch.gguf_tensors["final_norm"])
     layers = []
@@ -130,4 +139,6 @@ def load_gguf(path: str | Path) -> tuple[DecoderConfig, Params, Tokenizer]:
         check_shapes(params, config)
     except ValueError as error:
         raise ModelLoadError(f"{path}: {error}") from error
-    return config, params, Tokenizer.from_gguf_fields(fields)
+    tokenizer = Tokenizer.from_gguf_fields(fields)
+    tokenizer.template_name = f"the chat template (tokenizer.chat_template) of {path}"
+    return config, params, tokenizer

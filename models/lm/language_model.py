@@ -234,7 +234,8 @@ class LanguageModel:
 
         Each prompt is prefilled once; its cache is then gathered to `num_samples` rows and all
         rows decode together. A row stops at an end-of-sequence token, after a stop string, or
-        after `max_new_tokens` tokens.
+        after `max_new_tokens` tokens. NaN log-probabilities (overflow in a low-precision dtype,
+        weights that are not finite) raise a ValueError rather than return garbage text.
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -250,6 +251,13 @@ class LanguageModel:
         counts = np.asarray(output.num_tokens)
         tokens = np.asarray(output.tokens)
         ids = [tokens[b, : counts[b]].tolist() for b in range(len(counts))]
+        nan_rows = np.flatnonzero(np.isnan(np.asarray(output.model_logprobs)).any(axis=-1))
+        if nan_rows.size:
+            raise ValueError(
+                f"{self.name} produced NaN log-probabilities in {nan_rows.size} of {len(ids)} "
+                f"rows (dtype {np.dtype(self.dtype).name}); its weights or activations are not "
+                "finite: try --dtype float32 or check the model file"
+            )
         return Generation(
             texts=[self.tokenizer.decode(row, skip_special_tokens=True) for row in ids],
             token_ids=ids,

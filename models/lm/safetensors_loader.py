@@ -19,7 +19,7 @@ from safetensors import safe_open
 from ppl.models.lm import architectures
 from ppl.models.lm.architectures import Architecture
 from ppl.models.lm.config import DecoderConfig
-from ppl.models.lm.errors import ModelLoadError
+from ppl.models.lm.errors import ModelLoadError, require_finite
 from ppl.models.lm.params import (
     OPTIONAL_LAYER_FIELDS,
     LayerParams,
@@ -51,6 +51,8 @@ def read_tensors(directory: Path) -> dict[str, np.ndarray]:
                     tensors[name] = np.asarray(handle.get_tensor(name), np.float32)
         except Exception as error:
             raise ModelLoadError(f"{file} is not a readable safetensors file: {error}") from error
+    for name, value in tensors.items():
+        require_finite(name, value, directory)
     return tensors
 
 
@@ -80,7 +82,12 @@ def decoder_from_tensors(
     """The decoder of a config.json dict and its tensors (`model.*`, and `lm_head.weight` when
     untied); other tensors, such as a reward model's head, are ignored."""
     arch = architecture_of(hf)
-    config = arch.config_from_hf(hf)
+    try:
+        config = arch.config_from_hf(hf)
+    except ModelLoadError:
+        raise
+    except ValueError as error:  # a size of the wrong type or sign, named by its key
+        raise ModelLoadError(f"{directory / 'config.json'}: {error}") from error
     inv_freq = arch.rope_from_hf(hf, config)
 
     def take(name: str) -> np.ndarray:

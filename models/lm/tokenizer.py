@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,10 @@ class Tokenizer:
         eos_token_ids: Sequence[int],
         bos_token_id: int | None,
         chat_template: str | None,
+        template_name: str = "the chat template",
     ) -> None:
         self.backend = backend
+        self.template_name = template_name  # where errors say the template came from
         self.eos_token_ids = tuple(sorted(set(eos_token_ids)))
         self.bos_token_id = bos_token_id
         self.chat_template = chat_template
@@ -116,7 +119,9 @@ class Tokenizer:
             raise ValueError("this checkpoint has no chat template; pass a raw prompt instead")
         bos = self.id_to_token(self.bos_token_id) if self.bos_token_id is not None else ""
         eos = self.id_to_token(self.eos_token_ids[0]) if self.eos_token_ids else ""
-        return _compile_template(self.chat_template).render(
+        return render_template(
+            self.chat_template,
+            self.template_name,
             messages=list(messages),
             add_generation_prompt=add_generation_prompt,
             bos_token=bos or "",
@@ -212,13 +217,16 @@ class Tokenizer:
         template = config.get("chat_template")
         if isinstance(template, list):  # named templates: take the default
             template = next((t["template"] for t in template if t.get("name") == "default"), None)
+        name = f"the chat template of {directory / 'tokenizer_config.json'}"
         if template is None and (directory / "chat_template.jinja").is_file():
             template = (directory / "chat_template.jinja").read_text()
+            name = f"the chat template {directory / 'chat_template.jinja'}"
         return cls(
             backend,
             eos_token_ids=eos,
             bos_token_id=token_id(config.get("bos_token")),
             chat_template=template,
+            template_name=name,
         )
 
 
@@ -235,12 +243,55 @@ def _raise_exception(message: str) -> None:
     raise jinja2.TemplateError(message)
 
 
+MAX_TEMPLATE_CHARS = 1_000_000  # a rendered chat prompt far beyond any model's context
+MAX_TEMPLATE_SECONDS = 1.0
+MAX_TEMPLATE_RANGE = 100_000
+
+
+def _bounded_range(*args: int) -> range:
+    r = range(*args)
+    if len(r) > MAX_TEMPLATE_RANGE:
+        raise jinja2.TemplateError(f"range of {len(r)} items exceeds {MAX_TEMPLATE_RANGE}")
+    return r
+
+
+def render_template(source: str, name: str, **context: Any) -> str:
+    """Render a chat template in jinja2's immutable sandbox, streamed under limits.
+
+    Fails with a ValueError naming `name` and the cause when the template does not parse,
+    raises (`raise_exception`), trips the sandbox, calls `range` with over
+    MAX_TEMPLATE_RANGE items, writes over MAX_TEMPLATE_CHARS characters, or renders for
+    over MAX_TEMPLATE_SECONDS (checked between output chunks, so memory stays bounded).
+    """
+    try:
+        template = _compile_template(source)
+    except jinja2.TemplateSyntaxError as error:
+        raise ValueError(f"{name} does not parse: {error} (line {error.lineno})") from error
+    start, size, parts = time.monotonic(), 0, []
+    try:
+        for chunk in template.generate(**context):
+            size += len(chunk)
+            parts.append(chunk)
+            if size > MAX_TEMPLATE_CHARS:
+                raise ValueError(f"{name} renders over {MAX_TEMPLATE_CHARS} characters")
+            if time.monotonic() - start > MAX_TEMPLATE_SECONDS:
+                raise ValueError(f"{name} took over {MAX_TEMPLATE_SECONDS} s to render")
+    except jinja2.sandbox.SecurityError as error:
+        raise ValueError(f"{name} tripped the jinja2 sandbox: {error}") from error
+    except jinja2.TemplateError as error:
+        raise ValueError(f"{name} raised an error while rendering: {error}") from error
+    except (TypeError, AttributeError, KeyError, IndexError, ZeroDivisionError) as error:
+        raise ValueError(f"{name} failed while rendering: {error!r}") from error
+    return "".join(parts)
+
+
 @functools.lru_cache(maxsize=16)
 def _compile_template(source: str) -> jinja2.Template:
     env = jinja2.sandbox.ImmutableSandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
     )
     env.globals["raise_exception"] = _raise_exception
+    env.globals["range"] = _bounded_range
     env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
     env.filters["tojson"] = lambda value, indent=None: json.dumps(value, indent=indent)
     return env.from_string(source)

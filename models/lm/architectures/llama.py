@@ -18,7 +18,13 @@ import numpy as np
 
 from ppl.models.lm.architectures.base import Architecture, PreTokenizerRule, TensorReader
 from ppl.models.lm.architectures.registry import register
-from ppl.models.lm.config import DecoderConfig, rope_inverse_frequencies
+from ppl.models.lm.config import (
+    DecoderConfig,
+    config_float,
+    config_int,
+    default_head_dim,
+    rope_inverse_frequencies,
+)
 from ppl.models.lm.errors import ModelLoadError
 
 GGUF_TENSORS = {
@@ -135,20 +141,35 @@ class Llama(Architecture):
                 raise ModelLoadError(f"GGUF metadata lacks {prefix}.{key}")
             return value
 
-        hidden = int(get("embedding_length"))
-        heads = int(get("attention.head_count"))
+        def size(key: str, default: Any = None) -> int:
+            return config_int(f"GGUF {prefix}.{key}", get(key, default))
+
+        hidden, heads = size("embedding_length"), size("attention.head_count")
         vocab = metadata.get(f"{prefix}.vocab_size") or len(metadata["tokenizer.ggml.tokens"])
+        width = f"GGUF {prefix}.embedding_length / attention.head_count"
+        key_length = metadata.get(f"{prefix}.attention.key_length")
         return DecoderConfig(
-            vocab_size=int(vocab),
+            vocab_size=config_int(f"GGUF {prefix}.vocab_size", vocab),
             hidden_size=hidden,
-            intermediate_size=int(get("feed_forward_length")),
-            num_layers=int(get("block_count")),
+            intermediate_size=size("feed_forward_length"),
+            num_layers=size("block_count"),
             num_heads=heads,
-            num_kv_heads=int(get("attention.head_count_kv", heads)),
-            head_dim=int(get("attention.key_length", hidden // heads)),
+            num_kv_heads=size("attention.head_count_kv", heads),
+            head_dim=default_head_dim(hidden, heads, width)
+            if key_length is None
+            else size("attention.key_length"),
             # stored as float32: recover the shortest decimal it came from (1e-5, not 9.99999974e-6)
-            rms_norm_eps=float(str(np.float32(get("attention.layer_norm_rms_epsilon")))),
-            context_length=int(get("context_length")),
+            rms_norm_eps=float(
+                str(
+                    np.float32(
+                        config_float(
+                            f"GGUF {prefix}.attention.layer_norm_rms_epsilon",
+                            get("attention.layer_norm_rms_epsilon"),
+                        )
+                    )
+                )
+            ),
+            context_length=size("context_length"),
             tie_embeddings=True,  # the loader sets these two from the tensors present
             attention_bias=False,
             architecture=self.name,
@@ -185,18 +206,25 @@ class Llama(Architecture):
 
     def config_from_hf(self, hf: Mapping[str, Any]) -> DecoderConfig:
         where = "config.json"
-        heads = int(_require(hf, "num_attention_heads", where))
-        hidden = int(_require(hf, "hidden_size", where))
+
+        def size(key: str, value: Any) -> int:
+            return config_int(f"{where} {key}", value)
+
+        heads = size("num_attention_heads", _require(hf, "num_attention_heads", where))
+        hidden = size("hidden_size", _require(hf, "hidden_size", where))
+        width = f"{where} hidden_size / num_attention_heads"
         return DecoderConfig(
-            vocab_size=int(_require(hf, "vocab_size", where)),
+            vocab_size=size("vocab_size", _require(hf, "vocab_size", where)),
             hidden_size=hidden,
-            intermediate_size=int(_require(hf, "intermediate_size", where)),
-            num_layers=int(_require(hf, "num_hidden_layers", where)),
+            intermediate_size=size("intermediate_size", _require(hf, "intermediate_size", where)),
+            num_layers=size("num_hidden_layers", _require(hf, "num_hidden_layers", where)),
             num_heads=heads,
-            num_kv_heads=int(hf.get("num_key_value_heads") or heads),
-            head_dim=int(hf.get("head_dim") or hidden // heads),
-            rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-            context_length=int(hf.get("max_position_embeddings", 2048)),
+            num_kv_heads=size("num_key_value_heads", hf.get("num_key_value_heads") or heads),
+            head_dim=size("head_dim", hf["head_dim"])
+            if hf.get("head_dim") is not None
+            else default_head_dim(hidden, heads, width),
+            rms_norm_eps=config_float(f"{where} rms_norm_eps", hf.get("rms_norm_eps", 1e-6)),
+            context_length=size("max_position_embeddings", hf.get("max_position_embeddings", 2048)),
             tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
             attention_bias=self.hf_attention_bias(hf),
             architecture=self.name,

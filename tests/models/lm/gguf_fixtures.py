@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -29,8 +31,11 @@ def write_tiny_gguf(
     matrix_type: Q = Q.F32,
     raw_tensors: dict[str, tuple[np.ndarray, Q]] | None = None,
     architecture: str | None = None,
+    chat_template: str | None = None,
+    metadata: Mapping[str, tuple[Any, gguf.GGUFValueType]] | None = None,
 ) -> Path:
-    """Write `lm` (float32 params) as GGUF; matrices quantized to `matrix_type`."""
+    """Write `lm` (float32 params) as GGUF; matrices quantized to `matrix_type`;
+    `chat_template` and `metadata` (key -> (value, type)) replace what `lm` would write."""
     config, params = lm.config, lm.params
     arch = architecture or config.architecture
     writer = gguf.GGUFWriter(str(path), arch=arch)
@@ -51,7 +56,9 @@ def write_tiny_gguf(
     writer.add_bos_token_id(tokens.index("<|bos|>"))
     writer.add_eos_token_id(tokens.index("<|eos|>"))
     writer.add_add_bos_token(False)
-    writer.add_chat_template(lm.tokenizer.chat_template or "")
+    writer.add_chat_template(chat_template or lm.tokenizer.chat_template or "")
+    for key, (value, kind) in (metadata or {}).items():
+        writer.add_key_value(key, value, kind)
 
     def add(name: str, value: np.ndarray, matrix: bool) -> None:
         value = np.asarray(value, np.float32)

@@ -81,7 +81,7 @@ def test_k_quant_tensors_dequantize_with_gguf(tmp_path, kind):
     assert np.isfinite(expected).all()
     np.testing.assert_allclose(loaded.params.layers.w_up[0], expected)
     tensor = next(t for t in open_gguf(path).tensors if t.name == "blk.0.ffn_up.weight")
-    assert _dequantize(tensor).shape == (256, 256)
+    assert _dequantize(tensor, path).shape == (256, 256)
 
 
 def test_unsupported_quantization_names_the_type(tiny_lm, tmp_path):
