@@ -81,6 +81,6 @@ def weights_hash(lm: Any) -> str:
         for path, leaf in jax.tree_util.tree_flatten_with_path(lm.params)[0]:
             array = np.ascontiguousarray(np.asarray(leaf))
             digest.update(f"{jax.tree_util.keystr(path)}{array.shape}{array.dtype}".encode())
-            digest.update(memoryview(array).cast("B"))
+            digest.update(array.reshape(-1).view(np.uint8).data)
         cached = _WEIGHT_HASHES[lm] = digest.hexdigest()
     return cached

@@ -68,9 +68,10 @@ def config_int(key: str, value: Any) -> int:
     (a string, a float with a fraction, an array or a bool where the file needs a size)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{key} must be a positive integer, got {value!r}")
-    if not math.isfinite(value) or value != int(value) or value <= 0:
+    number = float(value)
+    if not math.isfinite(number) or number != int(number) or number <= 0:
         raise ValueError(f"{key} must be a positive integer, got {value!r}")
-    return int(value)
+    return int(number)
 
 
 def config_float(key: str, value: Any) -> float:

@@ -69,15 +69,39 @@ def test_a_slow_template_hits_the_time_limit(tiny_lm, tmp_path):
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("llama.attention.head_count", (0, V.UINT32), "head_count must be a positive integer, got 0"),
+        (
+            "llama.attention.head_count",
+            (0, V.UINT32),
+            "head_count must be a positive integer, got 0",
+        ),
         ("llama.attention.head_count", (3, V.UINT32), "head count 3 does not divide the width"),
-        ("llama.block_count", (-2, V.INT32), "llama.block_count must be a positive integer, got -2"),
-        ("llama.embedding_length", ("64", V.STRING), "embedding_length must be a positive integer, got '64'"),
-        ("llama.feed_forward_length", ([1, 2], V.ARRAY), "feed_forward_length must be a positive integer, got [1, 2]"),
-        ("llama.context_length", (2.5, V.FLOAT32), "context_length must be a positive integer, got 2.5"),
-        ("llama.attention.layer_norm_rms_epsilon", (math.nan, V.FLOAT32), "layer_norm_rms_epsilon must be a finite number, got nan"),
+        (
+            "llama.block_count",
+            (-2, V.INT32),
+            "llama.block_count must be a positive integer, got -2",
+        ),
+        (
+            "llama.embedding_length",
+            ("64", V.STRING),
+            "embedding_length must be a positive integer, got '64'",
+        ),
+        (
+            "llama.feed_forward_length",
+            ([1, 2], V.ARRAY),
+            "feed_forward_length must be a positive integer, got [1, 2]",
+        ),
+        (
+            "llama.context_length",
+            (2.5, V.FLOAT32),
+            "context_length must be a positive integer, got 2.5",
+        ),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            (math.nan, V.FLOAT32),
+            "layer_norm_rms_epsilon must be a finite number, got nan",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_gguf_config_names_the_key_and_value(tiny_lm, tmp_path, capsys, key, value, message):
     path = write_tiny_gguf(tmp_path / "c.gguf", tiny_lm, metadata={key: value})
     code, _, err = run_cli(capsys, "generate", "hi", "--model", str(path))
@@ -124,8 +148,10 @@ def test_non_finite_gguf_weight_names_the_tensor(tiny_lm, tmp_path, capsys, bad)
     embed = np.asarray(tiny_lm.params.embed, np.float32).copy()
     embed[3, 1] = bad
     path = write_tiny_gguf(
-        tmp_path / "n.gguf", tiny_lm, raw_tensors={"token_embd.weight": (embed, gguf.GGMLQuantizationType.F32)}
-    )  # fmt: skip
+        tmp_path / "n.gguf",
+        tiny_lm,
+        raw_tensors={"token_embd.weight": (embed, gguf.GGMLQuantizationType.F32)},
+    )
     code, _, err = run_cli(capsys, "generate", "hi", "--model", str(path))
     assert code == 2
     assert "tensor token_embd.weight holds 1 NaN or infinite values" in err
