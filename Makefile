@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # when the machine has one, otherwise the reference tests are skipped.
 TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-cp311-*.whl))
 
-.PHONY: setup model llamacpp demo test lint docs bench clean
+.PHONY: setup model llamacpp demo test test-slow lint docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,10 @@ docs: setup
 	$(BIN)/mkdocs build --strict --quiet --site-dir build/site
 
 test: model llamacpp lint docs
-	$(BIN)/pytest -q -n 2 --dist loadgroup
+	$(BIN)/pytest -q -n 2 --dist loadgroup -m "not slow"
+
+test-slow: model llamacpp
+	$(BIN)/pytest -q -m slow
 
 bench: model
 	$(BIN)/python benchmarks/lm_throughput.py

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -116,6 +117,22 @@ def _generator(args: argparse.Namespace) -> Any:
     return ServedModel(args.base_url, args.model, tokenizer, kind, settings)
 
 
+def _json(value: Any) -> str:
+    """`value` as JSON; NaN and ±inf, which JSON has no words for, become the strings "nan",
+    "inf" and "-inf" (never bare NaN, which JSON parsers reject)."""
+
+    def finite(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return str(item)
+        if isinstance(item, dict):
+            return {key: finite(v) for key, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [finite(v) for v in item]
+        return item
+
+    return json.dumps(finite(value), indent=2, allow_nan=False)
+
+
 def _generate(args: argparse.Namespace) -> int:
     import jax
 
@@ -157,7 +174,7 @@ def _generate(args: argparse.Namespace) -> int:
                 strict=True,
             )
         ]
-        print(json.dumps(rows, indent=2))
+        print(_json(rows))
     else:
         for i, text in enumerate(result.texts):
             if args.num_samples > 1:
@@ -185,14 +202,13 @@ def _bench_lm(args: argparse.Namespace) -> int:
     rows = measure(lm, batches, args.prompt_tokens, args.new_tokens, args.repeats)
     if args.json:
         print(
-            json.dumps(
+            _json(
                 {
                     "model": lm.name,
                     "dtype": args.dtype,
                     "environment": environment(),
                     "results": rows,
                 },
-                indent=2,
             )
         )
     else:

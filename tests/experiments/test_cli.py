@@ -145,3 +145,13 @@ def test_ctrl_c_prints_one_line_and_exits_130(tiny_gguf, tmp_path):
     _, err = process.communicate(timeout=30)
     assert process.returncode == 130
     assert err.strip() == f"ppl steer: interrupted; results so far are in {out}"
+
+
+def test_json_output_never_holds_bare_nan():
+    import json
+
+    from ppl.experiments.cli import _json
+
+    text = _json({"rate": float("nan"), "rows": [1.0, float("-inf")], "ok": 2})
+    assert json.loads(text) == {"rate": "nan", "rows": [1.0, "-inf"], "ok": 2}
+    assert "NaN" not in text and "Infinity" not in text
