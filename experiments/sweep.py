@@ -6,9 +6,13 @@ line. Re-running with the same arguments skips the lines already in the file, so
 loses nothing finished. Problems run in batches of prompts x budget rows (`max_rows`); every
 draw of problem i comes from a key folded from (seed, method, budget, i) alone
 (`MethodInputs.problem_ids`), so neither `max_rows` nor where a crash cut the sweep changes a
-result.
-A batch that fails (for example a prompt longer than the context) is recorded per problem
-with its error and the sweep goes on. A batch that a served model could not answer (a
+result. A line is done when its (configuration hash, method, budget, problem) is in the file
+(`ppl.experiments.sweep_key.SweepConfig`: every setting that changes results, the model's
+weights hash included), and lines are appended under an exclusive lock with the done keys
+re-read, so concurrent runs on one file write each key once.
+A problem that fails with a `ppl.models.lm.errors.ProblemFailure` (a prompt longer than the
+context, a verifier's invalid rewards) is recorded with its error and the sweep goes on; any
+other exception is a bug or a bad setting and stops the sweep with its traceback. A batch that a served model could not answer (a
 `ppl.models.lm.served.ServerError`: the server went away, timed out, or answered with an
 error) is recorded as `"failed": true` with the error, not as a wrong answer: accuracy tables
 leave it out and a re-run retries it. When the server cannot be reached at all the sweep
