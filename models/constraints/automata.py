@@ -63,6 +63,10 @@ def forbidden_bytes(forbidden: bytes) -> ByteAutomaton:
 
 @CONSTRAINTS.register("max-word-length", "words of at most the given number of letters")
 def _max_word_length(limit: str) -> ByteAutomaton:
+    if not limit.strip().isdigit():
+        raise ValueError(f"max-word-length needs a whole number of letters, got {limit!r}")
+    if int(limit) > 10_000:
+        raise ValueError(f"max-word-length is at most 10000 letters, got {limit}")
     return max_word_length(int(limit))
 
 

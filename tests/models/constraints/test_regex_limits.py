@@ -1,6 +1,7 @@
 """Regex compilation: linear time in the automaton's size, a state cap, and parse errors that
 name the pattern and the cause (issue 18, items 6 and 7)."""
 
+import re
 import time
 
 import pytest
@@ -42,3 +43,21 @@ def test_too_many_states_is_a_clear_error():
 def test_bad_patterns_name_the_cause(pattern, message):
     with pytest.raises(ValueError, match=message):
         regex(pattern)
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ("abc", "max-word-length needs a whole number of letters, got 'abc'"),
+        ("-3", "max-word-length needs a whole number of letters, got '-3'"),
+        ("0", "limit must be >= 1, got 0"),
+        ("99999999", "max-word-length is at most 10000 letters, got 99999999"),
+    ],
+)
+def test_bad_max_word_length_arguments_name_the_value(argument, message):
+    from ppl.models.constraints.sequence_potential import CONSTRAINTS
+    from ppl.registry import import_modules
+
+    import_modules("ppl.models.constraints")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        CONSTRAINTS.get("max-word-length")(argument)
