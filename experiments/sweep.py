@@ -12,10 +12,10 @@ weights hash included), and lines are appended under an exclusive lock with the 
 re-read, so concurrent runs on one file write each key once.
 A problem that fails with a `ppl.models.lm.errors.ProblemFailure` (a prompt longer than the
 context, a verifier's invalid rewards) is recorded with its error and the sweep goes on; any
-other exception is a bug or a bad setting and stops the sweep with its traceback. A batch that a served model could not answer (a
-`ppl.models.lm.served.ServerError`: the server went away, timed out, or answered with an
-error) is recorded as `"failed": true` with the error, not as a wrong answer: accuracy tables
-leave it out and a re-run retries it. When the server cannot be reached at all the sweep
+other exception is a bug or a bad setting and stops the sweep with its traceback. A batch
+that a served model could not answer (a `ppl.models.lm.served.ServerError`: the server went
+away, timed out, or answered with an error) is recorded as `"failed": true` with the error,
+not as a wrong answer: accuracy tables leave it out and a re-run retries it. When the server cannot be reached at all the sweep
 stops there, after writing what it has.
 """
 
