@@ -15,8 +15,8 @@ context, a verifier's invalid rewards) is recorded with its error and the sweep 
 other exception is a bug or a bad setting and stops the sweep with its traceback. A batch
 that a served model could not answer (a `ppl.models.lm.served.ServerError`: the server went
 away, timed out, or answered with an error) is recorded as `"failed": true` with the error,
-not as a wrong answer: accuracy tables leave it out and a re-run retries it. When the server cannot be reached at all the sweep
-stops there, after writing what it has.
+not as a wrong answer: accuracy tables leave it out and a re-run retries it. When the server
+cannot be reached at all the sweep stops there, after writing what it has.
 """
 
 from __future__ import annotations
