@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import math
+import os
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ppl.models.lm.config import DecoderConfig
 
@@ -43,6 +47,7 @@ def init_cache(
             f"{config.context_length}"
         )
     shape = (config.num_layers, batch_size, config.num_kv_heads, capacity, config.head_dim)
+    check_fits(shape, dtype)
     zeros = jnp.zeros(shape, dtype)
     return KVCache(zeros, zeros, jnp.zeros((batch_size,), jnp.int32))
 
@@ -52,8 +57,31 @@ def gather_cache(cache: KVCache, ancestors: jax.Array) -> KVCache:
 
     One gather per array, a single pass over the selected rows.
     """
+    check_fits((*cache.keys.shape[:1], ancestors.shape[0], *cache.keys.shape[2:]), cache.keys.dtype)
     return KVCache(
         jnp.take(cache.keys, ancestors, axis=1),
         jnp.take(cache.values, ancestors, axis=1),
         jnp.take(cache.lengths, ancestors, axis=0),
     )
+
+
+@functools.cache
+def memory_limit() -> int:
+    """Bytes the cache may use at most: the first device's memory limit where JAX reports one
+    (a GPU), else the machine's physical memory."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(shape: tuple[int, ...], dtype: jnp.dtype) -> None:
+    """A ValueError, before anything is allocated, when keys and values of `shape`
+    [L, B, Hkv, T, hd] need more memory than `memory_limit()` (a batch of 10^8 samples)."""
+    needed = 2 * math.prod(shape) * np.dtype(dtype).itemsize
+    if needed > memory_limit():
+        raise ValueError(
+            f"a KV cache for {shape[1]} sequences of {shape[3]} positions needs "
+            f"{needed / 2**30:.1f} GiB, more than the {memory_limit() / 2**30:.1f} GiB this "
+            "device has; use fewer samples or particles, or fewer tokens"
+        )

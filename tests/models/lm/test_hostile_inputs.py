@@ -261,3 +261,19 @@ def test_verified_file_is_remembered_by_size_and_mtime(tmp_path):
     copy.write_bytes(b"altered")  # new size and mtime: hashed again, and caught
     with pytest.raises(ModelLoadError, match="not the pinned"):
         verify_sha256(copy, digest)
+
+
+def test_a_cache_larger_than_the_device_is_refused_before_it_is_allocated():
+    import jax
+
+    from ppl.models.lm.cache import gather_cache, init_cache, memory_limit
+    from ppl.models.lm.tiny import alphabet_language_model
+
+    config = alphabet_language_model(jax.random.key(0)).config
+    per_row = 2 * config.num_layers * config.num_kv_heads * 16 * config.head_dim * 4
+    huge = memory_limit() // per_row + 1
+    with pytest.raises(ValueError, match=rf"a KV cache for {huge} sequences of 16 positions"):
+        init_cache(config, huge, 16)
+    small = init_cache(config, 2, 16)
+    with pytest.raises(ValueError, match="use fewer samples or particles"):
+        gather_cache(small, jax.numpy.zeros((huge,), jax.numpy.int32))
