@@ -161,6 +161,12 @@ def reweight_step(
     num_groups = log_weights.shape[0]
     t = state.step + 1
     log_potentials = np.asarray(model.log_potential(t, particles, extended), np.float32)
+    infinite = np.flatnonzero(np.isposinf(log_potentials))
+    if infinite.size:  # not a log weight of a likelihood ratio: a bug in the model
+        raise ValueError(
+            f"host_smc: the model's log potential is +inf at step {t} for rows "
+            f"{infinite[:10].tolist()}; potentials must be finite or -inf (NaN counts as -inf)"
+        )
     new = _reweight_groups(
         jnp.asarray(log_weights, jnp.float32), jnp.asarray(log_potentials).reshape(num_groups, -1)
     )

@@ -133,6 +133,16 @@ def test_dead_group_and_nan_are_reported_without_stopping_the_other_group():
     assert result.infos[0].num_nan.tolist() == [0, 1]
 
 
+def test_a_plus_infinite_potential_is_an_error_naming_the_step_and_rows():
+    def log_g(t):
+        out = np.zeros(t.shape, np.float32)
+        out[5] = np.inf if t[5] == 2 else 0.0
+        return out
+
+    with pytest.raises(ValueError, match=r"log potential is \+inf at step 2 for rows \[5\]"):
+        host_smc.run(jax.random.key(0), ConstantRows(log_g), 4, 4, progress=False)
+
+
 def test_bad_arguments():
     odd = ConstantRows(np.zeros_like, num_rows=7)
     with pytest.raises(ValueError, match="equal groups"):
