@@ -60,6 +60,32 @@ def _seed(text: str) -> int:
     return seed
 
 
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"need an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"need an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a finite number > 0 (NaN and inf are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"need a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"need a finite number > 0, got {text}")
+    return value
+
+
 def _utf8(text: str) -> str:
     """An argparse type: text that was valid UTF-8 on the command line."""
     try:
@@ -371,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch", default="1,16,64", help="comma-separated batch sizes")
     bench.add_argument("--prompt-tokens", type=int, default=64)
     bench.add_argument("--new-tokens", type=int, default=64)
-    bench.add_argument("--repeats", type=int, default=2)
+    bench.add_argument("--repeats", type=_count(1), default=2)
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=_bench_lm)
 
@@ -400,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         "line), graded with math-verify; the first --problems of them are used",
     )
     scale.add_argument("--budgets", default="1,2,4,8,16,32")
-    scale.add_argument("--problems", type=int, default=50)
+    scale.add_argument("--problems", type=_count(1), default=50)
     scale.add_argument("--seed", type=_seed, default=0)
     scale.add_argument("--out", default="results.jsonl")
     scale.add_argument(
@@ -428,8 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "vllm", "sglang", "llama-cpp-python", "generic"),
         help="what the server returns (auto: detected from /v1/models; docs/reasoning.md)",
     )
-    scale.add_argument("--concurrency", type=int, default=16, help="requests in flight")
-    scale.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
+    scale.add_argument("--concurrency", type=_count(1), default=16, help="requests in flight")
+    scale.add_argument("--timeout", type=_positive, default=300.0, help="seconds per request")
     scale.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     scale.add_argument(
         "--verifier",
@@ -445,8 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--epsilon", type=float, default=0.05, help="softening of 0/1 verdicts")
     scale.add_argument("--weighting", default="bernoulli", choices=RULES)
     scale.add_argument("--aggregation", default="product", choices=AGGREGATIONS)
-    scale.add_argument("--softmax-temperature", type=float, default=1.0)
-    scale.add_argument("--max-rows", type=int, default=256, help="prompts x budget per batch")
+    scale.add_argument("--softmax-temperature", type=_positive, default=1.0)
+    scale.add_argument("--max-rows", type=_count(1), default=256, help="prompts x budget per batch")
     scale.add_argument("--quiet", action="store_true", help="no progress bar")
     scale.set_defaults(func=_scale)
 
@@ -471,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     steer.add_argument("--particles", default="16", help="a count (a list with --sweep)")
     steer.add_argument("--seed", type=_seed, default=0)
-    steer.add_argument("--show", type=int, default=8, help="samples to print, by weight")
+    steer.add_argument("--show", type=_count(0), default=8, help="samples to print, by weight")
     steer.add_argument("--sweep", action="store_true", help="run methods x particles x seeds")
     steer.add_argument(
         "--methods",
@@ -479,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_name_list("sweep method", sweep_methods()),
         help=f"comma-separated, for --sweep, from: {', '.join(sweep_methods())}",
     )
-    steer.add_argument("--seeds", type=int, default=3, help="seeds per cell of the sweep")
+    steer.add_argument("--seeds", type=_count(1), default=3, help="seeds per cell of the sweep")
     steer.add_argument("--out", default="steering.jsonl")
     steer.add_argument("--quiet", action="store_true", help="no progress bar")
     steer.set_defaults(func=_steer)

@@ -155,3 +155,24 @@ def test_json_output_never_holds_bare_nan():
     text = _json({"rate": float("nan"), "rows": [1.0, float("-inf")], "ok": 2})
     assert json.loads(text) == {"rate": "nan", "rows": [1.0, "-inf"], "ok": 2}
     assert "NaN" not in text and "Infinity" not in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["scale", "--problems", "0"], "argument --problems: need an integer >= 1, got 0"),
+        (["scale", "--timeout", "nan"], "argument --timeout: need a finite number > 0, got nan"),
+        (["scale", "--softmax-temperature", "-1"], "need a finite number > 0, got -1"),
+        (["scale", "--max-rows", "x"], "argument --max-rows: need an integer, got 'x'"),
+        (["scale", "--concurrency", "0"], "argument --concurrency: need an integer >= 1"),
+        (["steer", "--show", "-1"], "argument --show: need an integer >= 0, got -1"),
+        (["steer", "--sweep", "--seeds", "0"], "argument --seeds: need an integer >= 1, got 0"),
+        (["bench-lm", "--repeats", "0"], "argument --repeats: need an integer >= 1, got 0"),
+    ],
+)
+def test_counts_and_positive_numbers_are_checked_when_parsed(argv, message, capsys):
+    from ppl.experiments.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
