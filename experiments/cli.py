@@ -220,7 +220,6 @@ def _bench_lm(args: argparse.Namespace) -> int:
         *(("--batch", b) for b in batches),
         ("--prompt-tokens", args.prompt_tokens),
         ("--new-tokens", args.new_tokens),
-        ("--repeats", args.repeats),
     ):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextvars
 import datetime
 import functools
 import json
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -248,11 +250,38 @@ MAX_TEMPLATE_SECONDS = 1.0
 MAX_TEMPLATE_RANGE = 100_000
 
 
-def _bounded_range(*args: int) -> range:
-    r = range(*args)
-    if len(r) > MAX_TEMPLATE_RANGE:
-        raise jinja2.TemplateError(f"range of {len(r)} items exceeds {MAX_TEMPLATE_RANGE}")
-    return r
+_DEADLINE: contextvars.ContextVar[float] = contextvars.ContextVar("template_deadline")
+
+
+class _TimedRange:
+    """A template's `range`: at most MAX_TEMPLATE_RANGE items, and iterating it checks the
+    render's deadline every 1024 items, so loops that write nothing are bounded in time too."""
+
+    def __init__(self, *args: int) -> None:
+        self._range = range(*args)
+        if len(self._range) > MAX_TEMPLATE_RANGE:
+            raise jinja2.TemplateError(
+                f"range of {len(self._range)} items exceeds {MAX_TEMPLATE_RANGE}"
+            )
+
+    def __len__(self) -> int:
+        return len(self._range)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._range
+
+    def __getitem__(self, index: int) -> int:
+        return self._range[index]
+
+    def __iter__(self) -> Iterator[int]:
+        deadline = _DEADLINE.get(math.inf)
+        for count, item in enumerate(self._range):
+            if count % 1024 == 0 and time.monotonic() > deadline:
+                raise jinja2.TemplateError(f"took over {MAX_TEMPLATE_SECONDS} s to render")
+            yield item
+
+
+_bounded_range = _TimedRange
 
 
 def render_template(source: str, name: str, **context: Any) -> str:
@@ -268,6 +297,7 @@ def render_template(source: str, name: str, **context: Any) -> str:
     except jinja2.TemplateSyntaxError as error:
         raise ValueError(f"{name} does not parse: {error} (line {error.lineno})") from error
     start, size, parts = time.monotonic(), 0, []
+    token = _DEADLINE.set(start + MAX_TEMPLATE_SECONDS)
     try:
         for chunk in template.generate(**context):
             size += len(chunk)
@@ -280,8 +310,17 @@ def render_template(source: str, name: str, **context: Any) -> str:
         raise ValueError(f"{name} tripped the jinja2 sandbox: {error}") from error
     except jinja2.TemplateError as error:
         raise ValueError(f"{name} raised an error while rendering: {error}") from error
-    except (TypeError, AttributeError, KeyError, IndexError, ZeroDivisionError) as error:
+    except (
+        TypeError,
+        AttributeError,
+        KeyError,
+        IndexError,
+        ZeroDivisionError,
+        RecursionError,
+    ) as error:
         raise ValueError(f"{name} failed while rendering: {error!r}") from error
+    finally:
+        _DEADLINE.reset(token)
     return "".join(parts)
 
 

@@ -225,7 +225,6 @@ def test_empty_or_undecodable_prompt_exits_2(capsys, prompt, message):
         (["--new-tokens", "0"], "--new-tokens must be >= 1, got 0"),
         (["--new-tokens", "-4"], "--new-tokens must be >= 1, got -4"),
         (["--prompt-tokens", "0"], "--prompt-tokens must be >= 1, got 0"),
-        (["--repeats", "0"], "--repeats must be >= 1, got 0"),
     ],
 )
 def test_bad_bench_lm_settings_exit_2(capsys, argv, message):
@@ -277,3 +276,22 @@ def test_a_cache_larger_than_the_device_is_refused_before_it_is_allocated():
     small = init_cache(config, 2, 16)
     with pytest.raises(ValueError, match="use fewer samples or particles"):
         gather_cache(small, jax.numpy.zeros((huge,), jax.numpy.int32))
+
+
+def test_a_silent_loop_or_a_recursive_macro_is_stopped():
+    """Loops that write nothing are bounded by the time check inside `range`; a macro that
+    calls itself is a clear error, not a RecursionError traceback."""
+    from ppl.models.lm.tokenizer import render_template
+
+    start = time.monotonic()
+    silent = "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}"
+    with pytest.raises(ValueError, match="T raised an error while rendering: took over 1.0 s"):
+        render_template(silent, "T")
+    assert time.monotonic() - start < 5
+    with pytest.raises(ValueError, match="T failed while rendering: RecursionError"):
+        render_template("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "T")
+    usual = (
+        "{{ range(3)|list }} {{ range(3)|length }} "
+        "{% for i in range(2) %}{{ loop.index }}{% endfor %}"
+    )
+    assert render_template(usual, "T") == "[0, 1, 2] 3 12"
