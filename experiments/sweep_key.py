@@ -22,7 +22,7 @@ from ppl.models.lm.served import ServedModel
 class SweepConfig:
     """Every setting of `ppl scale` that changes a problem's result (method, budget and
     problem are keyed per line). `model` is `model_identity`: for an in-process model its
-    name, dtype, config and weights' hash; for a served one its URL, name and server kind."""
+    name, dtype, config and weights' hash; for a served one its model name and server kind."""
 
     task: str
     model: str
@@ -52,13 +52,12 @@ def describe(value: Any) -> str:
 
 def model_identity(lm: Any) -> str:
     """What makes a generator's results: for an in-process `LanguageModel` its name, dtype,
-    architecture config and a sha256 of its weights as loaded (`weights_hash`; two files with
-    one basename differ, one file renamed does not); for a `ServedModel` the base URL, the
-    model name and the server kind it reported."""
+    architecture config and a sha256 of its weights as loaded (`weights_hash`: two files with
+    one basename and other weights differ); for a `ServedModel` the model name and the server
+    kind it reported (not its URL: the same model restarted on another port, or served from
+    another node, resumes)."""
     if isinstance(lm, ServedModel):
-        return describe(
-            {"base_url": lm.base_url, "model": lm.model, "server": lm.capabilities.kind}
-        )
+        return describe({"served": lm.model, "server": lm.capabilities.kind})
     return describe(
         {
             "name": getattr(lm, "name", type(lm).__name__),
