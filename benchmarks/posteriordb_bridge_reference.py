@@ -6,9 +6,10 @@
 posteriordb's reference draws (10 chains x 1,000 from long Stan runs, ../shared/posteriordb)
 are mapped to the model's unconstrained space (eight schools' theta_trans = (theta − mu)/tau,
 gp_pois_regr's f_tilde = chol(K)⁻¹ f) and fed to `ppl.bridge_sampling.log_evidence` with 8
-proposal keys; the first halves of the chains fit the proposal. Only the posteriors with a
-proper prior on every site have a finite evidence (kidscore_momiq and garch11 have flat
-priors, low_dim_gauss_mix's mu prior is a factor), so only those are listed. The value is
+proposal keys; the first halves of the chains fit the proposal. The value is ∫ p(y, u) du with
+the model's densities as written: where a prior is improper (kidscore_momiq's and garch11's
+flat priors, low_dim_gauss_mix's mu, whose prior is a factor) its density is taken as 1, which
+is what tempered SMC from a Laplace reference estimates too. The value is
 independent of tempered SMC, which `tests/experiments/test_posteriordb_validation.py` checks
 against it.
 """
@@ -26,7 +27,14 @@ from ppl.bridge_sampling import log_evidence
 from ppl.models.bayes.posteriordb import load_posterior, load_reference_draws
 from ppl.numpyro_bridge import from_numpyro
 
-NAMES = ("arK-arK", "eight_schools-eight_schools_noncentered", "gp_pois_regr-gp_pois_regr")
+NAMES = (
+    "arK-arK",
+    "eight_schools-eight_schools_noncentered",
+    "garch-garch11",
+    "gp_pois_regr-gp_pois_regr",
+    "kidiq-kidscore_momiq",
+    "low_dim_gauss_mix-low_dim_gauss_mix",
+)
 
 
 def site_draws(name: str, latent: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ of chains or particles, output and progress) follow as keywords. Both return Arv
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import arviz as az
@@ -24,6 +24,7 @@ from jax.typing import ArrayLike
 from numpyro.infer import init_to_uniform
 
 from ppl.inference_data import to_inference_data
+from ppl.laplace import laplace_reference
 from ppl.mcmc_diagnostics import ConvergenceReport, ConvergenceWarning, check_convergence
 from ppl.numpyro_bridge import InitStrategy, NumPyroModel
 from ppl.samplers import mcmc, tempered_smc
@@ -107,30 +108,58 @@ def run_mcmc(
     return MCMCFit(inference_data, samples, report)
 
 
+def _laplace_path(
+    model: NumPyroModel, rng_key: jax.Array, num_particles: int
+) -> tuple[Callable, Callable, Any]:
+    """log q, log (p(y, u)/q(u)) and N draws from q, for q the model's Laplace reference."""
+    gaussian = laplace_reference(
+        lambda u: model.logdensity_fn(model.unravel(u)), model.ravel(model.initial_position)
+    )
+
+    def log_reference(position: Any) -> jax.Array:
+        return gaussian.log_density(model.ravel(position))
+
+    def log_ratio(position: Any) -> jax.Array:
+        return model.logdensity_fn(position) - log_reference(position)
+
+    draws = gaussian.sample(rng_key, num_particles)
+    return log_reference, log_ratio, jax.vmap(model.unravel)(draws)
+
+
 def run_tempered_smc(
     rng_key: jax.Array,
     model: NumPyroModel,
     settings: TemperedSMCSettings | None = None,
     *,
     num_particles: int = 1000,
+    reference: str = "auto",
     log_likelihood: bool = True,
     progress: bool = True,
 ) -> TemperedSMCFit:
-    """Adaptive tempered SMC from the model's prior to its posterior, with the log evidence.
+    """Adaptive tempered SMC to the posterior, with the log evidence log Ẑ ≈ log ∫ p(y, u) du.
 
-    Needs a proper prior on every latent site (it starts from `num_particles` prior draws). A
-    second run on the same model and settings reuses the compiled iteration. `settings`
-    defaults to `TemperedSMCSettings()`.
+    `reference` is where the path starts. "prior": `num_particles` prior draws, the path
+    p(u) L(u)^β (needs a proper prior on every latent site). "laplace": draws from q, the
+    inflated Laplace approximation of the posterior (`ppl.laplace`), on the path
+    q(u)^{1−β} p(y, u)^β; the incremental weights are (p(y, u)/q(u))^{Δβ}, so log Ẑ still
+    estimates ∫ p(y, u) du, with an improper prior's density taken as given (1 for a flat
+    one). "auto" (the default) is "prior" when every prior is proper, else "laplace". A
+    second run on the same model and settings from the prior reuses the compiled iteration.
+    `settings` defaults to `TemperedSMCSettings()`.
     """
     settings = TemperedSMCSettings() if settings is None else settings
-    prior_key, run_key = jax.random.split(rng_key)
+    if reference not in ("auto", "prior", "laplace"):
+        raise ValueError(f"reference must be 'auto', 'prior' or 'laplace', got {reference!r}")
+    if reference == "auto":
+        reference = "laplace" if model.improper_sites else "prior"
+    start_key, run_key = jax.random.split(rng_key)
+    if reference == "prior":
+        log_start, log_likelihood_fn = model.log_prior_fn, model.log_likelihood_fn
+        particles = model.sample_prior(start_key, num_particles)
+    else:
+        log_start, log_likelihood_fn, particles = _laplace_path(model, start_key, num_particles)
     result = tempered_smc.run(
-        run_key,
-        model.log_prior_fn,
-        model.log_likelihood_fn,
-        model.sample_prior(prior_key, num_particles),
-        settings,
-        progress=progress,
+        run_key, log_start, log_likelihood_fn, particles, settings, progress=progress
     )
     one_chain = jax.tree.map(lambda x: x[None], result.particles)
     inference_data = to_inference_data(model, one_chain, log_likelihood=log_likelihood)

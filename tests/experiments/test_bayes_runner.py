@@ -113,13 +113,47 @@ def test_a_bad_run_raises_convergence_warnings():
     assert "R-hat" in messages or "ESS" in messages
 
 
-def test_tempered_smc_refuses_an_improper_prior():
+def test_tempered_smc_from_the_prior_refuses_an_improper_prior():
     from ppl.models.bayes.posteriordb import load_posterior
 
     posterior = load_posterior("kidiq-kidscore_momiq")
     model = from_numpyro(posterior.model, rng_key=jax.random.key(0), model_kwargs=posterior.data)
-    with warnings.catch_warnings(), pytest.raises(ValueError, match="improper"):
-        run_tempered_smc(jax.random.key(0), model, num_particles=10, progress=False)
+    with warnings.catch_warnings(), pytest.raises(ValueError, match=r"\['beta'\] have improper"):
+        run_tempered_smc(
+            jax.random.key(0), model, num_particles=10, reference="prior", progress=False
+        )
+    with pytest.raises(ValueError, match="reference must be 'auto', 'prior' or 'laplace'"):
+        run_tempered_smc(jax.random.key(0), model, reference="uniform", progress=False)
+
+
+# One problem in CI (about 1.5 min: the path's functions are new per run, so each run compiles);
+# the others with the slow checks.
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=() if name == "linear_regression" else pytest.mark.slow)
+        for name in sorted(PROBLEMS)
+    ],
+)
+def test_tempered_smc_from_a_laplace_reference_gives_the_exact_evidence(name):
+    problem, model = bound(name)
+    log_evidences = np.array(
+        [
+            run_tempered_smc(
+                jax.random.key(seed),
+                model,
+                TemperedSMCSettings(num_mcmc_steps=20),
+                reference="laplace",
+                progress=False,
+                log_likelihood=False,
+            ).log_evidence
+            for seed in range(8)
+        ]
+    )
+    assert abs(mean_z(log_evidences, problem.log_evidence)) < 3, (
+        log_evidences,
+        problem.log_evidence,
+    )
 
 
 def test_a_second_run_on_the_same_model_traces_nothing_again():

@@ -153,8 +153,8 @@ def test_tempered_smc_evidence_agrees_with_bridge_sampling_on_eight_schools():
 
 
 ARK_GAP = (
-    "tempered SMC's defaults are 0.7-3 nats low on arK (mutation mixes too slowly at the "
-    "funnel-shaped intermediate temperatures); see docs/bayesian.md"
+    "tempered SMC's defaults are 0.16 nats low on arK (58.43 ± 0.03 against 58.586 ± 0.002 "
+    "after the step-size jitter; it rises with the moves per iteration); see docs/bayesian.md"
 )
 
 
@@ -177,16 +177,6 @@ def test_tempered_smc_evidence_agrees_with_bridge_sampling(name):
     assert_agrees_with_bridge(name)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "kidiq-kidscore_momiq",
-        "garch-garch11",
-        "low_dim_gauss_mix-low_dim_gauss_mix",
-    ],
-)
-def test_tempered_smc_refuses_the_posteriors_with_an_improper_prior(name):
-    posterior = load_posterior(name)
-    model = from_numpyro(posterior.model, rng_key=jax.random.key(0), model_kwargs=posterior.data)
-    with pytest.raises(ValueError, match="have improper priors; prior draws"):
-        run_tempered_smc(jax.random.key(0), model, num_particles=10, progress=False)
+def test_tempered_smc_evidence_agrees_with_bridge_sampling_on_kidscore_from_laplace():
+    # kidscore_momiq's flat prior on beta: the default reference is the Laplace approximation.
+    assert_agrees_with_bridge("kidiq-kidscore_momiq")
