@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ppl.small_linalg import solve_lower
+
 
 class LaplaceError(ValueError):
     """The mode search failed or the Hessian at the mode is not negative definite."""
@@ -34,7 +36,9 @@ class GaussianReference(NamedTuple):
     cholesky: jax.Array
 
     def log_density(self, u: jax.Array) -> jax.Array:
-        whitened = jax.scipy.linalg.solve_triangular(self.cholesky, u - self.mean, lower=True)
+        # `solve_lower`, not a LAPACK triangular solve: this is vmapped over the particles
+        # (`ppl.small_linalg` says why batched LAPACK calls are avoided).
+        whitened = solve_lower(self.cholesky, u - self.mean)
         dimension = self.mean.shape[0]
         return (
             -0.5 * jnp.sum(whitened**2)
@@ -67,7 +71,7 @@ def laplace_reference(
     value_and_grad = optax.value_and_grad_from_state(loss)
 
     @jax.jit
-    def minimise(u: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def minimise(u: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
         def step(carry: tuple) -> tuple:
             u, state, _ = carry
             value, grad = value_and_grad(u, state=state)
@@ -82,22 +86,20 @@ def laplace_reference(
         u, _, grad_norm = jax.lax.while_loop(
             keep_going, step, (u, solver.init(u), jnp.asarray(jnp.inf, u.dtype))
         )
-        return u, grad_norm, jax.hessian(loss)(u)
+        return u, loss(u), grad_norm, jax.hessian(loss)(u)
 
-    mode, grad_norm, hessian = minimise(jnp.asarray(initial))
-    if not bool(jnp.all(jnp.isfinite(mode))) or not np.isfinite(float(loss(mode))):
+    mode, value, grad_norm, hessian = minimise(jnp.asarray(initial))
+    if not bool(jnp.all(jnp.isfinite(mode))) or not np.isfinite(float(value)):
         raise LaplaceError("the mode search left the region where the log density is finite")
     hessian = 0.5 * (hessian + hessian.T)
-    cholesky_of_precision = jnp.linalg.cholesky(hessian)
-    if not bool(jnp.all(jnp.isfinite(cholesky_of_precision))):
+    # Σ = s² H⁻¹; its Cholesky factor is NaN unless −∇² log p̃ is positive definite at û.
+    covariance = inflation**2 * jnp.linalg.inv(hessian)
+    cholesky = jnp.linalg.cholesky(0.5 * (covariance + covariance.T))
+    if not bool(jnp.all(jnp.isfinite(cholesky))):
         eigenvalues = np.linalg.eigvalsh(np.asarray(hessian, np.float64))
         raise LaplaceError(
             f"the log density's Hessian at the mode found is not negative definite (smallest "
             f"eigenvalue of −H {eigenvalues.min():.3g}; gradient norm {float(grad_norm):.3g}): "
             "no Gaussian reference"
         )
-    # Σ = s² H⁻¹ = s² (Lₕ Lₕᵀ)⁻¹, so chol(Σ) = s Lₕ⁻ᵀ up to orthogonal factors; take the
-    # lower Cholesky of Σ itself for a canonical form.
-    covariance = inflation**2 * jnp.linalg.inv(hessian)
-    covariance = 0.5 * (covariance + covariance.T)
-    return GaussianReference(mode, jnp.linalg.cholesky(covariance))
+    return GaussianReference(mode, cholesky)
