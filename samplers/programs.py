@@ -42,6 +42,11 @@ def _through(ref: weakref.ref) -> Callable:
     return call
 
 
+def weak_caller(fn: Callable) -> Callable:
+    """A caller of `fn` that does not keep it alive (for values cached on `fn` itself)."""
+    return _through(_weak(fn, lambda _: None))
+
+
 class ProgramCache:
     """`cache.get(functions, *static)`: the program `build(functions, *static)`, built once per
     (functions, static) while every one of `functions` is alive.

@@ -4,11 +4,16 @@ evidences computed in closed form (ppl.models.bayes.conjugate)."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import arviz as az
 import jax
+import jax.numpy as jnp
 import numpy as np
+import numpyro
+import numpyro.distributions as dist
 import pytest
+from scipy import stats
 
 from ppl.experiments.bayes import (
     MCMCSettings,
@@ -16,6 +21,7 @@ from ppl.experiments.bayes import (
     run_mcmc,
     run_tempered_smc,
 )
+from ppl.laplace import LaplaceError
 from ppl.mcmc_diagnostics import ConvergenceWarning
 from ppl.models.bayes.conjugate import conjugate_problems
 from ppl.numpyro_bridge import from_numpyro
@@ -156,9 +162,10 @@ def test_tempered_smc_from_a_laplace_reference_gives_the_exact_evidence(name):
     )
 
 
-def test_a_second_run_on_the_same_model_traces_nothing_again():
-    """The runners reuse the compiled programs: the log densities are traced on the first run
-    only (counted by wrapping the functions the samplers see)."""
+@pytest.mark.parametrize("reference", ["prior", "laplace"])
+def test_a_second_run_on_the_same_model_traces_nothing_again(reference):
+    """The runners reuse the compiled programs (and the Laplace reference): the log densities
+    are traced on the first run only (counted by wrapping the functions the samplers see)."""
     _, model = bound("normal_normal")
     traces = {"logdensity": 0, "likelihood": 0}
 
@@ -179,10 +186,56 @@ def test_a_second_run_on_the_same_model_traces_nothing_again():
         key = jax.random.key(seed)
         output = dict(log_likelihood=False, progress=False)
         run_mcmc(key, model, mcmc_settings, num_chains=2, warn=False, **output)
-        run_tempered_smc(key, model, smc_settings, num_particles=100, **output)
+        run_tempered_smc(key, model, smc_settings, num_particles=100, reference=reference, **output)
         if seed == 0:
             first = dict(traces)
-    assert min(first.values()) > 0 and traces == first
+    assert first["logdensity"] > 0 and traces == first
+    assert (first["likelihood"] > 0) == (reference == "prior")
+
+
+def squared_location(prior: dist.Distribution) -> Callable[[], None]:
+    """x ~ prior, 1 ~ N(x², 0.1²): modes at x = ±1 and a saddle at 0, where the Laplace
+    reference's search, started there, stops."""
+
+    def model() -> None:
+        x = numpyro.sample("x", prior)
+        numpyro.sample("y", dist.Normal(x**2, 0.1), obs=1.0)
+
+    return model
+
+
+def test_auto_tempers_from_the_prior_where_there_is_no_laplace_reference():
+    model = from_numpyro(squared_location(dist.Normal(0.0, 1.0)), rng_key=jax.random.key(0))
+    model = model._replace(initial_position={"x": jnp.zeros(())})
+    with pytest.warns(
+        UserWarning,
+        match=r"no Laplace reference \(the log density's Hessian at "
+        r"the mode found is not negative definite.*tempering from the prior",
+    ):
+        fits = [
+            run_tempered_smc(jax.random.key(seed), model, progress=False, log_likelihood=False)
+            for seed in range(4)
+        ]
+    # Both modes are found: the evidence is the quadrature's, and half the mass is at x > 0.
+    grid = np.linspace(-4.0, 4.0, 400_001)
+    log_joint = stats.norm.logpdf(grid) + stats.norm.logpdf(1.0, grid**2, 0.1)
+    exact = np.log(np.sum(np.exp(log_joint)) * (grid[1] - grid[0]))
+    estimates = np.array([fit.log_evidence for fit in fits])
+    assert abs(mean_z(estimates, exact)) < 3, (estimates, exact)
+    positive = np.mean([np.mean(np.asarray(f.inference_data.posterior["x"]) > 0) for f in fits])
+    assert 0.35 < positive < 0.65
+
+
+def test_an_improper_prior_without_a_laplace_reference_is_an_error_naming_the_site():
+    flat = dist.ImproperUniform(dist.constraints.real, (), ())
+    model = from_numpyro(squared_location(flat), rng_key=jax.random.key(0))
+    model = model._replace(initial_position={"x": jnp.zeros(())})
+    with pytest.raises(
+        LaplaceError,
+        match=r"not negative definite.*prior of latent sites "
+        r"\['x'\] is improper, so tempered SMC has no start",
+    ):
+        run_tempered_smc(jax.random.key(0), model, progress=False)
 
 
 def test_arma11_leaves_no_stuck_chain_over_20_seeds():
