@@ -186,7 +186,7 @@ def run_tempered_smc(
     improper prior's density taken as given (1 for a flat one). "prior": `num_particles`
     prior draws, the path p(u) L(u)^β (needs a proper prior on every latent site); from a
     prior much wider than the posterior the path is long, and at the default moves per
-    iteration the estimate runs low (0.16 nats on arK). "auto" (the default) is "laplace"
+    iteration the estimate runs low (0.1 nats on arK). "auto" (the default) is "laplace"
     where q exists (a mode with a negative definite Hessian), else "prior" with a warning;
     prefer "prior" for a posterior with several separated modes, which q, centred on one,
     does not reach. A second run on the same model and settings reuses q and the compiled

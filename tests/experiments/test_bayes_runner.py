@@ -3,7 +3,9 @@ evidences computed in closed form (ppl.models.bayes.conjugate)."""
 
 from __future__ import annotations
 
+import gc
 import warnings
+import weakref
 from collections.abc import Callable
 
 import arviz as az
@@ -15,6 +17,7 @@ import numpyro.distributions as dist
 import pytest
 from scipy import stats
 
+from ppl.experiments import bayes
 from ppl.experiments.bayes import (
     MCMCSettings,
     TemperedSMCSettings,
@@ -191,6 +194,21 @@ def test_a_second_run_on_the_same_model_traces_nothing_again(reference):
             first = dict(traces)
     assert first["logdensity"] > 0 and traces == first
     assert (first["likelihood"] > 0) == (reference == "prior")
+
+
+def test_the_laplace_reference_lives_as_long_as_its_model():
+    _, model = bound("normal_normal")
+    density = weakref.ref(model.logdensity_fn)
+    settings = TemperedSMCSettings(num_mcmc_steps=1, num_integration_steps=2)
+    for seed in range(2):
+        run_tempered_smc(
+            jax.random.key(seed), model, settings, num_particles=50, progress=False,
+            log_likelihood=False,
+        )  # fmt: skip
+    assert model.logdensity_fn in bayes._LAPLACE_PATHS
+    del model
+    gc.collect()
+    assert density() is None  # and with it the entry, which held it only weakly
 
 
 def squared_location(prior: dist.Distribution) -> Callable[[], None]:

@@ -149,7 +149,7 @@ def assert_agrees_with_bridge(name: str) -> None:
 
 
 # In CI: eight schools; arK, whose likelihood is about 200 times narrower than its prior in
-# each coordinate (from the prior, the defaults ran 0.16 nats low); kidscore_momiq, whose prior
+# each coordinate (from the prior, the defaults run 0.1 nats low); kidscore_momiq, whose prior
 # is flat. The others (minutes each) with the slow checks.
 CI_EVIDENCE = (
     "eight_schools-eight_schools_noncentered",
