@@ -37,7 +37,7 @@ def data_mask(rng_key: jax.Array, min_data: int | None, num_data: int) -> jax.Ar
     num_data = checks.count("num_data", num_data)
     if min_data is None:
         return jnp.ones(num_data, bool)
-    if isinstance(min_data, bool) or not isinstance(min_data, int) or not 0 <= min_data <= num_data:
+    if checks.count("min_data", min_data, 0) > num_data:
         raise ValueError(f"need 0 <= min_data <= num_data, got {min_data}, {num_data}")
     count = jax.random.randint(rng_key, (), min_data, num_data + 1)
     return jnp.arange(num_data) < count
