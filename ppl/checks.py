@@ -29,10 +29,12 @@ def count(name: str, value: object, minimum: int = 1) -> int:
     return int(value)
 
 
-def number(name: str, value: object, low: float = -math.inf, high: float = math.inf) -> float:
-    """`value` as a finite float in [low, high]."""
+def number(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> Any:
+    """`value` as a finite float in [low, high] (a traced `value` is returned unchecked)."""
+    if not is_concrete(value):
+        return value
     try:
-        result = float(value)  # type: ignore[arg-type]
+        result = float(value)
     except (TypeError, ValueError):
         result = math.nan
     if isinstance(value, (str, bytes)) or not (math.isfinite(result) and low <= result <= high):
