@@ -303,6 +303,23 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _particle_counts(text: str, sweep: bool) -> list[int]:
+    """`--particles`: one count, or with `--sweep` a comma-separated list; each >= 1."""
+    items = text.split(",")
+    if len(items) > 1 and not sweep:
+        raise ValueError(f"--particles takes one count without --sweep, got {text!r}")
+    counts = []
+    for item in items:
+        try:
+            count = int(item)
+        except ValueError:
+            raise ValueError(f"--particles must be an integer, got {item!r}") from None
+        if count < 1:
+            raise ValueError(f"--particles must be >= 1, got {count}")
+        counts.append(count)
+    return counts
+
+
 def _steer(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
@@ -311,6 +328,7 @@ def _steer(args: argparse.Namespace) -> int:
     from ppl.models.constraints.automata import ByteAutomaton
     from ppl.models.steering.tasks import get_task
 
+    particles = _particle_counts(args.particles, args.sweep)  # before the model loads
     task = get_task(args.task)
     automaton: ByteAutomaton | None = task.make_constraint()
     critic: SequencePotential | None = None
@@ -340,7 +358,7 @@ def _steer(args: argparse.Namespace) -> int:
             lm,
             task,
             methods=args.methods,
-            particles=[int(n) for n in args.particles.split(",")],
+            particles=particles,
             seeds=list(range(args.seed, args.seed + args.seeds)),
             out=args.out,
             progress=not args.quiet,
@@ -352,12 +370,7 @@ def _steer(args: argparse.Namespace) -> int:
     twist = None
     if STEERING_METHODS.get(args.method).twisted:
         twist = train_twist(jax.random.key(args.seed + 10_000), lm, problem)
-    try:
-        num_particles = int(args.particles)
-    except ValueError:
-        raise ValueError(f"--particles must be an integer, got {args.particles!r}") from None
-    if num_particles < 1:
-        raise ValueError(f"--particles must be >= 1, got {num_particles}")
+    (num_particles,) = particles
     result = steer(jax.random.key(args.seed), lm, problem, args.method, num_particles, twist=twist)
     weights = np.exp(result.log_weights)
     print(f"task {task.name}: {task.description}; method {args.method}, {num_particles} particles")

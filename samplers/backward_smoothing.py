@@ -17,6 +17,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from ppl import checks
 from ppl.feynman_kac import Particles
 
 TransitionLogDensity = Callable[[jax.Array, Particles, Particles], jax.Array]
@@ -37,7 +38,18 @@ def backward_sample(
         log_weights: [T, N] normalized filtering log weights.
         transition_log_density: `(t, x_{t-1}, x_t) -> log m_t(x_{t-1}, x_t)` over N particles.
     """
+    num_samples = checks.count("num_samples", num_samples)
+    if particles is None:
+        raise ValueError("no particle history: run SMC with keep_history=True")
+    if jnp.ndim(log_weights) != 2:
+        raise ValueError(f"log_weights must be [T, N], got shape {jnp.shape(log_weights)}")
     num_steps, num_particles = log_weights.shape
+    for leaf in jax.tree.leaves(particles):
+        if jnp.shape(leaf)[:2] != (num_steps, num_particles):
+            raise ValueError(
+                f"particles' leaves must be [T, N, ...] = [{num_steps}, {num_particles}, ...] "
+                f"like log_weights, got shape {jnp.shape(leaf)}"
+            )
 
     def at(t: jax.Array | int, index: jax.Array) -> Particles:
         return jax.tree.map(lambda x: x[t, index], particles)

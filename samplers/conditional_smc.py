@@ -50,10 +50,11 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
+from ppl import checks
 from ppl.feynman_kac import FeynmanKac, Particles
 from ppl.samplers.genealogy import trajectories
 from ppl.samplers.resampling import resample
-from ppl.samplers.weighting import reweight, select
+from ppl.samplers.weighting import check_num_particles, reweight, select
 
 TransitionLogDensity = Callable[[jax.Array, Particles, Particles], jax.Array]
 
@@ -187,6 +188,31 @@ def _num_steps_of(path: Particles) -> int:
     return lengths.pop()
 
 
+def _check_reference(
+    reference: Particles, model: FeynmanKac, rng_key: jax.Array, num_particles: int
+) -> None:
+    """The reference's leaves [T, ...] must match the model's particles [N, ...]; concrete
+    ones must be finite."""
+    particles = jax.eval_shape(lambda key: model.initial_sample(key, num_particles), rng_key)
+    leaves, particle_leaves = (
+        jax.tree_util.tree_leaves_with_path(reference),
+        jax.tree.leaves(particles),
+    )
+    if len(leaves) != len(particle_leaves):
+        raise ValueError(
+            f"the reference has {len(leaves)} array(s), the model's particles "
+            f"{len(particle_leaves)}"
+        )
+    for (key_path, ref), particle in zip(leaves, particle_leaves, strict=True):
+        name = f"the reference{jax.tree_util.keystr(key_path)}"
+        if ref.shape[1:] != particle.shape[1:]:
+            raise ValueError(
+                f"{name} has shape {ref.shape}, but a particle has shape "
+                f"{particle.shape[1:]}: expected (T, *{particle.shape[1:]})"
+            )
+        checks.finite_array(name, ref)
+
+
 def run(
     rng_key: jax.Array,
     model: FeynmanKac,
@@ -206,17 +232,17 @@ def run(
             the density of the proposal M_t (the potential G_t is added here).
         reference_index: the particle slot that holds the reference (a Python int).
     """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    if num_particles < 2:
-        raise ValueError(f"conditional SMC needs num_particles >= 2, got {num_particles}")
-    if not 0 <= reference_index < num_particles:
+    num_steps = checks.count("num_steps", num_steps)
+    num_particles = check_num_particles(num_particles, 2)  # one free particle at least
+    reference_index = checks.count("reference_index", reference_index, 0)
+    if reference_index >= num_particles:
         raise ValueError(f"reference_index must be in [0, {num_particles}), got {reference_index}")
     reference = jax.tree.map(jnp.asarray, reference)
     reference_steps = _num_steps_of(reference)
     if reference_steps != num_steps:
         raise ValueError(f"the reference has {reference_steps} time steps, expected {num_steps}")
     key_init, key_steps, key_pick = jax.random.split(rng_key, 3)
+    _check_reference(reference, model, key_init, num_particles)
     reference_0 = jax.tree.map(lambda x: x[0], reference)
     state, info0 = init(key_init, model, num_particles, reference_0, reference_index)
 

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from ppl import checks
 from ppl.feynman_kac import HostFeynmanKac, Particles, group_keys
 from ppl.samplers.resampling import get_scheme, resample_where
 from ppl.samplers.weighting import Reweighted, check_num_particles, needs_resampling, reweight
@@ -203,10 +204,8 @@ def run_steps(
 
 def check_run(num_steps: int, resampling: str = "systematic", ess_threshold: float = 0.5) -> None:
     """Fail early on arguments a host run cannot use."""
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    if not 0 <= ess_threshold <= 1:
-        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
+    checks.count("num_steps", num_steps)
+    checks.number("ess_threshold", ess_threshold, 0, 1)
     get_scheme(resampling)
 
 

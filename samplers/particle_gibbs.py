@@ -22,6 +22,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ppl import checks
 from ppl.feynman_kac import FeynmanKac, Particles
 from ppl.progress import scan_with_progress
 from ppl.samplers import conditional_smc, smc
@@ -119,8 +120,7 @@ def run(
         progress: run the chain from the host in compiled chunks with a progress bar (same
             draws; the call is then not traceable by `jax.jit`).
     """
-    if num_iterations < 1:
-        raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
+    num_iterations = checks.count("num_iterations", num_iterations)
     key_init, key_chain = jax.random.split(rng_key)
     state = init(
         key_init, model, num_particles, num_steps, initial_reference, transition_log_density

@@ -27,7 +27,8 @@ posterior mode is the usual tuning target (Doucet et al. 2015).
 
 Proposal: `step_size` is either a scalar or a [d] array of per-dimension standard deviations
 (L = diag(step_size)), or a [d, d] covariance matrix Σ (L = cholesky(Σ)); chosen by its number
-of dimensions.
+of dimensions. Concrete (untraced) step sizes must be finite and >= 0 (not all 0), a
+covariance symmetric positive definite; a concrete starting position must be finite.
 
 Impossible proposals: a proposal with log p(θ') = -inf is rejected without running SMC (the
 run is under a `lax.cond`; under `jax.vmap` both branches run, and whatever `model_fn` gives
@@ -46,11 +47,14 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
+from ppl import checks
 from ppl.feynman_kac import FeynmanKac
 from ppl.samplers import smc
 from ppl.samplers.resampling import get_scheme
+from ppl.samplers.weighting import check_num_particles
 
 LogPrior = Callable[[jax.Array], jax.Array]
 ModelFn = Callable[[jax.Array], FeynmanKac]
@@ -69,19 +73,20 @@ class PMMHInfo(NamedTuple):
 
 
 def _check(num_particles: int, num_steps: int, resampling: str, ess_threshold: float) -> None:
-    if num_particles < 1:
-        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    if not 0 <= ess_threshold <= 1:
-        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
+    check_num_particles(num_particles)
+    checks.count("num_steps", num_steps)
+    checks.number("ess_threshold", ess_threshold, 0, 1)
     get_scheme(resampling)
 
 
 def _position(value: ArrayLike) -> jax.Array:
+    """θ as a flat float [d] array, d >= 1; a concrete θ must be finite."""
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"the position must be a flat [d] array of numbers, got {value!r}")
     position = jnp.asarray(value)
-    if position.ndim != 1:
+    if position.ndim != 1 or position.shape[0] == 0:
         raise ValueError(f"the position must be a flat [d] array, got shape {position.shape}")
+    checks.finite_array("the position", position)
     if not jnp.issubdtype(position.dtype, jnp.floating):
         position = position.astype(jnp.asarray(0.0).dtype)
     return position
@@ -92,8 +97,16 @@ def _scale_matrix(step_size: ArrayLike, dim: int, dtype: jnp.dtype) -> jax.Array
     [d, d] covariance Σ."""
     scale = jnp.asarray(step_size, dtype)
     if scale.ndim == 0 or scale.shape == (dim,):
+        if checks.is_concrete(scale):
+            values = np.asarray(scale)
+            if not (np.isfinite(values).all() and (values >= 0).all() and values.any()):
+                raise ValueError(
+                    f"step_size must hold finite standard deviations >= 0, not all 0, got "
+                    f"{checks.shown(values)}"
+                )
         return jnp.diag(jnp.broadcast_to(scale, (dim,)))
     if scale.shape == (dim, dim):
+        checks.positive_definite("step_size (a proposal covariance)", scale)
         return jnp.linalg.cholesky(scale)
     raise ValueError(
         f"step_size must be a scalar, a [{dim}] array or a [{dim}, {dim}] covariance, "
@@ -118,6 +131,7 @@ def log_likelihood_estimate(
 ) -> jax.Array:
     """log Ẑ(θ) from one SMC run on `model_fn(θ)`, or -inf without a run where
     `log_prior_value` is -inf; NaN estimates are -inf."""
+    _check(num_particles, num_steps, resampling, ess_threshold)
 
     def estimate() -> jax.Array:
         result = smc.run(
@@ -236,8 +250,7 @@ def run(
         step_size: the Gaussian random-walk proposal: a scalar or [d] array of standard
             deviations, or a [d, d] covariance matrix.
     """
-    if num_iterations < 1:
-        raise ValueError(f"num_iterations must be >= 1, got {num_iterations}")
+    checks.count("num_iterations", num_iterations)
     _check(num_particles, num_steps, resampling, ess_threshold)
     position = _position(initial_position)
     _scale_matrix(step_size, position.shape[0], position.dtype)  # fail early on a bad shape

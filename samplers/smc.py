@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ppl import checks
 from ppl.feynman_kac import FeynmanKac, Particles, gather_particles
 from ppl.samplers.resampling import get_scheme, resample_where
 from ppl.samplers.weighting import (
@@ -114,6 +115,7 @@ def step(
 ) -> tuple[SMCState, SMCInfo]:
     """One resample-propose-reweight step from time t - 1 to t."""
     get_scheme(resampling)  # fail early on a bad name
+    checks.number("ess_threshold", ess_threshold, 0, 1)
     key_resample, key_move = jax.random.split(rng_key)
     num_particles = state.log_weights.shape[0]
     do_resample = needs_resampling(state.log_weights, ess_threshold)
@@ -158,8 +160,7 @@ def scan_run(
     state at t >= 1 is `step_fn(key_t, state)` for the keys `split(key_steps, num_steps - 1)`.
     States have `particles` and `log_weights`; `keep(particles)` (default: nothing) is kept
     for every step."""
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    num_steps = checks.count("num_steps", num_steps)
     key_init, key_steps = jax.random.split(rng_key)
     state, info0 = init_fn(key_init)
 
@@ -196,8 +197,7 @@ def run(
             small summary of particles too large to keep); implies keeping a history.
     """
     num_particles = check_num_particles(num_particles)
-    if not 0 <= ess_threshold <= 1:
-        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
+    checks.number("ess_threshold", ess_threshold, 0, 1)
     get_scheme(resampling)
 
     def keep(particles: Particles) -> Any:

@@ -10,17 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from ppl import checks
 from ppl.diagnostics import effective_sample_size_normalized
 from ppl.feynman_kac import Particles
 
 
-def check_num_particles(num_particles: object) -> int:
-    """`num_particles` as an int >= 1, else a ValueError naming the value."""
-    if isinstance(num_particles, bool) or not isinstance(num_particles, (int, np.integer)):
-        raise ValueError(f"num_particles must be an integer >= 1, got {num_particles!r}")
-    if num_particles < 1:
-        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-    return int(num_particles)
+def check_num_particles(num_particles: object, minimum: int = 1) -> int:
+    """`num_particles` as an int >= `minimum`, else a ValueError naming the value."""
+    return checks.count("num_particles", num_particles, minimum)
 
 
 class Reweighted(NamedTuple):

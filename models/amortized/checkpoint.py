@@ -15,8 +15,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
+
+from ppl import checks
 
 
 def _named_leaves(tree: Any) -> dict[str, np.ndarray]:
@@ -27,21 +29,45 @@ def _named_leaves(tree: Any) -> dict[str, np.ndarray]:
 
 def save(path: str | Path, network: Any, optimizer_state: Any = None, step: int = 0) -> None:
     """Write the network's (and optionally the optimiser's) arrays and the step to `path`."""
+    path = Path(path)
+    step = checks.count("step", step, 0)
+    if path.is_dir():
+        raise ValueError(
+            f"{path} is a directory; give a file path such as {path / 'dt.safetensors'}"
+        )
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: the folder {path.parent} does not exist")
     tree = {"network": network, "optimizer": optimizer_state}
-    save_file(_named_leaves(tree), str(path), metadata={"step": str(int(step))})
+    save_file(_named_leaves(tree), str(path), metadata={"step": str(step)})
 
 
 def load(path: str | Path, network: Any, optimizer_state: Any = None) -> tuple[Any, Any, int]:
     """(network, optimizer_state, step) with the arrays of `path` put into the templates.
 
-    Raises a ValueError naming the first array that is missing or has another shape.
+    Raises a ValueError naming the first array that is missing or has another shape, and for
+    a directory, an empty file or one that is not safetensors; FileNotFoundError if nothing
+    is at `path`. Static settings (such as a network's head count) are not stored or checked.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    stored = load_file(str(path))
-    with safe_open(str(path), framework="numpy") as handle:  # the step is in the metadata
-        metadata = handle.metadata() or {}
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty, not a checkpoint")
+    try:
+        stored = load_file(str(path))
+        with safe_open(str(path), framework="numpy") as handle:  # the step is in the metadata
+            metadata = handle.metadata() or {}
+    except SafetensorError as error:
+        raise ValueError(
+            f"{path} is not a readable safetensors checkpoint (truncated or another format): "
+            f"{error}"
+        ) from None
+    try:
+        step = int(metadata.get("step", 0))
+    except ValueError:
+        raise ValueError(f"{path} has step {metadata['step']!r} in its metadata") from None
     template = {"network": network, "optimizer": optimizer_state}
     arrays, static = eqx.partition(template, eqx.is_array)
     leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(arrays)
@@ -56,4 +82,4 @@ def load(path: str | Path, network: Any, optimizer_state: Any = None) -> tuple[A
             )
         filled.append(jnp.asarray(stored[name], leaf.dtype))
     restored = eqx.combine(jax.tree_util.tree_unflatten(treedef, filled), static)
-    return restored["network"], restored["optimizer"], int(metadata.get("step", 0))
+    return restored["network"], restored["optimizer"], step

@@ -26,6 +26,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from ppl import checks
 from ppl.gaussian_mixture import GaussianMixture
 
 
@@ -123,6 +124,14 @@ class DistributionTransformer(eqx.Module):
         num_heads: int = 4,
         key: jax.Array,
     ):
+        for name, value in {
+            "dimension": dimension,
+            "data_size": data_size,
+            "width": width,
+            "depth": depth,
+            "num_heads": num_heads,
+        }.items():
+            checks.count(name, value)
         if width % num_heads:
             raise ValueError(f"width {width} must be a multiple of num_heads {num_heads}")
         component_key, data_key, blocks_key, unembed_key, null_key = jax.random.split(key, 5)

@@ -29,6 +29,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ppl import checks
 from ppl.gaussian_mixture import (
     GaussianMixture,
     kl_divergence,
@@ -63,8 +64,8 @@ class FilterResult(NamedTuple):
 
 def from_linear_gaussian(model: LinearGaussian, num_components: int = 1) -> MixtureLinearGaussian:
     """The same model with p_0 = N(m_0, P_0) written as `num_components` equal-weight copies."""
-    if num_components < 1:
-        raise ValueError(f"num_components must be >= 1, got {num_components}")
+    linear_gaussian.validate(model)
+    num_components = checks.count("num_components", num_components)
     initial = _copies(model.initial_mean, jnp.linalg.cholesky(model.initial_cov), num_components)
     return MixtureLinearGaussian(
         initial,
@@ -84,7 +85,9 @@ def _copies(mean: jax.Array, cholesky: jax.Array, num_components: int) -> Gaussi
     )
 
 
-def _check(model: MixtureLinearGaussian, observations: jax.Array) -> None:
+def _check_model(model: MixtureLinearGaussian) -> None:
+    """Shapes that fit together; on concrete values, finite matrices and positive-definite
+    Q and R."""
     dimension, data_size = model.initial.dimension, model.observation.shape[0]
     shapes = {
         "transition": (model.transition.shape, (dimension, dimension)),
@@ -95,16 +98,29 @@ def _check(model: MixtureLinearGaussian, observations: jax.Array) -> None:
     for name, (got, want) in shapes.items():
         if tuple(got) != want:
             raise ValueError(f"{name} must be {list(want)} for a {dimension}-D state, got {got}")
+    checks.finite_array("transition", model.transition)
+    checks.finite_array("observation", model.observation)
+    checks.positive_definite("transition_cov", model.transition_cov)
+    checks.positive_definite("observation_cov", model.observation_cov)
+
+
+def _check(model: MixtureLinearGaussian, observations: jax.Array) -> None:
+    """The model (`_check_model`) and observations [T >= 1, M], finite where concrete."""
+    _check_model(model)
+    data_size = model.observation.shape[0]
     if observations.ndim != 2 or observations.shape[1] != data_size or observations.shape[0] < 1:
         raise ValueError(
             f"observations must be [T >= 1, {data_size}], got shape {observations.shape}"
         )
+    checks.finite_array("observations", observations)
 
 
 def simulate(
     rng_key: jax.Array, model: MixtureLinearGaussian, num_steps: int
 ) -> tuple[jax.Array, jax.Array]:
     """States [T, D] and observations [T, M]: x_0 ~ p_0, then the linear-Gaussian chain."""
+    _check_model(model)
+    num_steps = checks.count("num_steps", num_steps)
     initial_key, steps_key = jax.random.split(rng_key)
     chol_q = jnp.linalg.cholesky(model.transition_cov)
     chol_r = jnp.linalg.cholesky(model.observation_cov)
@@ -198,6 +214,7 @@ def filter_kl(
 ) -> tuple[jax.Array, jax.Array]:
     """Monte Carlo KL(exact_t ‖ approximate_t) of the filtered mixtures and its standard
     error, per step [T]."""
+    num_samples = checks.count("num_samples", num_samples)
     num_steps = exact.filtered.means.shape[0]
     keys = jax.random.split(rng_key, num_steps)
     return jax.vmap(lambda key, p, q: kl_divergence(key, p, q, num_samples))(
@@ -219,8 +236,7 @@ def amortized_proposal(
     Sampling and the log density each call the network once per particle (vmap).
     """
     _check(model, observations)
-    if num_components < 1:
-        raise ValueError(f"num_components must be >= 1, got {num_components}")
+    num_components = checks.count("num_components", num_components)
     chol_q = jnp.linalg.cholesky(model.transition_cov)
     initial = network(model.initial, observations[0][None])
 

@@ -32,12 +32,14 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import digamma, gammaln, logsumexp, polygamma
 from jax.typing import ArrayLike
 from numpyro.infer.autoguide import AutoNormal
 
+from ppl import checks
 from ppl.gaussian_mixture import GaussianMixture
 from ppl.models.amortized.svi import run_svi
 from ppl.models.amortized.tasks import Problem, data_mask
@@ -66,10 +68,19 @@ def sample_z(rng_key: jax.Array, alpha: ArrayLike, beta: ArrayLike, num_samples:
 
     `jax.random.loggamma` keeps log G finite where G itself would underflow (small α).
     """
+    checks.count("num_samples", num_samples)
     return jnp.log(beta) - jax.random.loggamma(rng_key, alpha, (num_samples,))
 
 
-@partial(jax.jit, static_argnames=("num_components", "grid_size", "num_steps"))
+def check_parameters(alpha: ArrayLike, beta: ArrayLike) -> None:
+    """A ValueError unless concrete (untraced) α and β are finite and > 0."""
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if checks.is_concrete(value):
+            values = np.asarray(value, np.float64)
+            if not (np.isfinite(values).all() and (values > 0).all()):
+                raise ValueError(f"{name} must be finite and > 0, got {checks.shown(values)}")
+
+
 def fit_log_inverse_gamma(
     alpha: ArrayLike,
     beta: ArrayLike,
@@ -90,9 +101,21 @@ def fit_log_inverse_gamma(
     Every M-step keeps the mixture's mean and variance equal to the grid's, so the fit has the
     exact E[z] = log β − ψ(α) and Var[z] = ψ'(α) up to quadrature error. Deterministic and pure:
     jit it and vmap it over (α, β); `num_components`, `grid_size` and `num_steps` are static.
+    Concrete α and β must be finite and > 0 (traced ones are not checked).
     """
-    if num_components < 1:
-        raise ValueError(f"num_components must be >= 1, got {num_components}")
+    checks.count("num_components", num_components)
+    checks.count("grid_size", grid_size, 2)
+    checks.count("num_steps", num_steps, 0)
+    check_parameters(alpha, beta)
+    return _fit_log_inverse_gamma(
+        alpha, beta, num_components, grid_size=grid_size, num_steps=num_steps
+    )
+
+
+@partial(jax.jit, static_argnames=("num_components", "grid_size", "num_steps"))
+def _fit_log_inverse_gamma(
+    alpha: ArrayLike, beta: ArrayLike, num_components: int, *, grid_size: int, num_steps: int
+) -> GaussianMixture:
     alpha = jnp.asarray(alpha, jnp.result_type(float))
     beta = jnp.asarray(beta, alpha.dtype)
     center = -digamma(alpha)
@@ -215,8 +238,22 @@ class InverseGammaTask(NamedTuple):
         priors (α = 1 has no mean) to near-log-normal ones, over two decades of scale."""
         return cls(num_components, num_data, min_data, 1.0, 20.0, 0.1, 10.0, True)
 
+    def check(self) -> InverseGammaTask:
+        """Raise a ValueError naming a setting that cannot define the task (counts, or bounds
+        on α and β that are not finite, positive and ordered)."""
+        checks.count("num_components", self.num_components)
+        checks.count("num_data", self.num_data)
+        checks.count("em_steps", self.em_steps, 0)
+        for name in ("alpha", "beta"):
+            low = checks.number(f"{name}_low", getattr(self, f"{name}_low"), 0)
+            high = checks.number(f"{name}_high", getattr(self, f"{name}_high"), 0)
+            if not 0 < low <= high:
+                raise ValueError(f"need 0 < {name}_low <= {name}_high, got {low}, {high}")
+        return self
+
     def sample_parameters(self, rng_key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(α, β) from the meta-prior."""
+        """(α, β) from the meta-prior (checks the settings first; see `check`)."""
+        self.check()
         alpha_key, beta_key = jax.random.split(rng_key)
         bounds = jnp.array([[self.alpha_low, self.alpha_high], [self.beta_low, self.beta_high]])
         if self.log_uniform:
@@ -234,6 +271,7 @@ class InverseGammaTask(NamedTuple):
     def simulate(self, rng_key: jax.Array, alpha: ArrayLike, beta: ArrayLike) -> Problem:
         """A problem under InverseGamma(α, β): latent z = log σ² [1] from the true prior (not the
         mixture), data [num_data, 1] with x_n ~ N(0, σ²), zeros where masked, and the mask."""
+        self.check()
         latent_key, noise_key, mask_key = jax.random.split(rng_key, 3)
         z = sample_z(latent_key, alpha, beta, 1)
         noise = jax.random.normal(noise_key, (self.num_data, 1))

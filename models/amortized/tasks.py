@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from numpyro.distributions import LKJCholesky
 
+from ppl import checks
 from ppl.gaussian_mixture import GaussianMixture, linear_gaussian_update
 
 
@@ -33,9 +34,10 @@ class Problem(NamedTuple):
 
 def data_mask(rng_key: jax.Array, min_data: int | None, num_data: int) -> jax.Array:
     """All True, or the first n of `num_data` with n uniform on [min_data, num_data]."""
+    num_data = checks.count("num_data", num_data)
     if min_data is None:
         return jnp.ones(num_data, bool)
-    if not 0 <= min_data <= num_data:
+    if checks.count("min_data", min_data, 0) > num_data:
         raise ValueError(f"need 0 <= min_data <= num_data, got {min_data}, {num_data}")
     count = jax.random.randint(rng_key, (), min_data, num_data + 1)
     return jnp.arange(num_data) < count
@@ -64,7 +66,32 @@ class LinearGaussianTask(NamedTuple):
     def dimension(self) -> int:
         return int(self.observation_matrix.shape[1])
 
+    def check(self) -> LinearGaussianTask:
+        """Raise a ValueError naming a setting that cannot define the task (counts below 1,
+        scales that are not finite and positive, H not [M, D], R not positive definite)."""
+        checks.count("num_components", self.num_components)
+        checks.count("num_data", self.num_data)
+        checks.number("mean_scale", self.mean_scale, 0)
+        low = checks.number("scale_low", self.scale_low, 0)
+        high = checks.number("scale_high", self.scale_high, 0)
+        if not 0 < low <= high:
+            raise ValueError(f"need 0 < scale_low <= scale_high, got {low}, {high}")
+        if jnp.ndim(self.observation_matrix) != 2:
+            raise ValueError(
+                f"observation_matrix must be [M, D], got shape {jnp.shape(self.observation_matrix)}"
+            )
+        checks.finite_array("observation_matrix", self.observation_matrix)
+        size = jnp.shape(self.observation_matrix)[0]
+        if jnp.shape(self.noise_covariance) != (size, size):
+            raise ValueError(
+                f"noise_covariance must be [{size}, {size}] like the rows of observation_matrix, "
+                f"got shape {jnp.shape(self.noise_covariance)}"
+            )
+        checks.positive_definite("noise_covariance", self.noise_covariance)
+        return self
+
     def sample_prior(self, rng_key: jax.Array) -> GaussianMixture:
+        self.check()
         weight_key, mean_key, scale_key, correlation_key = jax.random.split(rng_key, 4)
         k, d = self.num_components, self.dimension
         log_weights = jnp.log(jax.random.dirichlet(weight_key, jnp.ones(k)))
@@ -79,6 +106,7 @@ class LinearGaussianTask(NamedTuple):
         return GaussianMixture(log_weights, means, cholesky)
 
     def sample(self, rng_key: jax.Array) -> Problem:
+        """A fresh problem (checks the settings first; see `check`)."""
         prior_key, latent_key, noise_key, mask_key = jax.random.split(rng_key, 4)
         prior = self.sample_prior(prior_key)
         latent = prior.sample(latent_key, 1)[0]

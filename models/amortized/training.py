@@ -21,8 +21,10 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from ppl import checks
 from ppl.gaussian_mixture import GaussianMixture
 from ppl.progress import scan_with_progress
 
@@ -68,10 +70,12 @@ def fit(
     """Train `network` for `num_steps` steps on batches of `sample_problem(key)` (a `Problem`).
 
     `prior_weight` is λ of the prior-reconstruction term (module docstring; 0 drops it). Pass
-    the returned `optimizer_state` (and network) back in to resume.
+    the returned `optimizer_state` (and network) back in to resume. Raises a ValueError for
+    bad counts or weights, and after training if the parameters are no longer finite.
     """
-    if prior_weight < 0:
-        raise ValueError(f"prior_weight must be >= 0, got {prior_weight}")
+    num_steps = checks.count("num_steps", num_steps)
+    batch_size = checks.count("batch_size", batch_size)
+    checks.number("prior_weight", prior_weight, 0)
     optimizer = optimizer or optax.adamw(1e-3)
     parameters, static = eqx.partition(network, eqx.is_inexact_array)
     if optimizer_state is None:
@@ -104,4 +108,18 @@ def fit(
         description="training",
         progress=progress,
     )
+    _check_trained(parameters, losses)
     return TrainingResult(eqx.combine(parameters, static), optimizer_state, losses)
+
+
+def _check_trained(parameters: Any, losses: jax.Array) -> None:
+    """A ValueError if training left NaN or infinite parameters (a diverged run)."""
+    bad = sum(int(jnp.sum(~jnp.isfinite(leaf))) for leaf in jax.tree.leaves(parameters))
+    if bad:
+        steps = np.flatnonzero(~np.isfinite(np.asarray(losses)))
+        since = f" from step {int(steps[0])}" if steps.size else ""
+        raise ValueError(
+            f"training diverged: {bad} network parameter(s) are NaN or infinite after "
+            f"{len(losses)} steps, the loss is not finite{since} (is the learning rate NaN or "
+            "too large?)"
+        )

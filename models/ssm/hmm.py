@@ -20,8 +20,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 
+from ppl import checks
 from ppl.feynman_kac import FeynmanKac
 
 
@@ -37,6 +39,7 @@ class ForwardResult(NamedTuple):
 
 
 def _check_shapes(model: HiddenMarkov) -> None:
+    """Shapes that fit together; on concrete values, rows that are probability vectors."""
     if jnp.ndim(model.initial_probs) != 1:
         raise ValueError(f"initial_probs must be 1-D [K], got {jnp.shape(model.initial_probs)}")
     k = jnp.shape(model.initial_probs)[0]
@@ -50,13 +53,50 @@ def _check_shapes(model: HiddenMarkov) -> None:
             f"emission_probs must have shape ({k}, M) to match initial_probs, "
             f"got {jnp.shape(model.emission_probs)}"
         )
+    for name in ("initial_probs", "transition_matrix", "emission_probs"):
+        _check_probabilities(name, getattr(model, name))
+
+
+def _check_probabilities(name: str, value: jax.Array) -> None:
+    """On concrete values: every row a probability vector (finite, >= 0, sums to 1)."""
+    if not checks.is_concrete(value):
+        return
+    checks.finite_array(name, value)
+    probs = np.asarray(value, np.float64)
+    if (probs < 0).any():
+        raise ValueError(f"{name} has negative entries: {checks.shown(probs)}")
+    sums = probs.sum(axis=-1)
+    bad = np.flatnonzero(~np.isclose(np.atleast_1d(sums), 1.0, rtol=0, atol=1e-4))
+    if bad.size:
+        where = "" if probs.ndim == 1 else f" (rows {bad.tolist()})"
+        raise ValueError(f"{name} must sum to 1{where}, got sums {np.round(sums, 6).tolist()}")
+
+
+def check_observations(model: HiddenMarkov, observations: jax.Array) -> jax.Array:
+    """Observations as int32 [T >= 1]; concrete ones must be symbols in [0, M)."""
+    shape = jnp.shape(observations)
+    if len(shape) != 1 or shape[0] < 1:
+        raise ValueError(f"observations must be a 1-D [T >= 1] array of symbols, got {shape}")
+    num_symbols = jnp.shape(model.emission_probs)[1]
+    if checks.is_concrete(observations):
+        values = np.asarray(observations)
+        if not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(f"observations must be integer symbols, got dtype {values.dtype}")
+        bad = np.flatnonzero((values < 0) | (values >= num_symbols))
+        if bad.size:
+            raise ValueError(
+                f"observations must be symbols in [0, {num_symbols}); at t = {bad[:10].tolist()} "
+                f"they are {values[bad[:10]].tolist()}"
+            )
+    return jnp.asarray(observations, jnp.int32)
 
 
 def simulate(
     rng_key: jax.Array, model: HiddenMarkov, num_steps: int
 ) -> tuple[jax.Array, jax.Array]:
-    """States [T] and observations [T], both int32."""
+    """States [T] and observations [T], both int32, T = `num_steps` >= 1."""
     _check_shapes(model)
+    num_steps = checks.count("num_steps", num_steps)
     log_a, log_b = jnp.log(model.transition_matrix), jnp.log(model.emission_probs)
     key0, key_steps = jax.random.split(rng_key)
     x0 = jax.random.categorical(key0, jnp.log(model.initial_probs)).astype(jnp.int32)
@@ -74,6 +114,7 @@ def simulate(
 def forward_algorithm(model: HiddenMarkov, observations: jax.Array) -> ForwardResult:
     """Exact filtering probabilities p(x_t | y_{0:t}) and log-likelihood, in log space."""
     _check_shapes(model)
+    observations = check_observations(model, observations)
     log_a, log_b = jnp.log(model.transition_matrix), jnp.log(model.emission_probs)
 
     def update(log_pred: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -98,9 +139,9 @@ def bootstrap(model: HiddenMarkov, observations: jax.Array) -> FeynmanKac:
     """The bootstrap Feynman-Kac model on int32 particles [N]: propose from π and the
     transition row of the parent, weight by log B[x_t, y_t]."""
     _check_shapes(model)
+    observations = check_observations(model, observations)
     log_pi = jnp.log(model.initial_probs)
     log_a, log_b = jnp.log(model.transition_matrix), jnp.log(model.emission_probs)
-    observations = jnp.asarray(observations, jnp.int32)
 
     def initial_sample(key: jax.Array, n: int) -> jax.Array:
         return jax.random.categorical(key, log_pi, shape=(n,)).astype(jnp.int32)

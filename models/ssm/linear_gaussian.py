@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.stats import multivariate_normal
 
-from ppl import state_space
+from ppl import checks, state_space
 from ppl.feynman_kac import FeynmanKac
 from ppl.state_space import Proposal, StateSpaceModel
 
@@ -30,6 +30,46 @@ class LinearGaussian(NamedTuple):
     observation_cov: jax.Array  # R [dy, dy]
 
 
+def validate(model: LinearGaussian) -> LinearGaussian:
+    """Raise a ValueError for shapes that do not fit together and, on concrete (untraced)
+    values, for non-finite means and matrices or covariances that are not symmetric positive
+    definite; traced values pass through unchecked."""
+    dx = jnp.shape(model.initial_mean)[0] if jnp.ndim(model.initial_mean) == 1 else None
+    if dx is None or jnp.ndim(model.observation) != 2:
+        raise ValueError(
+            f"need initial_mean [dx] and observation [dy, dx], got shapes "
+            f"{jnp.shape(model.initial_mean)}, {jnp.shape(model.observation)}"
+        )
+    dy = jnp.shape(model.observation)[0]
+    shapes = {
+        "initial_cov": (dx, dx),
+        "transition": (dx, dx),
+        "transition_cov": (dx, dx),
+        "observation": (dy, dx),
+        "observation_cov": (dy, dy),
+    }
+    for name, want in shapes.items():
+        if jnp.shape(getattr(model, name)) != want:
+            raise ValueError(
+                f"{name} must have shape {want} for dx = {dx}, dy = {dy}, "
+                f"got {jnp.shape(getattr(model, name))}"
+            )
+    for name in ("initial_mean", "transition", "observation"):
+        checks.finite_array(name, getattr(model, name))
+    for name in ("initial_cov", "transition_cov", "observation_cov"):
+        checks.positive_definite(name, getattr(model, name))
+    return model
+
+
+def check_observations(model: LinearGaussian, observations: jax.Array) -> None:
+    """Observations must be [T >= 1, dy]; concrete ones must be finite."""
+    dy = jnp.shape(model.observation)[0]
+    shape = jnp.shape(observations)
+    if len(shape) != 2 or shape[1] != dy or shape[0] < 1:
+        raise ValueError(f"observations must be [T >= 1, {dy}], got shape {shape}")
+    checks.finite_array("observations", observations)
+
+
 class KalmanResult(NamedTuple):
     log_likelihood: jax.Array  # scalar
     filtered_means: jax.Array  # [T, dx]
@@ -41,7 +81,9 @@ class KalmanResult(NamedTuple):
 def simulate(
     rng_key: jax.Array, model: LinearGaussian, num_steps: int
 ) -> tuple[jax.Array, jax.Array]:
-    """States [T, dx] and observations [T, dy]."""
+    """States [T, dx] and observations [T, dy], T = `num_steps` >= 1."""
+    validate(model)
+    num_steps = checks.count("num_steps", num_steps)
     key0, key_steps = jax.random.split(rng_key)
     x0 = jax.random.multivariate_normal(key0, model.initial_mean, model.initial_cov)
 
@@ -58,6 +100,8 @@ def simulate(
 
 def kalman_filter(model: LinearGaussian, observations: jax.Array) -> KalmanResult:
     """Exact filtering distributions and log-likelihood."""
+    validate(model)
+    check_observations(model, observations)
     A, Q, H, R = model.transition, model.transition_cov, model.observation, model.observation_cov
 
     def update(mean: jax.Array, cov: jax.Array, y: jax.Array) -> tuple[jax.Array, ...]:
@@ -107,6 +151,8 @@ def kalman_smoother(model: LinearGaussian, observations: jax.Array) -> tuple[jax
 
 def state_space_model(model: LinearGaussian, observations: jax.Array) -> StateSpaceModel:
     """The model's prior dynamics and observation likelihood (particles: [N, dx] arrays)."""
+    validate(model)
+    check_observations(model, observations)
     chol_q = jnp.linalg.cholesky(model.transition_cov)
     chol_p0 = jnp.linalg.cholesky(model.initial_cov)
     dx = model.initial_mean.shape[0]
@@ -139,6 +185,8 @@ def bootstrap(model: LinearGaussian, observations: jax.Array) -> FeynmanKac:
 def optimal_proposal(model: LinearGaussian, observations: jax.Array) -> Proposal:
     """The locally optimal proposal p(x_t | x_{t-1}, y_t) = N(S (P^-1 a + H^T R^-1 y_t), S),
     S = (P^-1 + H^T R^-1 H)^-1, with (a, P) = (A x_{t-1}, Q), or (m_0, P_0) at t = 0."""
+    validate(model)
+    check_observations(model, observations)
     H, R_inv = model.observation, jnp.linalg.inv(model.observation_cov)
 
     def posterior(prior_cov: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -177,6 +225,8 @@ def predictive_log_likelihood(
 ) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """log p(y_{t+1} | x_t) = log N(y_{t+1}; H A x_t, H Q H^T + R): the exact look-ahead for
     `ppl.state_space.auxiliary`."""
+    validate(model)
+    check_observations(model, observations)
     H, A = model.observation, model.transition
     cov = H @ model.transition_cov @ H.T + model.observation_cov
     last = observations.shape[0] - 1

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ppl import checks
 from ppl.feynman_kac import FeynmanKac
 
 
@@ -28,16 +29,26 @@ class StochasticVolatility(NamedTuple):
 
 
 def validate(model: StochasticVolatility) -> StochasticVolatility:
-    """Raise ValueError for |φ| >= 1 or σ <= 0 (or NaN) when the values are concrete (Python or
-    NumPy numbers, non-traced arrays); traced values pass through unchecked."""
-    if not isinstance(model.phi, jax.core.Tracer):
-        phi = np.asarray(model.phi)
-        if not np.all(np.abs(phi) < 1):
-            raise ValueError(f"phi must satisfy |phi| < 1 (stationary AR(1)), got {phi}")
-    if not isinstance(model.sigma, jax.core.Tracer):
-        sigma = np.asarray(model.sigma)
-        if not np.all(sigma > 0):
-            raise ValueError(f"sigma must be > 0, got {sigma}")
+    """Raise ValueError for a non-finite μ, |φ| >= 1 or σ <= 0 (NaN and ±inf included) when
+    the values are concrete (Python or NumPy numbers, non-traced arrays); traced values pass
+    through unchecked."""
+    values = {}
+    for name in ("mu", "phi", "sigma"):
+        value = getattr(model, name)
+        if isinstance(value, jax.core.Tracer):
+            continue
+        try:
+            if isinstance(value, (str, bytes)):
+                raise TypeError
+            values[name] = np.asarray(value, np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if "mu" in values and not np.all(np.isfinite(values["mu"])):
+        raise ValueError(f"mu must be finite, got {values['mu']}")
+    if "phi" in values and not np.all(np.abs(values["phi"]) < 1):
+        raise ValueError(f"phi must satisfy |phi| < 1 (stationary AR(1)), got {values['phi']}")
+    if "sigma" in values and not np.all((values["sigma"] > 0) & np.isfinite(values["sigma"])):
+        raise ValueError(f"sigma must be > 0 and finite, got {values['sigma']}")
     return model
 
 
@@ -54,8 +65,9 @@ def observation_log_likelihood(y: jax.Array, x: jax.Array) -> jax.Array:
 def simulate(
     rng_key: jax.Array, model: StochasticVolatility, num_steps: int
 ) -> tuple[jax.Array, jax.Array]:
-    """States [T] and observations [T]."""
+    """States [T] and observations [T], T = `num_steps` >= 1."""
     validate(model)
+    num_steps = checks.count("num_steps", num_steps)
     mu, phi, sigma = (jnp.asarray(v) for v in model)
     key0, key_states, key_obs = jax.random.split(rng_key, 3)
     x0 = mu + stationary_std(model) * jax.random.normal(key0)
@@ -77,6 +89,9 @@ def bootstrap(model: StochasticVolatility, observations: jax.Array) -> FeynmanKa
     mu, phi, sigma = (jnp.asarray(v) for v in model)
     std0 = stationary_std(model)
     observations = jnp.asarray(observations)
+    if observations.ndim != 1 or observations.shape[0] < 1:
+        raise ValueError(f"observations must be [T >= 1], got shape {observations.shape}")
+    checks.finite_array("observations", observations)
 
     def initial_sample(key: jax.Array, n: int) -> jax.Array:
         return mu + std0 * jax.random.normal(key, (n,))

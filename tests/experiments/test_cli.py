@@ -99,6 +99,42 @@ def test_steer_bad_particle_counts_are_clear_errors(tiny_gguf, capsys, particles
     assert f"ppl steer: error: {message}" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--particles", "0"], "--particles must be >= 1, got 0"),
+        (["--particles", "4,8"], "--particles takes one count without --sweep, got '4,8'"),
+        (["--sweep", "--particles", "2,x"], "--particles must be an integer, got 'x'"),
+        (["--sweep", "--particles", "2,0"], "--particles must be >= 1, got 0"),
+    ],
+)
+def test_steer_particle_counts_are_checked_before_the_model_loads(
+    tmp_path, capsys, arguments, message
+):
+    """The model path does not exist: the count's error comes first, and nothing is written
+    (a sweep with a 0 in its list used to write the cells before it, then fail)."""
+    out = tmp_path / "steer.jsonl"
+    argv = ["steer", "--model", str(tmp_path / "missing.gguf"), "--out", str(out), *arguments]
+    assert main(argv) == 2
+    assert f"ppl steer: error: {message}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--task", "nope"], "argument --task: invalid choice: 'nope'"),
+        (["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+        (["--task", "json", "--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
+    ],
+)
+def test_steer_unknown_tasks_and_dtypes_exit_2(capsys, arguments, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["steer", *arguments])
+    assert exit_info.value.code == 2
+    assert f"ppl steer: error: {message}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["steer", "scale"])
 @pytest.mark.parametrize("seed", ["1e23", "-1", str(2**64)])
 def test_bad_seeds_exit_2_with_a_message(command, seed, capsys):

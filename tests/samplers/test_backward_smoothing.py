@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
+import pytest
 
 from ppl.models.ssm.linear_gaussian import bootstrap, kalman_smoother, state_space_model
 from ppl.samplers import smc
@@ -48,3 +51,38 @@ def test_ignoring_the_transition_density_is_detected():
     means, _ = kalman_smoother(model, ys)
     first, _ = smoothed_moments(model, ys, 500, wrong_density=True)
     assert np.max(np.abs(z_scores(first, np.asarray(means[:, 0])))) > 4.5
+
+
+@functools.cache
+def small_run() -> smc.SMCResult:
+    model, ys, _ = problem()
+    return smc.run(jax.random.key(0), bootstrap(model, ys), 8, NUM_STEPS)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"num_samples": 0}, "num_samples must be >= 1, got 0"),
+        ({"num_samples": -1}, "num_samples must be >= 1, got -1"),
+        ({"num_samples": 2.5}, "num_samples must be an integer >= 1, got 2.5"),
+        ({"num_samples": True}, "num_samples must be an integer >= 1, got True"),
+        ({"log_weights": "last"}, r"log_weights must be \[T, N\], got shape \(8,\)"),
+        ({"particles": "short"}, r"leaves must be \[T, N, ...\] = \[10, 8, ...\] like log_weights"),
+        ({"particles": None}, "no particle history: run SMC with keep_history=True"),
+    ],
+)
+def test_bad_arguments_are_named(change, message):
+    model, ys, _ = problem()
+    result = small_run()
+    arguments = {
+        "particles": result.particles,
+        "log_weights": result.log_weights,
+        "num_samples": 2,
+    } | change
+    if isinstance(arguments["log_weights"], str):
+        arguments["log_weights"] = result.log_weights[-1]
+    if isinstance(arguments["particles"], str):
+        arguments["particles"] = result.particles[:4]
+    density = state_space_model(model, ys).transition_log_density
+    with pytest.raises(ValueError, match=message):
+        backward_sample(jax.random.key(1), transition_log_density=density, **arguments)

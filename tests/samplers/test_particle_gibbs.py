@@ -197,7 +197,7 @@ def test_bad_arguments_are_named():
     model, states, ys, _, _ = problem()
     fk = bootstrap(model, ys)
     key = jax.random.key(0)
-    with pytest.raises(ValueError, match="num_particles >= 2"):
+    with pytest.raises(ValueError, match="num_particles must be >= 2, got 1"):
         csmc.run(key, fk, states, 1, NUM_STEPS)
     with pytest.raises(ValueError, match="reference has 8 time steps, expected 6"):
         csmc.run(key, fk, states, 4, 6)
@@ -205,3 +205,38 @@ def test_bad_arguments_are_named():
         csmc.run(key, fk, states, 4, NUM_STEPS, reference_index=4)
     with pytest.raises(ValueError, match="num_iterations"):
         particle_gibbs.run(key, fk, 4, NUM_STEPS, 0, initial_reference=states)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"num_particles": 2.5}, "num_particles must be an integer >= 2, got 2.5"),
+        ({"num_particles": True}, "num_particles must be an integer >= 2, got True"),
+        ({"num_steps": 2.5}, "num_steps must be an integer >= 1, got 2.5"),
+        ({"reference_index": 1.5}, "reference_index must be an integer >= 0, got 1.5"),
+        ({"reference_index": True}, "reference_index must be an integer >= 0, got True"),
+        ({"reference": "nan"}, r"the reference holds 1 NaN or infinite"),
+        ({"reference": "wide"}, r"the reference has shape \(8, 2\), but a particle has shape"),
+    ],
+)
+def test_bad_counts_and_references_are_named(change, message):
+    model, states, ys, _, _ = problem()
+    arguments = {"num_particles": 4, "num_steps": NUM_STEPS, "reference_index": 0} | change
+    reference = {
+        "nan": states.at[2, 0].set(jnp.nan),
+        "wide": jnp.zeros((NUM_STEPS, 2)),
+    }.get(arguments.pop("reference", None), states)
+    with pytest.raises(ValueError, match=message):
+        csmc.run(jax.random.key(0), bootstrap(model, ys), reference, **arguments)
+
+
+@pytest.mark.parametrize(
+    ("num_iterations", "message"),
+    [(2.5, "num_iterations must be an integer >= 1, got 2.5"), (True, "got True")],
+)
+def test_bad_iteration_counts_are_named(num_iterations, message):
+    model, states, ys, _, _ = problem()
+    with pytest.raises(ValueError, match=message):
+        particle_gibbs.run(
+            jax.random.key(0), bootstrap(model, ys), 4, NUM_STEPS, num_iterations, states
+        )

@@ -102,9 +102,13 @@ def chain() -> tuple[np.ndarray, pm.PMMHInfo]:
     return np.asarray(positions[BURN_IN:, 0], np.float64), infos
 
 
-def model_fn_initial_draw(model, a: float) -> float:
+def model_fn_initial_draw_traced(model, a: jax.Array) -> jax.Array:
     """One initial particle of `model` at a (NaN where the model is invalid)."""
-    return float(model(jnp.asarray([a])).initial_sample(jax.random.key(0), 1)[0, 0])
+    return model(jnp.reshape(a, (1,))).initial_sample(jax.random.key(0), 1)[0, 0]
+
+
+def model_fn_initial_draw(model, a: float) -> float:
+    return float(model_fn_initial_draw_traced(model, jnp.asarray(a)))
 
 
 def test_pmmh_recovers_the_grid_posterior():
@@ -155,7 +159,10 @@ def test_proposals_outside_the_support_are_rejected_without_nan():
         initial_cov = jnp.reshape(0.5 / (1.0 - a**2), (1, 1))  # negative for |a| > 1
         return bootstrap(base._replace(initial_cov=initial_cov), observations())
 
-    assert np.isnan(model_fn_initial_draw(stationary_model, 1.5))  # the guard is needed
+    # The guard is needed: at a concrete a = 1.5 the model is refused, traced it draws NaN.
+    with pytest.raises(ValueError, match="initial_cov must be positive definite"):
+        model_fn_initial_draw(stationary_model, 1.5)
+    assert np.isnan(jax.jit(lambda a: model_fn_initial_draw_traced(stationary_model, a))(1.5))
     keys = jax.random.split(jax.random.key(3), 2)
     positions, infos = jax.jit(
         jax.vmap(lambda key: run_chain(key, 200, step_size=1.5, model=stationary_model))
@@ -243,3 +250,57 @@ def test_proposal_scales():
         pm.run(key, jnp.zeros(1), log_prior, model_fn, 0, 4, NUM_STEPS, 0.1)
     with pytest.raises(ValueError, match="ess_threshold"):
         pm.run(key, jnp.zeros(1), log_prior, model_fn, 10, 4, NUM_STEPS, 0.1, ess_threshold=2)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"num_particles": 0}, "num_particles must be >= 1, got 0"),
+        ({"num_particles": -1}, "num_particles must be >= 1, got -1"),
+        ({"num_particles": 2.5}, "num_particles must be an integer >= 1, got 2.5"),
+        ({"num_particles": True}, "num_particles must be an integer >= 1, got True"),
+        ({"num_steps": 0}, "num_steps must be >= 1, got 0"),
+        ({"num_steps": 2.5}, "num_steps must be an integer >= 1, got 2.5"),
+        ({"num_iterations": 0}, "num_iterations must be >= 1, got 0"),
+        ({"num_iterations": True}, "num_iterations must be an integer >= 1, got True"),
+        ({"step_size": float("nan")}, "step_size must hold finite standard deviations >= 0"),
+        ({"step_size": float("inf")}, "step_size must hold finite standard deviations >= 0"),
+        ({"step_size": -0.5}, r"standard deviations >= 0, not all 0, got -0.5"),
+        ({"step_size": 0.0}, r"not all 0, got 0."),
+        ({"step_size": jnp.array([[-1.0]])}, r"step_size \(a proposal covariance\) must be pos"),
+        ({"step_size": jnp.ones(2)}, r"step_size must be a scalar, a \[1\] array or a \[1, 1\]"),
+        ({"initial_position": jnp.array([jnp.nan])}, r"the position holds 1 NaN or infinite"),
+        ({"initial_position": jnp.zeros((1, 1))}, r"flat \[d\] array, got shape \(1, 1\)"),
+        ({"initial_position": jnp.zeros(0)}, r"flat \[d\] array, got shape \(0,\)"),
+        ({"initial_position": "abc"}, "array of numbers, got 'abc'"),
+        ({"resampling": "bogus"}, "unknown resampling scheme 'bogus'"),
+        ({"ess_threshold": 1.5}, r"ess_threshold must be a finite number in \[0, 1\], got 1.5"),
+        ({"ess_threshold": float("nan")}, r"ess_threshold must be a finite number in \[0, 1\]"),
+        ({"ess_threshold": "0.5"}, r"in \[0, 1\], got '0.5'"),
+    ],
+)
+def test_bad_arguments_are_named(change, message):
+    arguments = {
+        "initial_position": jnp.zeros(1),
+        "num_iterations": 2,
+        "num_particles": 4,
+        "num_steps": NUM_STEPS,
+        "step_size": STEP_SIZE,
+        "resampling": "systematic",
+        "ess_threshold": 0.5,
+    } | change
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match=message):
+        pm.run(key, log_prior=log_prior, model_fn=model_fn, **arguments)
+    if "num_iterations" in change or "step_size" in change or "initial_position" in change:
+        return
+    del arguments["num_iterations"], arguments["step_size"], arguments["initial_position"]
+    with pytest.raises(ValueError, match=message):  # the same checks before any SMC run
+        pm.log_likelihood_estimate(key, jnp.zeros(1), jnp.zeros(()), model_fn, **arguments)
+
+
+@pytest.mark.parametrize("step_size", [float("nan"), -0.5, jnp.array([[float("nan")]])])
+def test_step_checks_a_concrete_step_size(step_size):
+    state = pm.PMMHState(jnp.zeros(1), jnp.zeros(()), jnp.zeros(()))
+    with pytest.raises(ValueError, match="step_size"):
+        pm.step(jax.random.key(0), state, log_prior, model_fn, 4, NUM_STEPS, step_size)

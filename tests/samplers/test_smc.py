@@ -242,3 +242,23 @@ def test_bad_particle_counts_are_rejected(num_particles, message):
         smc.run(jax.random.key(0), model, num_particles, 3)
     with pytest.raises(ValueError, match=message):
         smc_steer.run(jax.random.key(0), model, num_particles, 3, 2)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"num_steps": 2.5}, "num_steps must be an integer >= 1, got 2.5"),
+        ({"num_steps": 0}, "num_steps must be >= 1, got 0"),
+        ({"ess_threshold": float("nan")}, r"ess_threshold must be a finite number in \[0, 1\]"),
+        ({"ess_threshold": "0.5"}, r"in \[0, 1\], got '0.5'"),
+    ],
+)
+def test_bad_step_counts_and_thresholds_are_named(change, message):
+    model = _constant_potential_model(0.0)
+    arguments = {"num_steps": 3, "ess_threshold": 0.5} | change
+    with pytest.raises(ValueError, match=message):
+        smc.run(jax.random.key(0), model, 4, **arguments)
+    if "ess_threshold" in change:  # `step` checks the threshold too
+        state, _ = smc.init(jax.random.key(0), model, 4)
+        with pytest.raises(ValueError, match=message):
+            smc.step(jax.random.key(1), state, model, ess_threshold=change["ess_threshold"])

@@ -117,3 +117,22 @@ def test_bad_inputs_are_named(prior):
         network(prior, jnp.zeros((4, 3)), jnp.ones(3, bool))
     with pytest.raises(ValueError, match="multiple of num_heads"):
         DistributionTransformer(DIMENSION, 3, width=30, num_heads=4, key=jax.random.key(0))
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [
+        ({"dimension": 0}, "dimension must be >= 1, got 0"),
+        ({"dimension": 2.5}, "dimension must be an integer >= 1, got 2.5"),
+        ({"data_size": -1}, "data_size must be >= 1, got -1"),
+        ({"width": 0}, "width must be >= 1, got 0"),
+        ({"depth": 0}, "depth must be >= 1, got 0"),
+        ({"depth": -1}, "depth must be >= 1, got -1"),
+        ({"num_heads": 0}, "num_heads must be >= 1, got 0"),
+        ({"num_heads": 3}, "width 8 must be a multiple of num_heads 3"),
+    ],
+)
+def test_bad_sizes_are_named(sizes, message):
+    arguments = {"dimension": 1, "data_size": 1, "width": 8, "depth": 1, "num_heads": 2} | sizes
+    with pytest.raises(ValueError, match=message):
+        DistributionTransformer(**arguments, key=jax.random.key(0))

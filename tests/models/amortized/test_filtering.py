@@ -321,3 +321,34 @@ def test_bad_shapes_are_named(observations):
         exact_filter(model._replace(observation=jnp.ones((1, 3))), observations)
     with pytest.raises(ValueError, match="num_components"):
         from_linear_gaussian(gaussian_model(), 0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"transition_cov": -jnp.eye(2)}, "transition_cov must be positive definite"),
+        ({"observation_cov": jnp.asarray([[jnp.nan]])}, "observation_cov holds 1 NaN"),
+        ({"transition": jnp.full((2, 2), jnp.inf)}, "transition holds 4 NaN or infinite"),
+    ],
+)
+def test_bad_parameters_are_named(observations, change, message):
+    model = mixture_model()._replace(**change)
+    with pytest.raises(ValueError, match=message):
+        exact_filter(model, observations)
+    with pytest.raises(ValueError, match=message):
+        simulate(jax.random.key(0), model, 3)
+
+
+def test_bad_counts_and_observations_are_named(observations):
+    model = mixture_model()
+    with pytest.raises(ValueError, match="observations holds 1 NaN or infinite"):
+        exact_filter(model, observations.at[1, 0].set(jnp.nan))
+    with pytest.raises(ValueError, match="num_steps must be >= 1, got 0"):
+        simulate(jax.random.key(0), model, 0)
+    with pytest.raises(ValueError, match="num_components must be an integer >= 1, got 2.5"):
+        from_linear_gaussian(gaussian_model(), 2.5)
+    with pytest.raises(ValueError, match="initial_cov must be positive definite"):
+        from_linear_gaussian(gaussian_model()._replace(initial_cov=-jnp.eye(2)), 1)
+    exact = exact_filter(model, observations)
+    with pytest.raises(ValueError, match="num_samples must be >= 1, got 0"):
+        filter_kl(jax.random.key(0), exact, exact, 0)

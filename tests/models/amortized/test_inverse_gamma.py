@@ -240,3 +240,47 @@ def test_bad_inputs_get_clear_errors():
     two_d = GaussianMixture(jnp.zeros(1), jnp.zeros((1, 2)), jnp.eye(2)[None])
     with pytest.raises(ValueError, match="1-D"):
         kl_to_exact(jax.random.key(0), 2.0, 1.0, two_d, 10)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ((-1.0, 1.0, 2), r"alpha must be finite and > 0, got -1"),
+        ((float("nan"), 1.0, 2), "alpha must be finite and > 0, got nan"),
+        ((2.0, 0.0, 2), "beta must be finite and > 0, got 0"),
+        ((2.0, 1.0, 2.5), "num_components must be an integer >= 1, got 2.5"),
+    ],
+)
+def test_bad_fit_arguments_are_named(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        fit_log_inverse_gamma(*arguments)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [({"grid_size": 1}, "grid_size must be >= 2, got 1"), ({"num_steps": -1}, "got -1")],
+)
+def test_bad_fit_settings_are_named(settings, message):
+    with pytest.raises(ValueError, match=message):
+        fit_log_inverse_gamma(2.0, 1.0, 2, **settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"num_components": 0}, "num_components must be >= 1, got 0"),
+        ({"num_components": 2, "num_data": -2}, "num_data must be >= 1, got -2"),
+        ({"num_components": 2, "alpha_low": -1.0}, "alpha_low must be a finite number >= 0"),
+        ({"num_components": 2, "beta_low": 0.0}, "need 0 < beta_low <= beta_high, got 0.0"),
+        ({"num_components": 2, "alpha_low": 7.0}, "need 0 < alpha_low <= alpha_high, got 7.0"),
+        ({"num_components": 2, "em_steps": -1}, "em_steps must be >= 0, got -1"),
+    ],
+)
+def test_bad_task_settings_are_named(settings, message):
+    with pytest.raises(ValueError, match=message):
+        InverseGammaTask(**settings).sample(jax.random.key(0))
+
+
+def test_traced_parameters_are_not_checked():
+    means = jax.jit(lambda a: fit_log_inverse_gamma(a, 1.0, 2, num_steps=2).means)(-1.0)
+    assert np.isnan(np.asarray(means)).all()  # no check under jit, NaN as before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -157,3 +158,64 @@ def test_training_cuts_the_kl_to_the_exact_posterior():
         progress=False,
     )
     assert more.losses.shape == (10,)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"num_steps": 0}, "num_steps must be >= 1, got 0"),
+        ({"num_steps": -1}, "num_steps must be >= 1, got -1"),
+        ({"num_steps": 2.5}, "num_steps must be an integer >= 1, got 2.5"),
+        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+        ({"prior_weight": float("nan")}, "prior_weight must be a finite number >= 0, got nan"),
+        ({"prior_weight": -1.0}, "prior_weight must be a finite number >= 0, got -1.0"),
+    ],
+)
+def test_bad_training_settings_are_named(settings, message):
+    network = DistributionTransformer(1, 1, width=8, depth=1, num_heads=2, key=jax.random.key(0))
+    arguments = {"num_steps": 1, "batch_size": 2, "progress": False} | settings
+    with pytest.raises(ValueError, match=message):
+        fit(jax.random.key(0), network, TASK.sample, **arguments)
+
+
+class Shift(eqx.Module):
+    """A one-parameter stand-in for the network (compiles in a moment): shifts the means."""
+
+    offset: jax.Array
+
+    def __call__(self, prior, data, mask):
+        return prior._replace(means=prior.means + self.offset)
+
+
+def test_a_nan_learning_rate_is_reported_as_divergence():
+    network = Shift(jnp.zeros(()))
+    with pytest.raises(ValueError, match="training diverged: .* not finite from step 1"):
+        fit(
+            jax.random.key(0),
+            network,
+            TASK.sample,
+            num_steps=2,
+            batch_size=2,
+            optimizer=optax.adam(float("nan")),
+            progress=False,
+        )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"num_components": 0}, "num_components must be >= 1, got 0"),
+        ({"num_components": 2.5}, "num_components must be an integer >= 1, got 2.5"),
+        ({"num_data": 0}, "num_data must be >= 1, got 0"),
+        ({"scale_low": float("nan")}, "scale_low must be a finite number >= 0, got nan"),
+        ({"scale_low": 3.0}, "need 0 < scale_low <= scale_high, got 3.0, 2.0"),
+        ({"mean_scale": -1.0}, "mean_scale must be a finite number >= 0"),
+        ({"noise_covariance": -jnp.eye(1)}, "noise_covariance must be positive definite"),
+        ({"noise_covariance": jnp.eye(2)}, r"noise_covariance must be \[1, 1\]"),
+        ({"observation_matrix": jnp.ones(1)}, r"observation_matrix must be \[M, D\]"),
+        ({"min_data": 6}, "need 0 <= min_data <= num_data, got 6, 5"),
+    ],
+)
+def test_bad_task_settings_are_named(change, message):
+    with pytest.raises(ValueError, match=message):
+        TASK._replace(**change).sample(jax.random.key(0))

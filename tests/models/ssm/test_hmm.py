@@ -121,3 +121,64 @@ def test_filtering_probabilities_match_forward_algorithm():
     np.testing.assert_allclose(mean[exact_cells], expected[exact_cells], atol=1e-6)
     z = (mean[~exact_cells] - expected[~exact_cells]) / (sd[~exact_cells] / np.sqrt(runs))
     assert np.all(np.abs(z) < Z_BOUND + 0.5), z  # max over T * K cells
+
+
+GOOD = {
+    "initial_probs": jnp.asarray([0.5, 0.5]),
+    "transition_matrix": jnp.asarray([[0.9, 0.1], [0.2, 0.8]]),
+    "emission_probs": jnp.asarray([[0.7, 0.3], [0.1, 0.9]]),
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"transition_matrix": jnp.asarray([[0.9, 0.6], [0.2, 0.8]])},
+            r"transition_matrix must sum to 1 \(rows \[0\]\), got sums \[1.5, 1.0\]",
+        ),
+        (
+            {"transition_matrix": jnp.asarray([[1.1, -0.1], [0.2, 0.8]])},
+            "transition_matrix has negative entries",
+        ),
+        ({"initial_probs": jnp.asarray([1.0, 1.0])}, "initial_probs must sum to 1, got sums 2.0"),
+        (
+            {"emission_probs": jnp.asarray([[jnp.nan, 0.3], [0.1, 0.9]])},
+            "emission_probs holds 1 NaN or infinite",
+        ),
+    ],
+)
+def test_rows_that_are_not_probabilities_are_named(change, message):
+    model = HiddenMarkov(**(GOOD | change))
+    ys = jnp.zeros(3, jnp.int32)
+    for call in (
+        lambda: simulate(jax.random.key(0), model, 3),
+        lambda: forward_algorithm(model, ys),
+        lambda: bootstrap(model, ys),
+    ):
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+@pytest.mark.parametrize(
+    ("observations", "message"),
+    [
+        (jnp.asarray([0, 5, 1]), r"symbols in \[0, 2\); at t = \[1\] they are \[5\]"),
+        (jnp.asarray([-1, 0]), r"at t = \[0\] they are \[-1\]"),
+        (jnp.asarray([0.5, 1.0]), "observations must be integer symbols, got dtype float32"),
+        (jnp.zeros((3, 1), jnp.int32), r"1-D \[T >= 1\] array of symbols, got \(3, 1\)"),
+        (jnp.zeros(0, jnp.int32), r"got \(0,\)"),
+    ],
+)
+def test_bad_observations_are_named(observations, message):
+    model = HiddenMarkov(**GOOD)
+    with pytest.raises(ValueError, match=message):
+        forward_algorithm(model, observations)
+    with pytest.raises(ValueError, match=message):
+        bootstrap(model, observations)
+
+
+@pytest.mark.parametrize("num_steps", [0, -1, 2.5])
+def test_bad_step_counts_are_named(num_steps):
+    with pytest.raises(ValueError, match=f"num_steps must be .*>= 1, got {num_steps}"):
+        simulate(jax.random.key(0), HiddenMarkov(**GOOD), num_steps)

@@ -5,9 +5,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.scipy.stats import multivariate_normal
 
-from ppl.models.ssm.linear_gaussian import LinearGaussian, kalman_filter, kalman_smoother, simulate
+from ppl.models.ssm.linear_gaussian import (
+    LinearGaussian,
+    bootstrap,
+    kalman_filter,
+    kalman_smoother,
+    optimal_proposal,
+    simulate,
+)
+from ppl.samplers import smc
 
 
 def two_dim_model() -> LinearGaussian:
@@ -74,3 +83,67 @@ def test_log_likelihood_filter_and_smoother_match_dense_gaussian():
     g = sub_cov[2 * t : 2 * t + 2, nx:] @ np.linalg.inv(sub_cov[nx:, nx:])
     expected = sub_mean[2 * t : 2 * t + 2] + g @ (y[: t + 1] - sub_mean[nx:])
     np.testing.assert_allclose(result.filtered_means[t], expected, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"transition_cov": -jnp.eye(2)}, r"transition_cov must be positive definite"),
+        ({"observation_cov": jnp.asarray([[-0.4]])}, r"observation_cov must be positive definite"),
+        ({"initial_cov": jnp.asarray([[1.0, 2.0], [0.0, 1.0]])}, "initial_cov must be symmetric"),
+        ({"initial_cov": jnp.full((2, 2), jnp.nan)}, "initial_cov holds 4 NaN or infinite"),
+        ({"transition": jnp.full((2, 2), jnp.nan)}, "transition holds 4 NaN or infinite"),
+        ({"initial_mean": jnp.asarray([jnp.inf, 0.0])}, "initial_mean holds 1 NaN or infinite"),
+        ({"transition": jnp.eye(3)}, r"transition must have shape \(2, 2\) for dx = 2, dy = 1"),
+        ({"observation_cov": jnp.eye(2)}, r"observation_cov must have shape \(1, 1\)"),
+    ],
+)
+def test_bad_parameters_are_named(change, message):
+    model = two_dim_model()._replace(**change)
+    ys = jnp.zeros((4, 1))
+    for call in (
+        lambda: simulate(jax.random.key(0), model, 4),
+        lambda: kalman_filter(model, ys),
+        lambda: bootstrap(model, ys),
+        lambda: optimal_proposal(model, ys),
+    ):
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+@pytest.mark.parametrize(
+    ("observations", "message"),
+    [
+        (jnp.asarray([[0.1], [jnp.nan]]), "observations holds 1 NaN or infinite"),
+        (jnp.zeros(3), r"observations must be \[T >= 1, 1\], got shape \(3,\)"),
+        (jnp.zeros((3, 2)), r"got shape \(3, 2\)"),
+        (jnp.zeros((0, 1)), r"got shape \(0, 1\)"),
+    ],
+)
+def test_bad_observations_are_named(observations, message):
+    model = two_dim_model()
+    with pytest.raises(ValueError, match=message):
+        kalman_filter(model, observations)
+    with pytest.raises(ValueError, match=message):
+        bootstrap(model, observations)
+
+
+@pytest.mark.parametrize(
+    ("num_steps", "message"),
+    [(0, "num_steps must be >= 1, got 0"), (-1, "must be >= 1, got -1"), (2.5, "integer")],
+)
+def test_bad_step_counts_are_named(num_steps, message):
+    with pytest.raises(ValueError, match=message):
+        simulate(jax.random.key(0), two_dim_model(), num_steps)
+    fk = bootstrap(two_dim_model(), jnp.zeros((3, 1)))
+    with pytest.raises(ValueError, match=message):
+        smc.run(jax.random.key(0), fk, 4, num_steps)
+
+
+def test_traced_parameters_are_not_checked():
+    def log_likelihood(variance: jax.Array) -> jax.Array:
+        model = two_dim_model()._replace(observation_cov=jnp.reshape(variance, (1, 1)))
+        return kalman_filter(model, jnp.zeros((3, 1))).log_likelihood
+
+    assert np.isnan(jax.jit(log_likelihood)(-1.0))  # no check under jit; NaN as before
+    assert np.isfinite(jax.jit(log_likelihood)(0.4))

@@ -111,7 +111,7 @@ def test_non_stationary_phi_is_rejected(phi):
         bootstrap(model, jnp.zeros(5))
 
 
-@pytest.mark.parametrize("sigma", [0.0, -0.5])
+@pytest.mark.parametrize("sigma", [0.0, -0.5, float("nan"), float("inf")])
 def test_non_positive_sigma_is_rejected(sigma):
     model = StochasticVolatility(mu=0.0, phi=0.5, sigma=sigma)
     with pytest.raises(ValueError, match="sigma must be > 0"):
@@ -126,3 +126,37 @@ def test_traced_parameters_are_not_checked():
         return smc.run(jax.random.key(0), fk, 8, 3).log_evidence
 
     assert np.isfinite(jax.jit(log_evidence)(0.9))
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (StochasticVolatility(float("nan"), 0.5, 0.3), "mu must be finite, got nan"),
+        (StochasticVolatility(float("inf"), 0.5, 0.3), "mu must be finite, got inf"),
+        (StochasticVolatility(0.0, "0.5", 0.3), "phi must be a number, got '0.5'"),
+    ],
+)
+def test_bad_mu_or_phi_is_named(model, message):
+    with pytest.raises(ValueError, match=message):
+        simulate(jax.random.key(0), model, 5)
+    with pytest.raises(ValueError, match=message):
+        bootstrap(model, jnp.zeros(5))
+
+
+@pytest.mark.parametrize(
+    ("observations", "message"),
+    [
+        (jnp.asarray([0.1, jnp.nan, 0.2]), "observations holds 1 NaN or infinite"),
+        (jnp.zeros((3, 1)), r"observations must be \[T >= 1\], got shape \(3, 1\)"),
+        (jnp.zeros(0), r"got shape \(0,\)"),
+    ],
+)
+def test_bad_observations_are_named(observations, message):
+    with pytest.raises(ValueError, match=message):
+        bootstrap(MODEL, observations)
+
+
+@pytest.mark.parametrize("num_steps", [0, -1, 2.5])
+def test_bad_step_counts_are_named(num_steps):
+    with pytest.raises(ValueError, match=f"num_steps must be .*>= 1, got {num_steps}"):
+        simulate(jax.random.key(0), MODEL, num_steps)
