@@ -10,7 +10,7 @@ Each candidate is written as the in-process `qwen2_math_prm` layout writes it
 (`QwenMathFormat.text`: system, user and assistant turns in the PRM's chat template, a
 separator after every step, so the local tokenizer supplies the template), all candidates go in
 one `POST /pooling`, and the reward of step i is the probability of the "correct" class at the
-i-th separator, r_i = data[i][1]. A result with the wrong number of steps is an error, not a
+i-th separator, `r_i = data[i][1]`. A result with the wrong number of steps is an error, not a
 guess. Not tested against a running vLLM here (vLLM needs a GPU build this machine lacks); the
 request and response shapes follow vLLM's pooling API and are tested against a scripted server.
 """
