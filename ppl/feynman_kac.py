@@ -57,6 +57,10 @@ class FeynmanKac(NamedTuple):
             hold arrays with the particle axis elsewhere (a KV cache) provide their own;
             such a model's `transition_sample` must itself return finished particles
             unchanged, since a sampler cannot select rows of leaves it cannot index.
+        num_steps: optional horizon: the number of time steps the model is defined for (a
+            state-space model's number of observations), or None for any number. The
+            samplers refuse a longer run (`check_horizon`): past the last observation,
+            `observations[t]` would be clamped by JAX and the last one silently reused.
     """
 
     initial_sample: InitialSample
@@ -65,6 +69,16 @@ class FeynmanKac(NamedTuple):
     log_potential: LogPotential
     finished: Finished | None = None
     gather: Gather | None = None
+    num_steps: int | None = None
+
+
+def check_horizon(model: FeynmanKac, num_steps: int) -> None:
+    """A ValueError if a run of `num_steps` goes past the model's horizon `model.num_steps`."""
+    if model.num_steps is not None and num_steps > model.num_steps:
+        raise ValueError(
+            f"num_steps={num_steps} is more than the {model.num_steps} time steps the model is "
+            "defined for (its observations)"
+        )
 
 
 def gather_particles(model: FeynmanKac, particles: Particles, ancestors: jax.Array) -> Particles:

@@ -33,6 +33,8 @@ class StateSpaceModel(NamedTuple):
         transition_sample: `(rng_key, t, x_{t-1}) -> x_t` from p(x_t | x_{t-1}).
         transition_log_density: `(t, x_{t-1}, x_t) -> log p(x_t | x_{t-1})` [N].
         observation_log_likelihood: `(t, x_t) -> log p(y_t | x_t)` [N].
+        num_steps: the number of observations (None: defined for any t); carried to the
+            Feynman-Kac models built from it, whose samplers refuse a longer run.
     """
 
     initial_sample: Callable[[jax.Array, int], Particles]
@@ -40,6 +42,7 @@ class StateSpaceModel(NamedTuple):
     transition_sample: Callable[[jax.Array, jax.Array, Particles], Particles]
     transition_log_density: Callable[[jax.Array, Particles, Particles], jax.Array]
     observation_log_likelihood: Callable[[jax.Array, Particles], jax.Array]
+    num_steps: int | None = None
 
 
 class Proposal(NamedTuple):
@@ -66,6 +69,7 @@ def bootstrap(model: StateSpaceModel) -> FeynmanKac:
         ),
         transition_sample=model.transition_sample,
         log_potential=lambda t, x_prev, x: model.observation_log_likelihood(t, x),
+        num_steps=model.num_steps,
     )
 
 
@@ -88,6 +92,7 @@ def guided(model: StateSpaceModel, proposal: Proposal) -> FeynmanKac:
         initial_log_potential=initial_log_potential,
         transition_sample=proposal.transition_sample,
         log_potential=log_potential,
+        num_steps=model.num_steps,
     )
 
 

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from ppl import checks
-from ppl.feynman_kac import FeynmanKac, Particles
+from ppl.feynman_kac import FeynmanKac, Particles, check_horizon
 from ppl.samplers.genealogy import trajectories
 from ppl.samplers.resampling import resample
 from ppl.samplers.weighting import check_num_particles, reweight, select
@@ -233,6 +233,7 @@ def run(
         reference_index: the particle slot that holds the reference (a Python int).
     """
     num_steps = checks.count("num_steps", num_steps)
+    check_horizon(model, num_steps)
     num_particles = check_num_particles(num_particles, 2)  # one free particle at least
     reference_index = checks.count("reference_index", reference_index, 0)
     if reference_index >= num_particles:

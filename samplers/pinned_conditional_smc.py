@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ppl.feynman_kac import FeynmanKac, gather_particles
+from ppl.feynman_kac import FeynmanKac, check_horizon, gather_particles
 from ppl.samplers import smc
 from ppl.samplers.resampling import resample
 from ppl.samplers.smc import SMCInfo, SMCResult, SMCState
@@ -56,6 +56,7 @@ def run(rng_key: jax.Array, model: FeynmanKac, num_particles: int, num_steps: in
     """Conditional SMC for time steps t = 0..num_steps-1 in one `lax.scan` (no history kept)."""
     if num_particles < 2:
         raise ValueError(f"conditional SMC needs at least 2 particles, got {num_particles}")
+    check_horizon(model, num_steps)
     loop = smc.scan_run(
         rng_key,
         lambda key: smc.init(key, model, num_particles),

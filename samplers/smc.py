@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from ppl import checks
-from ppl.feynman_kac import FeynmanKac, Particles, gather_particles
+from ppl.feynman_kac import FeynmanKac, Particles, check_horizon, gather_particles
 from ppl.samplers.resampling import get_scheme, resample_where
 from ppl.samplers.weighting import (
     check_no_inf,
@@ -198,6 +198,7 @@ def run(
     """
     num_particles = check_num_particles(num_particles)
     checks.number("ess_threshold", ess_threshold, 0, 1)
+    check_horizon(model, num_steps)
     get_scheme(resampling)
 
     def keep(particles: Particles) -> Any:

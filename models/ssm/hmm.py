@@ -154,4 +154,5 @@ def bootstrap(model: HiddenMarkov, observations: jax.Array) -> FeynmanKac:
         initial_log_potential=lambda x: log_b[x, observations[0]],
         transition_sample=transition_sample,
         log_potential=lambda t, x_prev, x: log_b[x, observations[t]],
+        num_steps=observations.shape[0],
     )

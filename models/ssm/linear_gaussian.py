@@ -174,6 +174,7 @@ def state_space_model(model: LinearGaussian, observations: jax.Array) -> StateSp
         observation_log_likelihood=lambda t, x: gaussian(
             observations[t], x @ model.observation.T, model.observation_cov
         ),
+        num_steps=observations.shape[0],
     )
 
 

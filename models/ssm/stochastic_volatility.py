@@ -104,4 +104,5 @@ def bootstrap(model: StochasticVolatility, observations: jax.Array) -> FeynmanKa
         initial_log_potential=lambda x: observation_log_likelihood(observations[0], x),
         transition_sample=transition_sample,
         log_potential=lambda t, x_prev, x: observation_log_likelihood(observations[t], x),
+        num_steps=observations.shape[0],
     )

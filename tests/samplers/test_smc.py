@@ -262,3 +262,42 @@ def test_bad_step_counts_and_thresholds_are_named(change, message):
         state, _ = smc.init(jax.random.key(0), model, 4)
         with pytest.raises(ValueError, match=message):
             smc.step(jax.random.key(1), state, model, ess_threshold=change["ess_threshold"])
+
+
+def _five_observation_models():
+    from ppl.models.ssm import hmm, linear_gaussian, stochastic_volatility
+
+    key = jax.random.key(0)
+    chain = hmm.HiddenMarkov(
+        initial_probs=jnp.asarray([0.5, 0.5]),
+        transition_matrix=jnp.asarray([[0.9, 0.1], [0.2, 0.8]]),
+        emission_probs=jnp.asarray([[0.7, 0.3], [0.1, 0.9]]),
+    )
+    volatility = stochastic_volatility.StochasticVolatility(mu=-0.5, phi=0.9, sigma=0.3)
+    gaussian = linear_gaussian.LinearGaussian(
+        jnp.zeros(1), jnp.eye(1), 0.9 * jnp.eye(1), jnp.eye(1), jnp.eye(1), jnp.eye(1)
+    )
+    return {
+        "hmm": hmm.bootstrap(chain, hmm.simulate(key, chain, 5)[1]),
+        "stochastic_volatility": stochastic_volatility.bootstrap(
+            volatility, stochastic_volatility.simulate(key, volatility, 5)[1]
+        ),
+        "linear_gaussian": linear_gaussian.bootstrap(gaussian, jnp.zeros((5, 1))),
+    }
+
+
+@pytest.mark.parametrize("name", ["hmm", "stochastic_volatility", "linear_gaussian"])
+def test_a_run_past_the_last_observation_is_refused(name):
+    """Before, JAX clamped `observations[t]` and the last observation was silently reused."""
+    from ppl.samplers import conditional_smc
+
+    model = _five_observation_models()[name]
+    assert model.num_steps == 5
+    result = smc.run(jax.random.key(1), model, 8, 5)  # up to the last observation: runs
+    assert np.isfinite(float(result.log_evidence))
+    message = r"num_steps=6 is more than the 5 time steps the model is defined for"
+    with pytest.raises(ValueError, match=message):
+        smc.run(jax.random.key(1), model, 8, 6)
+    path = jax.tree.map(lambda x: jnp.concatenate([x[:, 0], x[:1, 0]]), result.particles)
+    with pytest.raises(ValueError, match=message):
+        conditional_smc.run(jax.random.key(1), model, path, 8, 6)
