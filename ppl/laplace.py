@@ -5,10 +5,11 @@ the mode û = argmax log p̃ is found with optax's L-BFGS, and the reference is
 
     q(u) = N(u; û, s² H⁻¹),   H = −∇² log p̃(û),
 
-with `inflation` s (default 2) so that q's tails cover p̃'s. Tempered SMC starts from q when
-the prior cannot be sampled (improper priors): the path q^{1−β} p̃^β ends at the posterior and
-its evidence estimate is ∫ p̃ (see `ppl.experiments.bayes.run_tempered_smc`). A mode that is
-not found, or a Hessian that is not negative definite there, is a `LaplaceError` saying which.
+with `inflation` s (default 3) so that q's tails cover p̃'s (with 2, gp_pois_regr's q was
+lighter-tailed than its posterior and tempered SMC's log Ẑ ran 0.1 low; docs/bayesian.md).
+Tempered SMC starts from q (`ppl.experiments.bayes.run_tempered_smc`): the path q^{1−β} p̃^β
+ends at the posterior and its evidence estimate is ∫ p̃. A mode that is not found, or a
+Hessian that is not negative definite there, is a `LaplaceError` saying which.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def laplace_reference(
     log_density_fn: Callable[[jax.Array], jax.Array],
     initial: jax.Array,
     *,
-    inflation: float = 2.0,
+    inflation: float = 3.0,
     max_iterations: int = 500,
     tolerance: float = 1e-5,
 ) -> GaussianReference:
