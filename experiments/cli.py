@@ -532,7 +532,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ppl.models.lm.model_cache import compilation_cache_wanted, enable_compilation_cache
+
     args = build_parser().parse_args(argv)
+    if compilation_cache_wanted():  # compiled programs persist across runs (docs/lm-runtime.md)
+        enable_compilation_cache()
     try:
         return int(args.func(args))
     except (ValueError, FileNotFoundError, ServerError) as error:  # they name the problem

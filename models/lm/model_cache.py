@@ -19,6 +19,7 @@ Linux (or under `$PPL_JAX_CACHE`).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -134,13 +135,18 @@ def _read_entry(entry: Path) -> tuple[DecoderConfig, Params, dict[str, Any]]:
     for name, size in manifest["files"].items():
         if (entry / name).stat().st_size != size:
             raise ValueError(f"{name} has {(entry / name).stat().st_size} bytes, not {size}")
-    arrays = {
-        name.removesuffix(".npy"): np.load(entry / name, mmap_mode="r", allow_pickle=False)
-        for name in manifest["files"]
-        if name.endswith(".npy")
-    }
-    layers = LayerParams(*(arrays.get(f"layers.{k}") for k in LayerParams._fields))
-    params = Params(**{k: arrays.get(k) for k in Params._fields if k != "layers"}, layers=layers)
+    arrays: dict[str, Any] = collections.defaultdict(lambda: None)  # absent leaves are None
+    for name in manifest["files"]:
+        if name.endswith(".npy"):
+            arrays[name.removesuffix(".npy")] = np.load(entry / name, mmap_mode="r")
+    layers = LayerParams(*(arrays[f"layers.{k}"] for k in LayerParams._fields))
+    params = Params(
+        embed=arrays["embed"],
+        layers=layers,
+        final_norm=arrays["final_norm"],
+        lm_head=arrays["lm_head"],
+        rope_inv_freq=arrays["rope_inv_freq"],
+    )
     config = DecoderConfig(**manifest["config"])
     check_shapes(params, config)
     fields = json.loads((entry / "tokenizer.json").read_text())
@@ -154,8 +160,9 @@ def enable_compilation_cache(directory: str | Path | None = None) -> Path | None
     through JAX's own `JAX_COMPILATION_CACHE_DIR` is kept."""
     import jax
 
-    if jax.config.jax_compilation_cache_dir:
-        return Path(jax.config.jax_compilation_cache_dir)
+    already = jax.config.values.get("jax_compilation_cache_dir")
+    if already:
+        return Path(already)
     target = Path(directory) if directory is not None else cache_dir() / "jax"
     try:
         target.mkdir(parents=True, exist_ok=True)
