@@ -138,7 +138,10 @@ def _read_entry(entry: Path) -> tuple[DecoderConfig, Params, dict[str, Any]]:
     arrays: dict[str, Any] = collections.defaultdict(lambda: None)  # absent leaves are None
     for name in manifest["files"]:
         if name.endswith(".npy"):
-            arrays[name.removesuffix(".npy")] = np.load(entry / name, mmap_mode="r")
+            try:
+                arrays[name.removesuffix(".npy")] = np.load(entry / name, mmap_mode="r")
+            except ValueError as error:  # numpy's words (pickled data, bad header) name no file
+                raise ValueError(f"{name} is not a readable .npy file") from error
     layers = LayerParams(*(arrays[f"layers.{k}"] for k in LayerParams._fields))
     params = Params(
         embed=arrays["embed"],
