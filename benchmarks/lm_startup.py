@@ -7,9 +7,10 @@ Each measurement is a fresh process that generates one greedy token of the same 
 prints it: `ppl generate ... --max-new-tokens 1` (with `PPL_JAX_CACHE` in a temporary
 directory, emptied before each first run) and a llama-cpp-python script (.venv-bench, built by
 benchmarks/setup_llamacpp.sh) loading the same GGUF with the same thread count. The time is
-taken when the process's first line of output arrives. llama.cpp keeps no cache of its own;
-for both, the operating system's page cache holds the GGUF after the first read. Writes
-benchmarks/results/lm_startup.json.
+taken when the process's first line of output arrives; the CPU time of the whole process
+(user and system, all threads) is printed beside it, as it depends less on what else the
+machine runs. llama.cpp keeps no cache of its own; for both, the operating system's page
+cache holds the GGUF after the first read. Writes benchmarks/results/lm_startup.json.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "The capital of France is"
@@ -35,8 +38,10 @@ print(repr(out["choices"][0]["text"]), flush=True)
 """
 
 
-def first_line_seconds(command: list[str], env: dict[str, str]) -> tuple[float, str]:
-    """Seconds from starting `command` to its first line of output, and that line."""
+def first_line_seconds(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Seconds from starting `command` to its first line of output, the CPU seconds (user and
+    system) the whole process used, and that line."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
@@ -45,7 +50,9 @@ def first_line_seconds(command: list[str], env: dict[str, str]) -> tuple[float, 
     process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"{command[:3]} exited with {process.returncode}")
-    return elapsed, line.strip()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return elapsed, cpu, line.strip()
 
 
 def main() -> None:
@@ -70,21 +77,27 @@ def main() -> None:
     ours += ["--max-new-tokens", "1", "--temperature", "0", "--model", str(args.model)]
     peer = [str(args.bench_python), "-c", LLAMACPP, str(args.model), str(args.threads), PROMPT]
     runs: list[dict[str, object]] = []
+
+    def record(runtime: str, kind: str, seconds: float, cpu: float, token: str, load: Any) -> None:
+        runs.append({"runtime": runtime, "run": kind, "seconds": seconds, "cpu_seconds": cpu})
+        runs[-1]["load"] = load
+        print(
+            f"{runtime:9} {kind:6} run: {seconds:5.2f} s (CPU {cpu:5.2f} s) {token:8} load {load}"
+        )
+
     try:
         for kind in ("first", "second"):
             for _ in range(args.repeats):
                 if kind == "first":
                     shutil.rmtree(cache, ignore_errors=True)
                 load = os.getloadavg()
-                seconds, token = first_line_seconds(ours, env)
-                runs.append({"runtime": "ppl-jax", "run": kind, "seconds": seconds, "load": load})
-                print(f"ppl-jax   {kind:6} run: {seconds:5.2f} s  {token!r:10} load {load}")
+                seconds, cpu, token = first_line_seconds(ours, env)
+                record("ppl-jax", kind, seconds, cpu, repr(token), load)
                 if not args.bench_python.exists():
                     continue
                 load = os.getloadavg()
-                seconds, token = first_line_seconds(peer, env)
-                runs.append({"runtime": "llama.cpp", "run": kind, "seconds": seconds, "load": load})
-                print(f"llama.cpp {kind:6} run: {seconds:5.2f} s  {token:10} load {load}")
+                seconds, cpu, token = first_line_seconds(peer, env)
+                record("llama.cpp", kind, seconds, cpu, token, load)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     report = {"model": args.model.name, "threads": args.threads, "cpus": os.cpu_count()}
