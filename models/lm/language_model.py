@@ -151,7 +151,9 @@ class LanguageModel:
         if key not in built:
             if len(built) >= _STOP_AUTOMATA_KEPT:
                 del built[next(iter(built))]  # the oldest
-            built[key] = build_stop_automata(key, self._token_bytes)
+            # no stop strings need only the vocabulary's size, not every token's bytes
+            token_bytes = self._token_bytes if key else [b""] * self.tokenizer.vocab_size
+            built[key] = build_stop_automata(key, token_bytes)
         return built[key]
 
     @functools.cached_property
