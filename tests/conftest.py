@@ -71,7 +71,7 @@ def default_model_path():
 def default_lm(default_model_path):
     from ppl.models.lm import LanguageModel
 
-    return LanguageModel.from_gguf(default_model_path)
+    return LanguageModel.from_gguf(default_model_path, cache=False)  # no 515 MB entry per session
 
 
 @pytest.fixture(scope="session")
