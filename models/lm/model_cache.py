@@ -70,7 +70,6 @@ def load_gguf_cached(path: str | Path) -> tuple[DecoderConfig, Params, Tokenizer
     if entry.exists():
         try:
             config, params, fields = _read_entry(entry)
-            return config, params, gguf_tokenizer(fields, path)
         except (OSError, ValueError, KeyError, TypeError) as error:
             warnings.warn(
                 f"the cached conversion {entry} of {path} is unreadable ({error}); converting "
@@ -78,6 +77,8 @@ def load_gguf_cached(path: str | Path) -> tuple[DecoderConfig, Params, Tokenizer
                 stacklevel=2,
             )
             shutil.rmtree(entry, ignore_errors=True)
+        else:
+            return config, params, gguf_tokenizer(fields, path)
     config, params, fields = convert_gguf(path)
     tokenizer = gguf_tokenizer(fields, path)  # an unsupported tokenizer fails before storing
     try:
