@@ -17,21 +17,25 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ppl.experiments.methods import METHODS
-from ppl.experiments.steering import STEERING_METHODS
-from ppl.experiments.steering_sweep import sweep_methods
-from ppl.experiments.sweep import VERIFIERS
-from ppl.models.constraints.sequence_potential import CONSTRAINTS, SequencePotential
 from ppl.models.lm.language_model import DTYPES
 from ppl.models.lm.served import ServerError
-from ppl.models.reasoning.reward_weighting import AGGREGATIONS, RULES
-from ppl.models.reasoning.tasks import DEFAULT_TASK, TASKS
-from ppl.models.steering.tasks import TASKS as STEERING_TASKS
 from ppl.registry import Registry, import_modules
 
-import_modules("ppl.models.constraints")  # every constraint module registers its builders
+if TYPE_CHECKING:
+    from ppl.models.constraints.sequence_potential import SequencePotential
+
+SCALE_HELP = "accuracy against budget of inference-scaling methods (JSONL, resumable)"
+STEER_HELP = "token-level SMC steering of the model under a constraint"
+
+
+def _constraints() -> Registry[Any]:
+    """The constraint registry, once every constraint module has registered its builders."""
+    from ppl.models.constraints.sequence_potential import CONSTRAINTS
+
+    import_modules("ppl.models.constraints")
+    return CONSTRAINTS
 
 
 def _name_list(kind: str, choices: Sequence[str]) -> Callable[[str], list[str]]:
@@ -98,9 +102,10 @@ def _utf8(text: str) -> str:
 def _constraint(text: str) -> tuple[str, str]:
     """An argparse type: NAME:ARGUMENT with NAME a registered constraint."""
     name, _, argument = _utf8(text).partition(":")
-    if name not in CONSTRAINTS:
+    constraints = _constraints()
+    if name not in constraints:
         raise argparse.ArgumentTypeError(
-            f"unknown constraint {name!r}; choose from {', '.join(CONSTRAINTS)} "
+            f"unknown constraint {name!r}; choose from {', '.join(constraints)} "
             "(written NAME:ARGUMENT)"
         )
     return name, argument
@@ -324,7 +329,7 @@ def _steer(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from ppl.experiments.steering import steer, steering_problem, train_twist
+    from ppl.experiments.steering import STEERING_METHODS, steer, steering_problem, train_twist
     from ppl.models.constraints.automata import ByteAutomaton
     from ppl.models.steering.tasks import get_task
 
@@ -334,7 +339,7 @@ def _steer(args: argparse.Namespace) -> int:
     critic: SequencePotential | None = None
     if args.constraint is not None:  # the task's prompts under another constraint
         name, argument = args.constraint
-        potential = CONSTRAINTS.get(name)(argument)
+        potential = _constraints().get(name)(argument)
         if isinstance(potential, ByteAutomaton):
             automaton = potential
         elif args.sweep:
@@ -386,39 +391,15 @@ def _steer(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ppl", description="ppl-jax command line")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    gen = commands.add_parser("generate", help="generate text with a language model")
-    gen.add_argument("prompt")
-    _add_model_args(gen)
-    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
-    gen.add_argument("--max-new-tokens", type=int, default=64)
-    gen.add_argument("--temperature", type=float, default=1.0, help="0 for greedy decoding")
-    gen.add_argument("--top-k", type=int, default=None)
-    gen.add_argument("--top-p", type=float, default=None)
-    gen.add_argument("--stop", action="append", help="a stop string (repeatable)")
-    gen.add_argument("--num-samples", type=int, default=1)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--json", action="store_true", help="print JSON with token ids and logprobs")
-    gen.set_defaults(func=_generate)
-
-    bench = commands.add_parser("bench-lm", help="prefill and decode throughput of the runtime")
-    _add_model_args(bench)
-    bench.add_argument("--batch", default="1,16,64", help="comma-separated batch sizes")
-    bench.add_argument("--prompt-tokens", type=int, default=64)
-    bench.add_argument("--new-tokens", type=int, default=64)
-    bench.add_argument("--repeats", type=_count(1), default=2)
-    bench.add_argument("--json", action="store_true")
-    bench.set_defaults(func=_bench_lm)
-
-    fetch = commands.add_parser("fetch-model", help="download and cache the default model")
-    fetch.set_defaults(func=_fetch_model)
+def _add_scale(commands: Any) -> None:
+    from ppl.experiments.methods import METHODS
+    from ppl.experiments.sweep import VERIFIERS
+    from ppl.models.reasoning.reward_weighting import AGGREGATIONS, RULES
+    from ppl.models.reasoning.tasks import DEFAULT_TASK, TASKS
 
     scale = commands.add_parser(
         "scale",
-        help="accuracy against budget of inference-scaling methods (JSONL, resumable)",
+        help=SCALE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_listing(methods=METHODS, verifiers=VERIFIERS, tasks=TASKS),
     )
@@ -488,11 +469,17 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--quiet", action="store_true", help="no progress bar")
     scale.set_defaults(func=_scale)
 
+
+def _add_steer(commands: Any) -> None:
+    from ppl.experiments.steering import STEERING_METHODS
+    from ppl.experiments.steering_sweep import sweep_methods
+    from ppl.models.steering.tasks import TASKS as STEERING_TASKS
+
     steer = commands.add_parser(
         "steer",
-        help="token-level SMC steering of the model under a constraint",
+        help=STEER_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=_listing(methods=STEERING_METHODS, tasks=STEERING_TASKS, constraints=CONSTRAINTS),
+        epilog=_listing(methods=STEERING_METHODS, tasks=STEERING_TASKS, constraints=_constraints()),
     )
     steer.add_argument("--task", default="short-words", choices=STEERING_TASKS.names())
     steer.add_argument(
@@ -522,6 +509,48 @@ def build_parser() -> argparse.ArgumentParser:
     steer.add_argument("--quiet", action="store_true", help="no progress bar")
     steer.set_defaults(func=_steer)
 
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `ppl` parser; given `only`, the commands whose options come from registries
+    (`scale`, `steer`) are built in full only when `only` names them."""
+    parser = argparse.ArgumentParser(prog="ppl", description="ppl-jax command line")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="generate text with a language model")
+    gen.add_argument("prompt")
+    _add_model_args(gen)
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=1.0, help="0 for greedy decoding")
+    gen.add_argument("--top-k", type=int, default=None)
+    gen.add_argument("--top-p", type=float, default=None)
+    gen.add_argument("--stop", action="append", help="a stop string (repeatable)")
+    gen.add_argument("--num-samples", type=int, default=1)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--json", action="store_true", help="print JSON with token ids and logprobs")
+    gen.set_defaults(func=_generate)
+
+    bench = commands.add_parser("bench-lm", help="prefill and decode throughput of the runtime")
+    _add_model_args(bench)
+    bench.add_argument("--batch", default="1,16,64", help="comma-separated batch sizes")
+    bench.add_argument("--prompt-tokens", type=int, default=64)
+    bench.add_argument("--new-tokens", type=int, default=64)
+    bench.add_argument("--repeats", type=_count(1), default=2)
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=_bench_lm)
+
+    fetch = commands.add_parser("fetch-model", help="download and cache the default model")
+    fetch.set_defaults(func=_fetch_model)
+
+    for name, helptext, add in (
+        ("scale", SCALE_HELP, _add_scale),
+        ("steer", STEER_HELP, _add_steer),
+    ):
+        if only in (None, name):
+            add(commands)
+        else:  # listed, with no options: `ppl generate` need not import their registries
+            commands.add_parser(name, help=helptext)
+
     plot = commands.add_parser("plot", help="plot accuracy against budget from a sweep")
     plot.add_argument("results")
     plot.add_argument("--out", default=None, help="figure path (default: <results stem>.plot.png)")
@@ -532,7 +561,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from ppl.models.lm.model_cache import compilation_cache_wanted, enable_compilation_cache
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(only=command).parse_args(argv)
+    if compilation_cache_wanted():  # compiled programs persist across runs (docs/lm-runtime.md)
+        enable_compilation_cache()
     try:
         return int(args.func(args))
     except (ValueError, FileNotFoundError, ServerError) as error:  # they name the problem

@@ -30,6 +30,20 @@ def _bounded_compilation_cache():
                 gc.collect()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_start_up_caches(tmp_path_factory):
+    """Tests store converted GGUFs in a session directory, not the user's cache (the default
+    model is still found there), and compile without JAX's persistent cache (the command line
+    would turn it on in this process; subprocesses inherit the switch)."""
+    from ppl.models.lm import model_cache
+
+    converted = tmp_path_factory.mktemp("ppl-jax-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model_cache, "cache_dir", lambda: converted)
+        patch.setenv(model_cache.NO_COMPILATION_CACHE_ENV, "1")
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_lm():
     return tiny_language_model(jax.random.key(0))
@@ -57,7 +71,7 @@ def default_model_path():
 def default_lm(default_model_path):
     from ppl.models.lm import LanguageModel
 
-    return LanguageModel.from_gguf(default_model_path)
+    return LanguageModel.from_gguf(default_model_path, cache=False)  # no 515 MB entry per session
 
 
 @pytest.fixture(scope="session")

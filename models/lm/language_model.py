@@ -90,8 +90,15 @@ class LanguageModel:
 
     # Loading ---------------------------------------------------------------------------
     @classmethod
-    def from_gguf(cls, path: str | Path, dtype: str = "float32") -> LanguageModel:
-        from ppl.models.lm.gguf_loader import load_gguf
+    def from_gguf(
+        cls, path: str | Path, dtype: str = "float32", cache: bool = True
+    ) -> LanguageModel:
+        """Load a GGUF file; with `cache`, through the converted-model cache on disk
+        (`ppl.models.lm.model_cache`), which skips the conversion after the first load."""
+        if cache:
+            from ppl.models.lm.model_cache import load_gguf_cached as load_gguf
+        else:
+            from ppl.models.lm.gguf_loader import load_gguf
 
         config, params, tokenizer = load_gguf(path)
         return cls(config, params, tokenizer, name=Path(path).name, dtype=dtype)
@@ -104,17 +111,20 @@ class LanguageModel:
         return cls(config, params, tokenizer, name=Path(directory).name, dtype=dtype)
 
     @classmethod
-    def load(cls, source: str | Path | None = None, dtype: str = "float32") -> LanguageModel:
-        """Load a GGUF file, a Hugging Face directory, or (None) the embedded default model."""
+    def load(
+        cls, source: str | Path | None = None, dtype: str = "float32", cache: bool = True
+    ) -> LanguageModel:
+        """Load a GGUF file, a Hugging Face directory, or (None) the embedded default model;
+        `cache` is `from_gguf`'s."""
         if source is None:
             from ppl.models.lm.default_model import default_model_path
 
-            return cls.from_gguf(default_model_path(), dtype=dtype)
+            return cls.from_gguf(default_model_path(), dtype=dtype, cache=cache)
         path = Path(source)
         if path.is_dir():
             return cls.from_directory(path, dtype=dtype)
         if path.suffix == ".gguf" or path.is_file():
-            return cls.from_gguf(path, dtype=dtype)
+            return cls.from_gguf(path, dtype=dtype, cache=cache)
         raise ModelLoadError(f"model file or directory not found: {path}")
 
     # Text -> tokens --------------------------------------------------------------------
@@ -141,7 +151,9 @@ class LanguageModel:
         if key not in built:
             if len(built) >= _STOP_AUTOMATA_KEPT:
                 del built[next(iter(built))]  # the oldest
-            built[key] = build_stop_automata(key, self._token_bytes)
+            # no stop strings need only the vocabulary's size, not every token's bytes
+            token_bytes = self._token_bytes if key else [b""] * self.tokenizer.vocab_size
+            built[key] = build_stop_automata(key, token_bytes)
         return built[key]
 
     @functools.cached_property

@@ -165,6 +165,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(tiny_gguf, tmp_path):
     argv += ["--methods", "smc", "--particles", "2", "--seeds", "100000", "--out", str(out)]
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root), "JAX_PLATFORMS": "cpu"}
+    env["PPL_JAX_CACHE"] = str(tmp_path / "cache")  # its converted GGUF, not in the user's cache
     process = subprocess.Popen(
         [sys.executable, "-m", "ppl.experiments.cli", *argv],
         cwd=root,
