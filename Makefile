@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # when the machine has one, otherwise the reference tests are skipped.
 TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-cp311-*.whl))
 
-.PHONY: setup model llamacpp demo test test-slow lint docs bench clean
+.PHONY: setup model llamacpp kernels demo test test-slow lint docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ model: setup
 # served-backend tests start it; reused once built).
 llamacpp:
 	bash benchmarks/setup_llamacpp.sh
+
+# The quantized-matmul kernel (models/lm/kernels/qmatmul.cc), compiled into the user cache with
+# the machine's C++ compiler (CXX, default g++); the first quantized matmul builds it otherwise.
+kernels: setup
+	$(BIN)/python -m ppl.models.lm.qmatmul
 
 demo: model
 	$(BIN)/ppl generate "What is the capital of France?" --chat --max-new-tokens 32 --temperature 0
