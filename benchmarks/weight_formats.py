@@ -6,17 +6,25 @@ Times the matrix products of a SmolLM2-135M-sized layer stack (30 layers of [576
 query/key/value/gate/up widths side by side) on XLA's CPU backend, for batches 1, 16 and 64:
 float32 weights (dequantized once, the runtime's choice), bfloat16 weights, Q4_1 kept as
 4-bit codes with per-block scale and minimum (dequantized in the graph, exact), and int8 with a
-per-column scale (not exact for Q4_1 files). Writes benchmarks/results/weight_formats.json.
+per-column scale (not exact for Q4_1 files); then the quantized-matmul FFI kernel
+(`ppl.models.lm.qmatmul`, exact) reading Q8_0, Q4_0, Q4_1, Q4_K and Q6_K weights in their
+repacked block layout. Prints the load average with every timing and the bytes each format's
+weights hold. Writes benchmarks/results/weight_formats.json.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
+import gguf
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from ppl.models.lm import qmatmul
 
 LAYERS, D_IN, D_OUT, BLOCK = 30, 576, 3072, 32
 OUT = Path(__file__).resolve().parent / "results" / "weight_formats.json"
@@ -32,6 +40,23 @@ def best_ms(fn, *args, repeats: int = 20) -> float:
         jax.block_until_ready(result)
         times.append((time.perf_counter() - start) / repeats * 1000)
     return min(times)
+
+
+def quantized_stack(kind: str) -> qmatmul.QuantizedWeight:
+    """A [LAYERS, D_OUT, D_IN] stack in `kind`'s repacked layout, from random GGUF blocks."""
+    qtype = gguf.GGMLQuantizationType[kind]
+    block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    rng = np.random.default_rng(0)
+    if kind in ("Q8_0", "Q4_0", "Q4_1"):
+        data = gguf.quants.quantize(rng.normal(0.0, 0.02, (D_OUT, D_IN)).astype(np.float32), qtype)
+    else:  # gguf cannot quantize K-quants: random bytes with small float16 super-block scales
+        data = rng.integers(0, 256, (D_OUT, D_IN // block_size * type_size), np.uint8)
+        blocks = data.reshape(-1, type_size)
+        scale = np.full((blocks.shape[0], 1), 1e-3, np.float16).view(np.uint8)
+        for start in (0, 2) if kind == "Q4_K" else (208,):
+            blocks[:, start : start + 2] = scale
+    one = qmatmul.from_blocks(data, kind, (D_OUT, D_IN))
+    return jax.tree.map(lambda a: jnp.asarray(np.broadcast_to(a, (LAYERS, *a.shape))), one)
 
 
 def stack(matmul):
@@ -73,14 +98,27 @@ def main() -> None:
             (int8, column_scale),
         ),
     }
-    rows = []
+    for kind in qmatmul.FORMATS:
+        formats[f"{kind} FFI kernel"] = (stack(qmatmul.qmatmul), quantized_stack(kind))
+    rows, memory = [], {}
     for name, (fn, weights) in formats.items():
+        memory[name] = sum(int(a.nbytes) for a in jax.tree.leaves(weights))
+        print(f"{name:34} weights {memory[name] / 1e6:7.1f} MB", flush=True)
         for batch in (1, 16, 64):
-            ms = best_ms(fn, jnp.ones((batch, D_IN), jnp.float32), weights)
-            rows.append({"format": name, "batch": batch, "ms": ms})
-            print(f"{name:34} batch {batch:>2}: {ms:7.2f} ms", flush=True)
+            x = jax.random.normal(key, (batch, D_IN), jnp.float32)
+            ms = best_ms(fn, x, weights)
+            load = os.getloadavg()[0]
+            rows.append({"format": name, "batch": batch, "ms": ms, "load_average": load})
+            print(f"{name:34} batch {batch:>2}: {ms:7.2f} ms (load {load:.2f})", flush=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"jax": jax.__version__, "results": rows}, indent=2))
+    summary = {
+        "jax": jax.__version__,
+        "cpu_count": os.cpu_count(),
+        "kernel_avx2": qmatmul.kernel_uses_avx2(),
+        "weight_bytes": memory,
+        "results": rows,
+    }
+    OUT.write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

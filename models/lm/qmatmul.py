@@ -307,12 +307,12 @@ def _check(x: jax.Array, weight: QuantizedWeight) -> None:
     if weight.codes.ndim != 2:
         raise ValueError(f"qmatmul: expected one [N, K] weight, got codes {weight.codes.shape}")
     n, k = weight.shape
-    block = INT8_GROUP.get(weight.format, NIBBLE_BLOCK)
+    block = gguf.GGML_QUANT_SIZES[Q.__members__[weight.format]][0]
     if x.ndim < 1 or x.shape[-1] != k:
         raise ValueError(f"qmatmul: x {x.shape} does not end in K = {k} of the weight [{n}, {k}]")
     if k % block:
         raise ValueError(f"qmatmul: K = {k} is not a multiple of the block size {block}")
-    expected = (n, k // block)
+    expected = (n, k // INT8_GROUP.get(weight.format, NIBBLE_BLOCK))
     for name in ("scales", "mins"):
         array = getattr(weight, name)
         if array is not None and tuple(array.shape) != expected:

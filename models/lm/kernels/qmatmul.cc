@@ -13,9 +13,11 @@
 // values gguf's dequantize gives (the products d * q are exact, d * q + m is rounded once) and
 // accumulated in float32; only the summation order differs from a float matmul.
 //
-// The AVX2+FMA path (chosen at run time) holds a tile of R rows of x times NC output columns in
-// registers, so each dequantized 8-weight chunk is used R times and each loaded x chunk NC times.
-// Output columns are split into chunks claimed by the caller and XLA's intra-op thread pool.
+// The AVX2+FMA path (chosen at run time) keeps R rows of x times NC output columns in registers.
+// Up to 4 rows, blocks are dequantized into registers and used by every row; for more rows a
+// panel of 24 columns is dequantized into a float32 buffer (in cache) that all row tiles of 4
+// read, so each weight is dequantized once per call. Output columns are split into chunks
+// claimed by the caller and XLA's intra-op thread pool.
 // `force_scalar` selects the portable path (for tests and machines without AVX2).
 
 #include <immintrin.h>
@@ -39,7 +41,8 @@ namespace ffi = xla::ffi;
 namespace {
 
 // ----------------------------------------------------------------------------------------------
-// Weight formats: `scalar(n, i)` is weight W[n, i]; `chunk(n, i)` is W[n, i .. i + 8) (i % 8 == 0).
+// Weight formats: `scalar(n, i)` is weight W[n, i]; `Block(n, b, out)` writes the 32 weights
+// W[n, 32·b .. 32·b + 32) into four 8-lane vectors.
 
 struct Int8Weight {
   const int8_t* codes;
@@ -51,10 +54,15 @@ struct Int8Weight {
     return scales[n * (k / group) + i / group] * static_cast<float>(codes[n * k + i]);
   }
 
-  PPL_AVX2 __m256 chunk(int64_t n, int64_t i) const {
-    __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + n * k + i));
-    __m256 d = _mm256_broadcast_ss(scales + n * (k / group) + i / group);
-    return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)));
+  // W[n, 32·b .. 32·b + 32) as four 8-lane chunks (two scales each when group = 16).
+  PPL_AVX2 void Block(int64_t n, int64_t b, __m256* out) const {
+    const int8_t* q = codes + n * k + b * 32;
+    const float* d = scales + n * (k / group) + b * (32 / group);
+    for (int c = 0; c < 4; ++c) {
+      __m128i qc = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * c));
+      __m256 dc = _mm256_broadcast_ss(d + (group == 32 ? 0 : c / 2));
+      out[c] = _mm256_mul_ps(dc, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(qc)));
+    }
   }
 };
 
@@ -73,15 +81,19 @@ struct Nibble4Weight {
     return kHasMin ? d * q + mins[block] : d * (q - 8.0f);
   }
 
-  PPL_AVX2 __m256 chunk(int64_t n, int64_t i) const {
-    int64_t block = n * (k / 32) + i / 32, part = (i / 8) % 4;
-    __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + block * 16 + (part & 1) * 8));
-    if (part & 2) q = _mm_srli_epi16(q, 4);
-    q = _mm_and_si128(q, _mm_set1_epi8(0x0F));
-    __m256 qf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
+  PPL_AVX2 void Block(int64_t n, int64_t b, __m256* out) const {
+    int64_t block = n * (k / 32) + b;
+    __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + block * 16));
+    __m128i mask = _mm_set1_epi8(0x0F);
+    __m128i low = _mm_and_si128(raw, mask), high = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+    __m128i parts[4] = {low, _mm_srli_si128(low, 8), high, _mm_srli_si128(high, 8)};
     __m256 d = _mm256_broadcast_ss(scales + block);
-    if (kHasMin) return _mm256_fmadd_ps(d, qf, _mm256_broadcast_ss(mins + block));
-    return _mm256_mul_ps(d, _mm256_sub_ps(qf, _mm256_set1_ps(8.0f)));
+    __m256 m = kHasMin ? _mm256_broadcast_ss(mins + block) : _mm256_set1_ps(0.0f);
+    for (int c = 0; c < 4; ++c) {
+      __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[c]));
+      out[c] = kHasMin ? _mm256_fmadd_ps(d, q, m)
+                       : _mm256_mul_ps(d, _mm256_sub_ps(q, _mm256_set1_ps(8.0f)));
+    }
   }
 };
 
@@ -95,9 +107,56 @@ PPL_AVX2 inline float HorizontalSum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// y[r, n0 + j] for r < R, j < NC.
+// Small batches straight from the quantized weights: y[r, n0 + j] for r < R, j < NC, each
+// dequantized block used by all R rows.
 template <int R, int NC, class W>
-PPL_AVX2 void Tile(const W& w, const float* x, int64_t k, int64_t n0, float* y, int64_t n_out) {
+PPL_AVX2 void DirectTile(const W& w, const float* x, int64_t k, int64_t n0, float* y,
+                         int64_t n_out) {
+  constexpr int A = R == 1 ? 2 : 1;  // accumulators per output, for enough FMA chains
+  __m256 acc[R][NC][A];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int j = 0; j < NC; ++j)
+#pragma GCC unroll 2
+      for (int a = 0; a < A; ++a) acc[r][j][a] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < k / 32; ++b) {
+    __m256 wv[NC][4];
+#pragma GCC unroll 16
+    for (int j = 0; j < NC; ++j) w.Block(n0 + j, b, wv[j]);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c) {
+        __m256 xv = _mm256_loadu_ps(x + r * k + b * 32 + c * 8);
+#pragma GCC unroll 16
+        for (int j = 0; j < NC; ++j)
+          acc[r][j][c % A] = _mm256_fmadd_ps(xv, wv[j][c], acc[r][j][c % A]);
+      }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int j = 0; j < NC; ++j) {
+      __m256 sum = acc[r][j][0];
+      if (A == 2) sum = _mm256_add_ps(sum, acc[r][j][A - 1]);
+      y[r * n_out + n0 + j] = HorizontalSum(sum);
+    }
+}
+
+template <int R, int NC, class W>
+PPL_AVX2 void DirectColumns(const W& w, const float* x, int64_t k, int64_t n0, int64_t n1,
+                            float* y, int64_t n_out) {
+  int64_t n = n0;
+  for (; n + NC <= n1; n += NC) DirectTile<R, NC>(w, x, k, n, y, n_out);
+  for (; n < n1; ++n) DirectTile<R, 1>(w, x, k, n, y, n_out);
+}
+
+// Larger batches: a panel of dequantized columns (float32, row p = column n0 + p) times row
+// tiles of x, R x NC outputs in registers.
+template <int R, int NC>
+PPL_AVX2 void PanelTile(const float* panel, const float* x, int64_t k, int64_t n0, float* y,
+                        int64_t n_out) {
   __m256 acc[R][NC];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
@@ -106,7 +165,7 @@ PPL_AVX2 void Tile(const W& w, const float* x, int64_t k, int64_t n0, float* y, 
   for (int64_t i = 0; i < k; i += 8) {
     __m256 wv[NC];
 #pragma GCC unroll 16
-    for (int j = 0; j < NC; ++j) wv[j] = w.chunk(n0 + j, i);
+    for (int j = 0; j < NC; ++j) wv[j] = _mm256_loadu_ps(panel + j * k + i);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       __m256 xv = _mm256_loadu_ps(x + r * k + i);
@@ -120,28 +179,42 @@ PPL_AVX2 void Tile(const W& w, const float* x, int64_t k, int64_t n0, float* y, 
     for (int j = 0; j < NC; ++j) y[r * n_out + n0 + j] = HorizontalSum(acc[r][j]);
 }
 
-// Columns [n0, n1) for rows [b0, b0 + R).
-template <int R, int NC, class W>
-PPL_AVX2 void Columns(const W& w, const float* x, int64_t k, int64_t n0, int64_t n1, float* y,
-                      int64_t n_out) {
+template <int R>
+PPL_AVX2 void PanelColumns(const float* panel, const float* x, int64_t k, int64_t n0, int64_t n1,
+                           float* y, int64_t n_out) {
+  constexpr int NC = 3;
   int64_t n = n0;
-  for (; n + NC <= n1; n += NC) Tile<R, NC>(w, x, k, n, y, n_out);
-  for (; n < n1; ++n) Tile<R, 1>(w, x, k, n, y, n_out);
+  for (; n + NC <= n1; n += NC) PanelTile<R, NC>(panel + (n - n0) * k, x, k, n, y, n_out);
+  for (; n < n1; ++n) PanelTile<R, 1>(panel + (n - n0) * k, x, k, n, y, n_out);
 }
+
+constexpr int64_t kPanel = 24;  // columns dequantized at a time on the panel path
 
 template <class W>
 PPL_AVX2 void RangeAvx2(const W& w, const float* x, int64_t rows, int64_t k, int64_t n0,
                         int64_t n1, float* y, int64_t n_out) {
-  if (rows == 1) return Columns<1, 4>(w, x, k, n0, n1, y, n_out);
-  // Weights of a few columns stay in L1 while all row tiles pass over them.
-  constexpr int64_t kColumnStep = 16;
-  for (int64_t c0 = n0; c0 < n1; c0 += kColumnStep) {
-    int64_t c1 = std::min(n1, c0 + kColumnStep), b = 0;
-    for (; b + 4 <= rows; b += 4) Columns<4, 2>(w, x + b * k, k, c0, c1, y + b * n_out, n_out);
-    switch (rows - b) {
-      case 3: Columns<3, 2>(w, x + b * k, k, c0, c1, y + b * n_out, n_out); break;
-      case 2: Columns<2, 2>(w, x + b * k, k, c0, c1, y + b * n_out, n_out); break;
-      case 1: Columns<1, 4>(w, x + b * k, k, c0, c1, y + b * n_out, n_out); break;
+  switch (rows) {
+    case 1: return DirectColumns<1, 2>(w, x, k, n0, n1, y, n_out);
+    case 2: return DirectColumns<2, 2>(w, x, k, n0, n1, y, n_out);
+    case 3: return DirectColumns<3, 2>(w, x, k, n0, n1, y, n_out);
+    case 4: return DirectColumns<4, 2>(w, x, k, n0, n1, y, n_out);
+    default: break;
+  }
+  std::vector<float> panel(static_cast<size_t>(kPanel * k));
+  for (int64_t c0 = n0; c0 < n1; c0 += kPanel) {
+    int64_t c1 = std::min(n1, c0 + kPanel);
+    for (int64_t n = c0; n < c1; ++n)
+      for (int64_t b = 0; b < k / 32; ++b) {
+        __m256 v[4];
+        w.Block(n, b, v);
+        for (int c = 0; c < 4; ++c) _mm256_storeu_ps(&panel[(n - c0) * k + b * 32 + c * 8], v[c]);
+      }
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) PanelColumns<4>(panel.data(), x + r * k, k, c0, c1, y + r * n_out, n_out);
+    switch (rows - r) {
+      case 3: PanelColumns<3>(panel.data(), x + r * k, k, c0, c1, y + r * n_out, n_out); break;
+      case 2: PanelColumns<2>(panel.data(), x + r * k, k, c0, c1, y + r * n_out, n_out); break;
+      case 1: PanelColumns<1>(panel.data(), x + r * k, k, c0, c1, y + r * n_out, n_out); break;
       default: break;
     }
   }
@@ -208,8 +281,8 @@ void Matmul(ffi::ThreadPool& pool, const W& w, const float* x, int64_t rows, int
             int64_t n_out, float* y, bool force_scalar) {
   if (rows == 0 || n_out == 0) return;
   const bool vector = !force_scalar && HasAvx2();
-  // Enough chunks to balance two or more threads; a multiple of 16 columns each.
-  int64_t step = std::max<int64_t>(16, (n_out / 64 + 15) / 16 * 16);
+  // Enough chunks to balance two or more threads; whole panels each.
+  int64_t step = std::max<int64_t>(kPanel, (n_out / 64 + kPanel - 1) / kPanel * kPanel);
   int64_t chunks = (n_out + step - 1) / step;
   ParallelFor(pool, chunks, [&](int64_t c) {
     int64_t n0 = c * step, n1 = std::min(n_out, n0 + step);
@@ -238,10 +311,9 @@ ffi::Error CheckShapes(ffi::Span<const int64_t> x, ffi::Span<const int64_t> code
     return ffi::Error::InvalidArgument("qmatmul: x, codes and y must be rank 2, got x " +
                                        Shape(x) + ", codes " + Shape(codes) + ", y " + Shape(y));
   int64_t k = x[1], n = codes[0];
-  if (k % group != 0 || k % 8 != 0)
+  if (k % 32 != 0)
     return ffi::Error::InvalidArgument("qmatmul: K = " + std::to_string(k) +
-                                       " is not a multiple of the block size " +
-                                       std::to_string(group));
+                                       " is not a multiple of 32 weights (one block)");
   if (codes[1] * per_byte != k)
     return ffi::Error::InvalidArgument("qmatmul: codes " + Shape(codes) + " do not match x " +
                                        Shape(x));
