@@ -7,8 +7,9 @@ query/key/value/gate/up widths side by side) on XLA's CPU backend, for batches 1
 float32 weights (dequantized once, the runtime's choice), bfloat16 weights, Q4_1 kept as
 4-bit codes with per-block scale and minimum (dequantized in the graph, exact), and int8 with a
 per-column scale (not exact for Q4_1 files); then the quantized-matmul FFI kernel
-(`ppl.models.lm.qmatmul`, exact) reading Q8_0, Q4_0, Q4_1, Q4_K and Q6_K weights in their
-repacked block layout. Prints the load average with every timing and the bytes each format's
+(`ppl.models.lm.qmatmul`, exact) reading Q8_0, Q4_0 and Q4_1 weights in their repacked block
+layout (Q4_K and Q6_K need K to be a multiple of 256, which 576 is not; they run the Q4_1 and
+Q8_0 inner loops). Prints the load average with every timing and the bytes each format's
 weights hold. Writes benchmarks/results/weight_formats.json.
 """
 
@@ -27,6 +28,7 @@ import numpy as np
 from ppl.models.lm import qmatmul
 
 LAYERS, D_IN, D_OUT, BLOCK = 30, 576, 3072, 32
+ROUNDS = 3
 OUT = Path(__file__).resolve().parent / "results" / "weight_formats.json"
 
 
@@ -43,19 +45,12 @@ def best_ms(fn, *args, repeats: int = 20) -> float:
 
 
 def quantized_stack(kind: str) -> qmatmul.QuantizedWeight:
-    """A [LAYERS, D_OUT, D_IN] stack in `kind`'s repacked layout, from random GGUF blocks."""
-    qtype = gguf.GGMLQuantizationType[kind]
-    block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    """A [LAYERS, D_OUT, D_IN] stack in `kind`'s repacked layout, quantized by gguf."""
     rng = np.random.default_rng(0)
-    if kind in ("Q8_0", "Q4_0", "Q4_1"):
-        data = gguf.quants.quantize(rng.normal(0.0, 0.02, (D_OUT, D_IN)).astype(np.float32), qtype)
-    else:  # gguf cannot quantize K-quants: random bytes with small float16 super-block scales
-        data = rng.integers(0, 256, (D_OUT, D_IN // block_size * type_size), np.uint8)
-        blocks = data.reshape(-1, type_size)
-        scale = np.full((blocks.shape[0], 1), 1e-3, np.float16).view(np.uint8)
-        for start in (0, 2) if kind == "Q4_K" else (208,):
-            blocks[:, start : start + 2] = scale
-    one = qmatmul.from_blocks(data, kind, (D_OUT, D_IN))
+    weight = rng.normal(0.0, 0.02, (D_OUT, D_IN)).astype(np.float32)
+    one = qmatmul.from_blocks(
+        gguf.quants.quantize(weight, gguf.GGMLQuantizationType[kind]), kind, (D_OUT, D_IN)
+    )
     return jax.tree.map(lambda a: jnp.asarray(np.broadcast_to(a, (LAYERS, *a.shape))), one)
 
 
@@ -98,18 +93,30 @@ def main() -> None:
             (int8, column_scale),
         ),
     }
-    for kind in qmatmul.FORMATS:
+    for kind in ("Q8_0", "Q4_0", "Q4_1"):
         formats[f"{kind} FFI kernel"] = (stack(qmatmul.qmatmul), quantized_stack(kind))
-    rows, memory = [], {}
-    for name, (fn, weights) in formats.items():
-        memory[name] = sum(int(a.nbytes) for a in jax.tree.leaves(weights))
-        print(f"{name:34} weights {memory[name] / 1e6:7.1f} MB", flush=True)
-        for batch in (1, 16, 64):
-            x = jax.random.normal(key, (batch, D_IN), jnp.float32)
-            ms = best_ms(fn, x, weights)
-            load = os.getloadavg()[0]
-            rows.append({"format": name, "batch": batch, "ms": ms, "load_average": load})
-            print(f"{name:34} batch {batch:>2}: {ms:7.2f} ms (load {load:.2f})", flush=True)
+    memory = {
+        name: sum(int(a.nbytes) for a in jax.tree.leaves(w)) for name, (_, w) in formats.items()
+    }
+    for name, size in memory.items():
+        print(f"{name:34} weights {size / 1e6:7.1f} MB", flush=True)
+    # The machine is shared: every format is timed once per round and the best round is kept.
+    best: dict[tuple[str, int], tuple[float, float]] = {}
+    for index in range(ROUNDS):
+        for name, (fn, weights) in formats.items():
+            for batch in (1, 16, 64):
+                x = jax.random.normal(key, (batch, D_IN), jnp.float32)
+                ms, load = best_ms(fn, x, weights), os.getloadavg()[0]
+                print(
+                    f"round {index} {name:34} batch {batch:>2}: {ms:7.2f} ms (load {load:.2f})",
+                    flush=True,
+                )
+                if (name, batch) not in best or ms < best[name, batch][0]:
+                    best[name, batch] = (ms, load)
+    rows = [
+        {"format": name, "batch": batch, "ms": ms, "load_average": load}
+        for (name, batch), (ms, load) in best.items()
+    ]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     summary = {
         "jax": jax.__version__,

@@ -147,3 +147,31 @@ def test_kernel_rejects_mismatched_shapes_itself() -> None:
         jax.block_until_ready(
             call(jnp.ones((1, 64), jnp.float32), codes, scales, force_scalar=False)
         )
+
+
+def test_missing_compiler_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory
+) -> None:
+    monkeypatch.setenv("PPL_JAX_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    with pytest.raises(qmatmul.KernelUnavailableError, match="no C\\+\\+ compiler 'no-such"):
+        qmatmul.build_kernel()
+
+
+def test_linear_falls_back_to_dequantizing_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unavailable() -> None:
+        raise qmatmul.KernelUnavailableError("no compiler here")
+
+    data = gguf_blocks("Q6_K", N, 256)
+    weight = qmatmul.from_blocks(data, "Q6_K", (N, 256))
+    x = np.random.default_rng(6).normal(size=(2, 256)).astype(np.float32)
+    monkeypatch.setattr(qmatmul, "_library", unavailable)
+    qmatmul.kernel_available.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="dequantizing instead: no compiler here"):
+            y = qmatmul.linear(jnp.asarray(x), weight)
+    finally:
+        qmatmul.kernel_available.cache_clear()
+    assert_close(y, x, data, "Q6_K")
+    dense = np.asarray(qmatmul.dequantize(weight)).T
+    np.testing.assert_array_equal(qmatmul.linear(jnp.asarray(x), dense), jnp.asarray(x) @ dense)
