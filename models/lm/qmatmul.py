@@ -319,15 +319,8 @@ def _check(x: jax.Array, weight: QuantizedWeight) -> None:
             raise ValueError(f"qmatmul: {name} {array.shape}, expected {expected}")
 
 
-def qmatmul(x: jax.Array, weight: QuantizedWeight, *, portable: bool = False) -> jax.Array:
-    """`x @ dequantize(weight).T`: float32 x [..., K] -> [..., N], by the FFI kernel.
-
-    Works under `jax.jit`; `vmap` runs the kernel once per mapped element. `portable` forces
-    the scalar C++ path instead of AVX2.
-    """
-    x = jnp.asarray(x)
-    _check(x, weight)
-    _library()
+def _kernel(x: jax.Array, weight: QuantizedWeight, portable: bool) -> jax.Array:
+    """One FFI call for float32 x [..., K] and one weight [N, K]."""
     n, k = weight.shape
     rows = x.reshape(-1, k)
     out = jax.ShapeDtypeStruct((rows.shape[0], n), jnp.float32)
@@ -342,6 +335,40 @@ def qmatmul(x: jax.Array, weight: QuantizedWeight, *, portable: bool = False) ->
         call = jax.ffi.ffi_call("ppl_qmatmul_q4min", out, vmap_method="sequential")
         y = call(rows, weight.codes, weight.scales, weight.mins, force_scalar=portable)
     return jnp.reshape(y, (*x.shape[:-1], n))
+
+
+def qmatmul(x: jax.Array, weight: QuantizedWeight, *, portable: bool = False) -> jax.Array:
+    """`x @ dequantize(weight).T`: float32 x [..., K] -> [..., N], by the FFI kernel.
+
+    Works under `jax.jit`. Under `vmap` over x alone the mapped axis joins the rows of one
+    kernel call; mapping over weights runs one call per element. `portable` forces the scalar
+    C++ path instead of AVX2.
+    """
+    x = jnp.asarray(x)
+    _check(x, weight)
+    _library()
+
+    @jax.custom_batching.custom_vmap
+    def apply(x: jax.Array, weight: QuantizedWeight) -> jax.Array:
+        return _kernel(x, weight, portable)
+
+    @apply.def_vmap
+    def apply_batched(
+        axis_size: int, in_batched: list, x: jax.Array, weight: QuantizedWeight
+    ) -> tuple[jax.Array, bool]:
+        x_batched, weight_batched = in_batched
+        if not any(jax.tree.leaves(weight_batched)):
+            return apply(x, weight), True  # x is batched on axis 0: more rows
+        if not x_batched:
+            x = jnp.broadcast_to(x, (axis_size, *x.shape))
+        weight = jax.tree.map(
+            lambda a, batched: a if batched else jnp.broadcast_to(a, (axis_size, *a.shape)),
+            weight,
+            weight_batched,
+        )
+        return jax.lax.map(lambda pair: apply(*pair), (x, weight)), True
+
+    return apply(x, weight)
 
 
 def linear(x: jax.Array, weight: jax.Array | np.ndarray | QuantizedWeight) -> jax.Array:

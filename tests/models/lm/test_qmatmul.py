@@ -175,3 +175,14 @@ def test_linear_falls_back_to_dequantizing_with_a_warning(monkeypatch: pytest.Mo
     assert_close(y, x, data, "Q6_K")
     dense = np.asarray(qmatmul.dequantize(weight)).T
     np.testing.assert_array_equal(qmatmul.linear(jnp.asarray(x), dense), jnp.asarray(x) @ dense)
+
+
+def test_vmap_over_weights() -> None:
+    data = [gguf_blocks("Q4_0", N, 64, seed=s) for s in range(3)]
+    stacked = jax.tree.map(
+        lambda *a: jnp.stack(a), *[qmatmul.from_blocks(d, "Q4_0", (N, 64)) for d in data]
+    )
+    x = np.random.default_rng(7).normal(size=(2, 64)).astype(np.float32)
+    y = jax.jit(jax.vmap(lambda w: qmatmul.qmatmul(jnp.asarray(x), w)))(stacked)
+    for index in range(3):
+        assert_close(y[index], x, data[index], "Q4_0")
