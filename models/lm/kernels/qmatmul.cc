@@ -20,8 +20,6 @@
 // claimed by the caller and XLA's intra-op thread pool.
 // `force_scalar` selects the portable path (for tests and machines without AVX2).
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -36,9 +34,17 @@
 
 namespace ffi = xla::ffi;
 
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(PPL_NO_X86)
+#define PPL_X86 1
+#include <immintrin.h>
 #define PPL_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define PPL_X86 0  // other CPUs compile only the portable path
+#endif
 
 namespace {
+
+constexpr int64_t kPanel = 24;  // columns dequantized at a time on the panel path
 
 // ----------------------------------------------------------------------------------------------
 // Weight formats: `scalar(n, i)` is weight W[n, i]; `Block(n, b, out)` writes the 32 weights
@@ -54,6 +60,7 @@ struct Int8Weight {
     return scales[n * (k / group) + i / group] * static_cast<float>(codes[n * k + i]);
   }
 
+#if PPL_X86
   // W[n, 32·b .. 32·b + 32) as four 8-lane chunks (two scales each when group = 16).
   PPL_AVX2 void Block(int64_t n, int64_t b, __m256* out) const {
     const int8_t* q = codes + n * k + b * 32;
@@ -64,6 +71,7 @@ struct Int8Weight {
       out[c] = _mm256_mul_ps(dc, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(qc)));
     }
   }
+#endif
 };
 
 template <bool kHasMin>
@@ -81,6 +89,7 @@ struct Nibble4Weight {
     return kHasMin ? d * q + mins[block] : d * (q - 8.0f);
   }
 
+#if PPL_X86
   PPL_AVX2 void Block(int64_t n, int64_t b, __m256* out) const {
     int64_t block = n * (k / 32) + b;
     __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + block * 16));
@@ -95,8 +104,10 @@ struct Nibble4Weight {
                        : _mm256_mul_ps(d, _mm256_sub_ps(q, _mm256_set1_ps(8.0f)));
     }
   }
+#endif
 };
 
+#if PPL_X86
 // ----------------------------------------------------------------------------------------------
 // AVX2 tiles.
 
@@ -188,8 +199,6 @@ PPL_AVX2 void PanelColumns(const float* panel, const float* x, int64_t k, int64_
   for (; n < n1; ++n) PanelTile<R, 1>(panel + (n - n0) * k, x, k, n, y, n_out);
 }
 
-constexpr int64_t kPanel = 24;  // columns dequantized at a time on the panel path
-
 template <class W>
 PPL_AVX2 void RangeAvx2(const W& w, const float* x, int64_t rows, int64_t k, int64_t n0,
                         int64_t n1, float* y, int64_t n_out) {
@@ -220,6 +229,8 @@ PPL_AVX2 void RangeAvx2(const W& w, const float* x, int64_t rows, int64_t k, int
   }
 }
 
+#endif  // PPL_X86
+
 // Portable path: dequantize one column, then one dot product per row.
 template <class W>
 void RangeScalar(const W& w, const float* x, int64_t rows, int64_t k, int64_t n0, int64_t n1,
@@ -237,8 +248,12 @@ void RangeScalar(const W& w, const float* x, int64_t rows, int64_t k, int64_t n0
 }
 
 bool HasAvx2() {
+#if PPL_X86
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return has;
+#else
+  return false;
+#endif
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -280,17 +295,16 @@ template <class W>
 void Matmul(ffi::ThreadPool& pool, const W& w, const float* x, int64_t rows, int64_t k,
             int64_t n_out, float* y, bool force_scalar) {
   if (rows == 0 || n_out == 0) return;
-  const bool vector = !force_scalar && HasAvx2();
+  [[maybe_unused]] const bool vector = !force_scalar && HasAvx2();
   // Enough chunks to balance two or more threads; whole panels each.
   int64_t step = std::max<int64_t>(kPanel, (n_out / 64 + kPanel - 1) / kPanel * kPanel);
   int64_t chunks = (n_out + step - 1) / step;
   ParallelFor(pool, chunks, [&](int64_t c) {
     int64_t n0 = c * step, n1 = std::min(n_out, n0 + step);
-    if (vector) {
-      RangeAvx2(w, x, rows, k, n0, n1, y, n_out);
-    } else {
-      RangeScalar(w, x, rows, k, n0, n1, y, n_out);
-    }
+#if PPL_X86
+    if (vector) return RangeAvx2(w, x, rows, k, n0, n1, y, n_out);
+#endif
+    RangeScalar(w, x, rows, k, n0, n1, y, n_out);
   });
 }
 
