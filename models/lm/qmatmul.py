@@ -186,6 +186,12 @@ def dequantize(weight: QuantizedWeight) -> jax.Array:
     return w.reshape(*lead, n, k)
 
 
+def dequantize_rows(weight: QuantizedWeight, ids: jax.Array) -> jax.Array:
+    """Rows W[ids] [..., K] as float32, e.g. an embedding lookup in a quantized table."""
+    picked = jax.tree.map(lambda a: jnp.asarray(a)[ids][..., None, :], weight)
+    return dequantize(picked)[..., 0, :]
+
+
 # ------------------------------------------------------------------------------------------
 # Building and loading the kernel.
 

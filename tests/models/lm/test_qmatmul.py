@@ -186,3 +186,22 @@ def test_vmap_over_weights() -> None:
     y = jax.jit(jax.vmap(lambda w: qmatmul.qmatmul(jnp.asarray(x), w)))(stacked)
     for index in range(3):
         assert_close(y[index], x, data[index], "Q4_0")
+
+
+@pytest.mark.parametrize("kind", ["Q8_0", "Q4_K"])
+def test_dequantize_rows(kind: str) -> None:
+    data = gguf_blocks(kind, N, 256)
+    weight = qmatmul.from_blocks(data, kind, (N, 256))
+    ids = jnp.array([[3, 0], [39, 3]])
+    expected = gguf.quants.dequantize(data, Q[kind])[np.asarray(ids)]
+    np.testing.assert_array_equal(np.asarray(qmatmul.dequantize_rows(weight, ids)), expected)
+
+
+def test_build_goes_to_a_keyed_cache_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory
+) -> None:
+    monkeypatch.setenv("PPL_JAX_CACHE", str(tmp_path))
+    path = qmatmul.build_kernel()
+    assert path.parent.parent == tmp_path / "kernels" and len(path.parent.name) == 16
+    assert sorted(p.name for p in path.parent.iterdir()) == ["qmatmul.so"]  # no temporary left
+    assert qmatmul.build_kernel() == path  # built once
