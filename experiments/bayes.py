@@ -151,10 +151,11 @@ def _laplace_path(model: NumPyroModel) -> _LaplacePath:
     return path
 
 
-def _auto_reference(model: NumPyroModel) -> str:
-    """ "laplace" where q exists; else "prior" (with a warning) where every prior is proper."""
+def _auto_path(model: NumPyroModel) -> _LaplacePath | None:
+    """q's path where q exists; else None (temper from the prior, with a warning) where every
+    prior is proper."""
     try:
-        _laplace_path(model)
+        return _laplace_path(model)
     except LaplaceError as error:
         if model.improper_sites:
             raise LaplaceError(
@@ -164,8 +165,7 @@ def _auto_reference(model: NumPyroModel) -> str:
         warnings.warn(
             f"no Laplace reference ({error}); tempering from the prior instead", stacklevel=3
         )
-        return "prior"
-    return "laplace"
+        return None
 
 
 def run_tempered_smc(
@@ -195,14 +195,15 @@ def run_tempered_smc(
     settings = TemperedSMCSettings() if settings is None else settings
     if reference not in ("auto", "prior", "laplace"):
         raise ValueError(f"reference must be 'auto', 'prior' or 'laplace', got {reference!r}")
-    if reference == "auto":
-        reference = _auto_reference(model)
-    start_key, run_key = jax.random.split(rng_key)
     if reference == "prior":
+        path = None
+    else:
+        path = _laplace_path(model) if reference == "laplace" else _auto_path(model)
+    start_key, run_key = jax.random.split(rng_key)
+    if path is None:
         log_start, log_likelihood_fn = model.log_prior_fn, model.log_likelihood_fn
         particles = model.sample_prior(start_key, num_particles)
     else:
-        path = _laplace_path(model)
         log_start, log_likelihood_fn = path.log_reference, path.log_ratio
         particles = jax.vmap(path.unravel)(path.reference.sample(start_key, num_particles))
     result = tempered_smc.run(
