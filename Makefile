@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-model: setup
+model: kernels
 	$(BIN)/ppl fetch-model
 
 # llama-cpp-python with its OpenAI-compatible server, built from source into .venv-bench (the
@@ -27,8 +27,9 @@ model: setup
 llamacpp:
 	bash benchmarks/setup_llamacpp.sh
 
-# The quantized-matmul kernel (models/lm/kernels/qmatmul.cc), compiled into the user cache with
-# the machine's C++ compiler (CXX, default g++); the first quantized matmul builds it otherwise.
+# The quantized-matmul kernel (models/lm/kernels/qmatmul.cc) the runtime multiplies quantized
+# GGUF weights with, compiled into the user cache with the machine's C++ compiler (CXX, default
+# g++); the first quantized matmul builds it otherwise. `make model` (so demo and test) runs it.
 kernels: setup
 	$(BIN)/python -m ppl.models.lm.qmatmul
 

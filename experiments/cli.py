@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ppl.models.lm.language_model import DTYPES
+from ppl.models.lm.language_model import DTYPES, WEIGHTS
 from ppl.models.lm.served import ServerError
 from ppl.registry import Registry, import_modules
 
@@ -122,13 +122,24 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="a GGUF file or a Hugging Face checkpoint directory (default: embedded SmolLM2-135M)",
     )
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    _add_precision_args(parser)
+
+
+def _add_precision_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="activations")
+    parser.add_argument(
+        "--weights",
+        choices=WEIGHTS,
+        default="quantized",
+        help="GGUF matrices: kept in their quantized blocks (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K; "
+        "default) or all dequantized to --dtype",
+    )
 
 
 def _load(args: argparse.Namespace) -> Any:
     from ppl.models.lm import LanguageModel
 
-    return LanguageModel.load(args.model, dtype=args.dtype)
+    return LanguageModel.load(args.model, dtype=args.dtype, weights=args.weights)
 
 
 def _generator(args: argparse.Namespace) -> Any:
@@ -236,13 +247,14 @@ def _bench_lm(args: argparse.Namespace) -> int:
                 {
                     "model": lm.name,
                     "dtype": args.dtype,
+                    "weights": args.weights,
                     "environment": environment(),
                     "results": rows,
                 },
             )
         )
     else:
-        print(f"{lm.name} ({args.dtype})")
+        print(f"{lm.name} ({args.dtype}, {args.weights} weights)")
         print(format_table(rows))
     return 0
 
@@ -449,7 +461,7 @@ def _add_scale(commands: Any) -> None:
     )
     scale.add_argument("--concurrency", type=_count(1), default=16, help="requests in flight")
     scale.add_argument("--timeout", type=_positive, default=300.0, help="seconds per request")
-    scale.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    _add_precision_args(scale)
     scale.add_argument(
         "--verifier",
         default="arithmetic",

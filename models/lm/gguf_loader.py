@@ -2,9 +2,11 @@
 
 The file's `general.architecture` picks the registered architecture
 (`ppl.models.lm.architectures`), which names the metadata keys and tensors and converts their
-layout (the rotary permute llama.cpp applies to Wq and Wk of `llama` files). Quantized tensors
-are dequantized once at load with the `gguf` package (the runtime computes in float32 or
-bfloat16; see docs/benchmarks.md for why dequantizing once is the faster choice on CPU).
+layout (the rotary permute llama.cpp applies to Wq and Wk of `llama` files). With
+`quantized=True`, matrices in a format `ppl.models.lm.qmatmul` computes with (Q8_0, Q4_0, Q4_1,
+Q4_K, Q6_K) stay in their block layout as `QuantizedWeight`s, when every layer of a parameter
+has the same format (a stack mixing formats, as some Q4_K_M files have, is dequantized); every
+other tensor is dequantized once at load with the `gguf` package.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from ppl.models.lm.architectures import Architecture
 from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.errors import ModelLoadError, require_finite
 from ppl.models.lm.params import (
+    MATRIX_FIELDS,
     OPTIONAL_LAYER_FIELDS,
     LayerParams,
     Params,
     check_shapes,
     stack_layers,
 )
+from ppl.models.lm.qmatmul import FORMATS, QuantizedWeight, from_gguf_tensor
 from ppl.models.lm.tokenizer import Tokenizer
 
 Q = gguf.GGMLQuantizationType
@@ -90,9 +94,35 @@ def _dequantized(tensor: gguf.ReaderTensor) -> np.ndarray:
     return np.asarray(gguf.quants.dequantize(tensor.data, kind), np.float32).reshape(shape)
 
 
-def load_gguf(path: str | Path) -> tuple[DecoderConfig, Params, Tokenizer]:
-    """Read config, float32 weights (numpy) and tokenizer from a GGUF file."""
-    config, params, tokenizer_fields = convert_gguf(path)
+def _quantizable(tensor: gguf.ReaderTensor) -> bool:
+    """Whether a tensor is a matrix in a format the quantized matmul computes with."""
+    kind = Q(tensor.tensor_type)
+    block = gguf.GGML_QUANT_SIZES[kind][0]
+    return kind.name in FORMATS and len(tensor.shape) == 2 and int(tensor.shape[0]) % block == 0
+
+
+def _repacked(tensor: gguf.ReaderTensor, path: str | Path) -> QuantizedWeight:
+    weight = from_gguf_tensor(tensor)
+    for array in (weight.scales, weight.mins):
+        if array is not None:
+            require_finite(tensor.name, np.asarray(array), path)
+    return weight
+
+
+def _rows(weight: QuantizedWeight, relayout: Any) -> QuantizedWeight:
+    """Apply a row permutation (`relayout` of an [N, ...] array) to every array of a weight."""
+    return dataclasses.replace(
+        weight,
+        codes=relayout(weight.codes),
+        scales=relayout(weight.scales),
+        mins=None if weight.mins is None else relayout(weight.mins),
+    )
+
+
+def load_gguf(path: str | Path, quantized: bool = False) -> tuple[DecoderConfig, Params, Tokenizer]:
+    """Read config, weights (numpy; float32, or `QuantizedWeight`s with `quantized`) and
+    tokenizer from a GGUF file."""
+    config, params, tokenizer_fields = convert_gguf(path, quantized)
     return config, params, gguf_tokenizer(tokenizer_fields, path)
 
 
@@ -103,8 +133,10 @@ def gguf_tokenizer(tokenizer_fields: dict[str, Any], path: str | Path) -> Tokeni
     return tokenizer
 
 
-def convert_gguf(path: str | Path) -> tuple[DecoderConfig, Params, dict[str, Any]]:
-    """Config, float32 weights (numpy) and the `tokenizer.*` metadata of a GGUF file."""
+def convert_gguf(
+    path: str | Path, quantized: bool = False
+) -> tuple[DecoderConfig, Params, dict[str, Any]]:
+    """Config, weights (as `load_gguf`) and the `tokenizer.*` metadata of a GGUF file."""
     reader = open_gguf(path)
     fields = read_fields(reader)
     arch = architecture_of(fields)
@@ -124,19 +156,46 @@ def convert_gguf(path: str | Path) -> tuple[DecoderConfig, Params, dict[str, Any
             raise ModelLoadError(f"{path} lacks tensor {name}")
         return _dequantize(tensors[name], path)
 
-    embed, final_norm = take(arch.gguf_tensors["embed"]), take(arch.gguf_tensors["final_norm"])
+    def matrix(name: str) -> np.ndarray | QuantizedWeight:
+        """A matrix kept quantized where it can be, else float; [out, in] either way."""
+        if name not in tensors:
+            raise ModelLoadError(f"{path} lacks tensor {name}")
+        if quantized and _quantizable(tensors[name]):
+            return _repacked(tensors[name], path)
+        return take(name)
+
+    def uniform(field: str) -> bool:
+        """Whether every layer's `field` can stay quantized in one common format."""
+        names = [arch.gguf_layer_tensors[field].format(i=i) for i in range(config.num_layers)]
+        found = [tensors[n] for n in names if n in tensors]
+        return (
+            bool(found)
+            and all(map(_quantizable, found))
+            and len({t.tensor_type for t in found}) == 1
+        )
+
+    keep = {f for f in MATRIX_FIELDS if quantized and uniform(f)}
+    embed = matrix(arch.gguf_tensors["embed"])
+    final_norm = take(arch.gguf_tensors["final_norm"])
     layers = []
     for i in range(config.num_layers):
-        layer: dict[str, np.ndarray | None] = {}
+        layer: dict[str, np.ndarray | QuantizedWeight | None] = {}
         for field in LayerParams._fields:
             name = arch.gguf_layer_tensors[field].format(i=i)
             if field in OPTIONAL_LAYER_FIELDS and name not in tensors:
+                continue
+            if field in keep:
+                layer[field] = _rows(
+                    _repacked(tensors[name], path),
+                    lambda a, f=field: arch.from_gguf_layout(f, a, config),
+                )
                 continue
             value = arch.from_gguf_layout(field, take(name), config)
             layer[field] = value.T if value.ndim == 2 else value  # [out, in] -> [in, out]
         layers.append(layer)
     inv_freq = arch.rope_from_gguf(fields, config, read)
-    lm_head = read(arch.gguf_tensors["lm_head"])
+    head_name = arch.gguf_tensors["lm_head"]
+    lm_head = matrix(head_name) if head_name in tensors else None
     stacked = stack_layers(layers)
     config = dataclasses.replace(
         config, tie_embeddings=lm_head is None, attention_bias=stacked.bq is not None
@@ -145,7 +204,7 @@ def convert_gguf(path: str | Path) -> tuple[DecoderConfig, Params, dict[str, Any
         embed=embed,
         layers=stacked,
         final_norm=final_norm,
-        lm_head=None if lm_head is None else lm_head.T,
+        lm_head=lm_head.T if isinstance(lm_head, np.ndarray) else lm_head,
         rope_inv_freq=inv_freq,
     )
     try:

@@ -21,11 +21,13 @@ from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.decoding import FINISH_EOS, FINISH_STOP, DecodeOutput, decode, extend, prefill
 from ppl.models.lm.errors import BatchShapeError, ContextLengthError, ModelLoadError
 from ppl.models.lm.params import Params, cast_params
+from ppl.models.lm.qmatmul import QuantizedWeight, kernel_available
 from ppl.models.lm.sampling import SamplingParams
 from ppl.models.lm.stopping import StopAutomata, build_stop_automata
 from ppl.models.lm.tokenizer import Tokenizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+WEIGHTS = ("quantized", "float")  # how GGUF matrices are held: see `LanguageModel.from_gguf`
 FINISH_NAMES = {0: "length", FINISH_EOS: "eos", FINISH_STOP: "stop"}
 _PAD_MULTIPLE = 16
 _CAPACITY_MULTIPLE = 64
@@ -83,7 +85,8 @@ class LanguageModel:
         self.config = config
         self.dtype = DTYPES[dtype]
         self.params = cast_params(params, self.dtype)
-        if self.params.lm_head is None:  # tied: a transposed copy makes the head matmul faster
+        if self.params.lm_head is None and not isinstance(self.params.embed, QuantizedWeight):
+            # tied: a transposed copy makes the head matmul faster
             self.params = self.params._replace(lm_head=jnp.asarray(self.params.embed.T))
         self.tokenizer = tokenizer
         self.name = name
@@ -91,16 +94,31 @@ class LanguageModel:
     # Loading ---------------------------------------------------------------------------
     @classmethod
     def from_gguf(
-        cls, path: str | Path, dtype: str = "float32", cache: bool = True
+        cls,
+        path: str | Path,
+        dtype: str = "float32",
+        cache: bool = True,
+        weights: str = "quantized",
     ) -> LanguageModel:
         """Load a GGUF file; with `cache`, through the converted-model cache on disk
-        (`ppl.models.lm.model_cache`), which skips the conversion after the first load."""
+        (`ppl.models.lm.model_cache`), which skips the conversion after the first load.
+
+        `weights="quantized"` keeps Q8_0, Q4_0, Q4_1, Q4_K and Q6_K matrices in their block
+        layout, multiplied by the `ppl.models.lm.qmatmul` kernel (activations in `dtype`, the
+        products in float32); other tensors, and every tensor where the kernel cannot be built
+        (with a warning), are dequantized to `dtype`. `weights="float"` dequantizes all.
+        """
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        quantized = weights == "quantized" and kernel_available()
         if cache:
             from ppl.models.lm.model_cache import load_gguf_cached as load_gguf
         else:
             from ppl.models.lm.gguf_loader import load_gguf
 
-        config, params, tokenizer = load_gguf(path)
+        config, params, tokenizer = load_gguf(path, quantized)
         return cls(config, params, tokenizer, name=Path(path).name, dtype=dtype)
 
     @classmethod
@@ -112,19 +130,23 @@ class LanguageModel:
 
     @classmethod
     def load(
-        cls, source: str | Path | None = None, dtype: str = "float32", cache: bool = True
+        cls,
+        source: str | Path | None = None,
+        dtype: str = "float32",
+        cache: bool = True,
+        weights: str = "quantized",
     ) -> LanguageModel:
         """Load a GGUF file, a Hugging Face directory, or (None) the embedded default model;
-        `cache` is `from_gguf`'s."""
+        `cache` and `weights` are `from_gguf`'s (a directory's float tensors load as float)."""
         if source is None:
             from ppl.models.lm.default_model import default_model_path
 
-            return cls.from_gguf(default_model_path(), dtype=dtype, cache=cache)
+            return cls.from_gguf(default_model_path(), dtype=dtype, cache=cache, weights=weights)
         path = Path(source)
         if path.is_dir():
             return cls.from_directory(path, dtype=dtype)
         if path.suffix == ".gguf" or path.is_file():
-            return cls.from_gguf(path, dtype=dtype, cache=cache)
+            return cls.from_gguf(path, dtype=dtype, cache=cache, weights=weights)
         raise ModelLoadError(f"model file or directory not found: {path}")
 
     # Text -> tokens --------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Start-up caches: converted GGUF models on disk, and JAX's persistent compilation cache.
 
 Converting a GGUF (parsing its metadata, dequantizing every tensor) takes seconds; the
-result is stored once under `cache_dir()/converted/<sha256>-v<FORMAT_VERSION>/`: the config
-and a manifest in `manifest.json`, the `tokenizer.*` metadata in `tokenizer.json`, and one
-`.npy` file per parameter array, opened memory-mapped on later loads. The key is the GGUF's
+result is stored once under `cache_dir()/converted/<sha256>-v<FORMAT_VERSION>-<weights>/`
+(weights `quantized` or `float`): the config, the quantized formats and a manifest in
+`manifest.json`, the `tokenizer.*` metadata in `tokenizer.json`, and one `.npy` file per
+parameter array (`layers.wq.codes.npy`, `.scales`, `.mins` for a quantized one), opened
+memory-mapped on later loads. The key is the GGUF's
 SHA-256 content hash, remembered by the file's (size, mtime_ns) in `converted/hashes/` so a
 file is hashed once, not once per load. An entry is written into a temporary directory and
 renamed into place, so a reader sees a whole entry or none; one whose files disagree with its
@@ -35,10 +37,11 @@ import numpy as np
 from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.default_model import cache_dir, file_sha256, record_sha256, recorded_sha256
 from ppl.models.lm.gguf_loader import convert_gguf, gguf_tokenizer
-from ppl.models.lm.params import LayerParams, Params, check_shapes
+from ppl.models.lm.params import LayerParams, Params, check_shapes, quantized_formats
+from ppl.models.lm.qmatmul import QuantizedWeight
 from ppl.models.lm.tokenizer import Tokenizer
 
-FORMAT_VERSION = 1  # bump when the layout of an entry or the conversion's output changes
+FORMAT_VERSION = 2  # bump when the layout of an entry or the conversion's output changes
 NO_COMPILATION_CACHE_ENV = "PPL_JAX_NO_COMPILATION_CACHE"
 
 
@@ -58,15 +61,18 @@ def gguf_sha256(path: Path) -> str:
     return digest
 
 
-def load_gguf_cached(path: str | Path) -> tuple[DecoderConfig, Params, Tokenizer]:
-    """`load_gguf(path)`, from the converted-model cache when it holds the file's content, or
-    converted and stored there (converted without storing, with a warning, when the cache
-    directory is not writable)."""
+def load_gguf_cached(
+    path: str | Path, quantized: bool = False
+) -> tuple[DecoderConfig, Params, Tokenizer]:
+    """`load_gguf(path, quantized)`, from the converted-model cache when it holds the file's
+    content, or converted and stored there (converted without storing, with a warning, when
+    the cache directory is not writable)."""
     path = Path(path)
     if not path.is_file():  # load_gguf's own error
-        config, params, fields = convert_gguf(path)
+        config, params, fields = convert_gguf(path, quantized)
         return config, params, gguf_tokenizer(fields, path)
-    entry = converted_dir() / f"{gguf_sha256(path)}-v{FORMAT_VERSION}"
+    weights = "quantized" if quantized else "float"
+    entry = converted_dir() / f"{gguf_sha256(path)}-v{FORMAT_VERSION}-{weights}"
     if entry.exists():
         try:
             config, params, fields = _read_entry(entry)
@@ -79,8 +85,9 @@ def load_gguf_cached(path: str | Path) -> tuple[DecoderConfig, Params, Tokenizer
             shutil.rmtree(entry, ignore_errors=True)
         else:
             return config, params, gguf_tokenizer(fields, path)
-    config, params, fields = convert_gguf(path)
+    config, params, fields = convert_gguf(path, quantized)
     tokenizer = gguf_tokenizer(fields, path)  # an unsupported tokenizer fails before storing
+    _remove_other_versions(entry)
     try:
         _write_entry(entry, config, params, fields)
     except OSError as error:
@@ -92,11 +99,29 @@ def load_gguf_cached(path: str | Path) -> tuple[DecoderConfig, Params, Tokenizer
     return config, params, tokenizer
 
 
+def _remove_other_versions(entry: Path) -> None:
+    """Delete the entries of the same file written by other `FORMAT_VERSION`s (stale)."""
+    digest = entry.name.split("-v", 1)[0]
+    for other in entry.parent.glob(f"{digest}-v*"):
+        version = other.name.split("-v", 1)[1].split("-", 1)[0]
+        if version != str(FORMAT_VERSION) and other.is_dir():
+            shutil.rmtree(other, ignore_errors=True)
+
+
 def _leaves(params: Params) -> dict[str, np.ndarray]:
-    """Parameter arrays by dotted name ("embed", "layers.wq"); None leaves are left out."""
+    """Parameter arrays by dotted name ("embed", "layers.wq", "layers.wq.codes" for a
+    quantized one); None leaves are left out."""
     named = {f"layers.{k}": v for k, v in params.layers._asdict().items()}
     named.update({k: v for k, v in params._asdict().items() if k != "layers"})
-    return {k: np.asarray(v) for k, v in named.items() if v is not None}
+    arrays = {}
+    for name, value in named.items():
+        if isinstance(value, QuantizedWeight):
+            for part in ("codes", "scales", "mins"):
+                if getattr(value, part) is not None:
+                    arrays[f"{name}.{part}"] = np.asarray(getattr(value, part))
+        elif value is not None:
+            arrays[name] = np.asarray(value)
+    return arrays
 
 
 def _write_entry(
@@ -114,6 +139,7 @@ def _write_entry(
         manifest = {
             "format": FORMAT_VERSION,
             "config": dataclasses.asdict(config),
+            "quantized": quantized_formats(params),
             "files": files,
         }
         (partial / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -143,6 +169,13 @@ def _read_entry(entry: Path) -> tuple[DecoderConfig, Params, dict[str, Any]]:
                 arrays[name.removesuffix(".npy")] = np.load(entry / name, mmap_mode="r")
             except ValueError as error:  # numpy's words (pickled data, bad header) name no file
                 raise ValueError(f"{name} is not a readable .npy file") from error
+    for name, kind in manifest["quantized"].items():
+        arrays[name] = QuantizedWeight(
+            arrays.pop(f"{name}.codes"),
+            arrays.pop(f"{name}.scales"),
+            arrays.pop(f"{name}.mins", None),
+            kind,
+        )
     layers = LayerParams(*(arrays[f"layers.{k}"] for k in LayerParams._fields))
     params = Params(
         embed=arrays["embed"],

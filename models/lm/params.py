@@ -1,8 +1,10 @@
 """Parameter pytrees of a decoder (every registered architecture loads into these).
 
-Matrices are stored `[in, out]` so a layer computes `x @ w`. The per-layer parameters are
-stacked on a leading axis of size `num_layers` and the forward pass scans over it, which keeps
-compile time independent of depth.
+Float matrices are stored `[in, out]` so a layer computes `x @ w`; a matrix kept quantized is a
+`QuantizedWeight` in GGUF's `[out, in]` row order, and the forward pass computes
+`qmatmul.linear(x, w)` for either. The per-layer parameters are stacked on a leading axis of
+size `num_layers` and the forward pass scans over it, which keeps compile time independent of
+depth.
 """
 
 from __future__ import annotations
@@ -14,43 +16,47 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppl.models.lm.config import DecoderConfig, rope_inverse_frequencies
+from ppl.models.lm.qmatmul import QuantizedWeight
 
 Tensor = jax.Array | np.ndarray  # loaders build parameters in NumPy; the runtime casts to JAX
+Matrix = Tensor | QuantizedWeight  # a float [in, out] matrix or a quantized [out, in] one
 
 
 class LayerParams(NamedTuple):
     """One decoder block (or all blocks, stacked on a leading axis)."""
 
     attn_norm: Tensor  # [d]
-    wq: Tensor  # [d, H * hd]
-    wk: Tensor  # [d, Hkv * hd]
-    wv: Tensor  # [d, Hkv * hd]
-    wo: Tensor  # [H * hd, d]
+    wq: Matrix  # [d, H * hd]
+    wk: Matrix  # [d, Hkv * hd]
+    wv: Matrix  # [d, Hkv * hd]
+    wo: Matrix  # [H * hd, d]
     bq: Tensor | None  # [H * hd] (Qwen2) or None
     bk: Tensor | None
     bv: Tensor | None
     ffn_norm: Tensor  # [d]
-    w_gate: Tensor  # [d, F]
-    w_up: Tensor  # [d, F]
-    w_down: Tensor  # [F, d]
+    w_gate: Matrix  # [d, F]
+    w_up: Matrix  # [d, F]
+    w_down: Matrix  # [F, d]
 
 
+MATRIX_FIELDS = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")  # may be quantized
 OPTIONAL_LAYER_FIELDS = ("bq", "bk", "bv")  # None where a checkpoint has no attention biases
 
 
 class Params(NamedTuple):
     """All weights of a decoder. `lm_head` is None when the output embedding is tied."""
 
-    embed: Tensor  # [V, d]
+    embed: Tensor | QuantizedWeight  # [V, d] (quantized: rows V, blocks along d)
     layers: LayerParams  # stacked, leading axis L
     final_norm: Tensor  # [d]
-    lm_head: Tensor | None  # [d, V] or None
+    lm_head: Matrix | None  # [d, V] (quantized: [V, d]) or None
     rope_inv_freq: Tensor  # [hd / 2], float32
 
 
-def stack_layers(layers: list[dict[str, np.ndarray | None]]) -> LayerParams:
-    """Stack per-layer numpy dicts (keys as `LayerParams` fields) into one `LayerParams`."""
-    fields: dict[str, np.ndarray | None] = {}
+def stack_layers(layers: list[dict[str, Any]]) -> LayerParams:
+    """Stack per-layer dicts (keys as `LayerParams` fields, numpy arrays or `QuantizedWeight`s
+    of one format per field) into one `LayerParams`."""
+    fields: dict[str, Any] = {}
     for name in LayerParams._fields:
         values = [layer.get(name) for layer in layers]
         if any(v is None for v in values):
@@ -58,14 +64,28 @@ def stack_layers(layers: list[dict[str, np.ndarray | None]]) -> LayerParams:
                 raise ValueError(f"parameter {name!r} is present in some layers but not all")
             fields[name] = None
         else:
-            fields[name] = np.stack(values)  # type: ignore[arg-type]
-    return LayerParams(**fields)  # type: ignore[arg-type]
+            kinds = {v.format if isinstance(v, QuantizedWeight) else "float" for v in values}
+            if len(kinds) > 1:
+                raise ValueError(f"parameter {name!r} mixes weight formats {sorted(kinds)}")
+            fields[name] = jax.tree.map(lambda *xs: np.stack(xs), *values)
+    return LayerParams(**fields)
+
+
+def _is_quantized(x: Any) -> bool:
+    return isinstance(x, QuantizedWeight)
 
 
 def cast_params(params: Params, dtype: jnp.dtype) -> Params:
-    """Cast the weights to the computation dtype; rotary frequencies stay float32."""
+    """Cast the float weights to the computation dtype; quantized weights keep their codes and
+    float32 scales, and rotary frequencies stay float32."""
     weights = params._replace(rope_inv_freq=None)  # type: ignore[arg-type]
-    cast = jax.tree.map(lambda x: jnp.asarray(x, dtype), weights)
+
+    def to_device(x: Any) -> Any:
+        if isinstance(x, QuantizedWeight):
+            return jax.tree.map(jnp.asarray, x)
+        return jnp.asarray(x, dtype)
+
+    cast = jax.tree.map(to_device, weights, is_leaf=_is_quantized)
     return cast._replace(rope_inv_freq=jnp.asarray(params.rope_inv_freq, jnp.float32))
 
 
@@ -97,8 +117,20 @@ def check_shapes(params: Params, config: DecoderConfig) -> None:
             obj = getattr(obj, part)
         if obj is None:
             raise ValueError(f"parameter {name} is missing (expected shape {shape})")
-        if tuple(obj.shape) != shape:
-            raise ValueError(f"parameter {name} has shape {tuple(obj.shape)}, expected {shape}")
+        actual = tuple(obj.shape)
+        if isinstance(obj, QuantizedWeight):  # [.., N, K]: transposed except the embedding
+            rows, cols = obj.shape
+            lead = tuple(obj.codes.shape[:-2])
+            actual = (*lead, rows, cols) if name == "embed" else (*lead, cols, rows)
+        if actual != shape:
+            raise ValueError(f"parameter {name} has shape {actual}, expected {shape}")
+
+
+def quantized_formats(params: Params) -> dict[str, str]:
+    """The quantized format of each parameter kept quantized, by dotted name ("layers.wq")."""
+    named = {f"layers.{k}": v for k, v in params.layers._asdict().items()}
+    named.update({k: v for k, v in params._asdict().items() if k != "layers"})
+    return {k: v.format for k, v in named.items() if isinstance(v, QuantizedWeight)}
 
 
 def init_random_params(key: jax.Array, config: DecoderConfig, scale: float = 0.2) -> Params:

@@ -378,7 +378,8 @@ def qmatmul(x: jax.Array, weight: QuantizedWeight, *, portable: bool = False) ->
 
 
 def linear(x: jax.Array, weight: jax.Array | np.ndarray | QuantizedWeight) -> jax.Array:
-    """The runtime's `x @ w` for a float [in, out] matrix or a `QuantizedWeight` [out, in]."""
+    """The runtime's `x @ w` for a float [in, out] matrix, or `x @ W.T` for a
+    `QuantizedWeight` W [out, in] (computed in float32, returned in x's dtype)."""
     if not isinstance(weight, QuantizedWeight):
         return x @ weight
     if kernel_available():

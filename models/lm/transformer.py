@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from ppl.models.lm.cache import KVCache
 from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.params import LayerParams, Params, Tensor
+from ppl.models.lm.qmatmul import QuantizedWeight, dequantize_rows, linear
 
 
 def rms_norm(x: jax.Array, weight: Tensor, eps: float) -> jax.Array:
@@ -87,16 +88,16 @@ def _block(
     batch, seq, _ = x.shape
     hkv, hd, group = config.num_kv_heads, config.head_dim, config.group_size
     h = rms_norm(x, layer.attn_norm, config.rms_norm_eps)
-    q, k, v = h @ layer.wq, h @ layer.wk, h @ layer.wv
+    q, k, v = linear(h, layer.wq), linear(h, layer.wk), linear(h, layer.wv)
     if layer.bq is not None and layer.bk is not None and layer.bv is not None:
         q, k, v = q + layer.bq, k + layer.bk, v + layer.bv
     q = apply_rope(q.reshape(batch, seq, hkv * group, hd), positions, inv_freq)
     k = apply_rope(k.reshape(batch, seq, hkv, hd), positions, inv_freq)
     v = v.reshape(batch, seq, hkv, hd)
     attn = _attention(q.reshape(batch, seq, hkv, group, hd), k, v, k_cache, v_cache, cache_lengths)
-    x = x + attn.reshape(batch, seq, hkv * group * hd) @ layer.wo
+    x = x + linear(attn.reshape(batch, seq, hkv * group * hd), layer.wo)
     h = rms_norm(x, layer.ffn_norm, config.rms_norm_eps)
-    x = x + (jax.nn.silu(h @ layer.w_gate) * (h @ layer.w_up)) @ layer.w_down
+    x = x + linear(jax.nn.silu(linear(h, layer.w_gate)) * linear(h, layer.w_up), layer.w_down)
     return x, (k, v)
 
 
@@ -125,7 +126,7 @@ def forward(
     """
     batch, seq = tokens.shape
     positions = cache.lengths[:, None] + jnp.arange(seq)[None, :]
-    x = jnp.take(params.embed, tokens, axis=0)
+    x = embed_tokens(params, tokens)
 
     def body(
         x: jax.Array, per_layer: tuple[LayerParams, jax.Array, jax.Array]
@@ -154,14 +155,25 @@ def forward(
     return hidden, KVCache(keys, values, cache.lengths + num_new.astype(jnp.int32))
 
 
+def embed_tokens(params: Params, tokens: jax.Array) -> jax.Array:
+    """The embedding rows of `tokens` [...] -> [..., d], in the dtype of the other weights."""
+    if isinstance(params.embed, QuantizedWeight):
+        return dequantize_rows(params.embed, tokens).astype(params.final_norm.dtype)
+    return jnp.take(params.embed, tokens, axis=0)
+
+
 def output_logits(params: Params, hidden: jax.Array) -> jax.Array:
     """Logits [..., V] in float32 from final hidden states [..., d].
 
-    With tied embeddings and no `lm_head`, the embedding is used transposed; `LanguageModel`
-    stores the transposed copy as `lm_head` instead, which is ~20% faster on CPU.
+    With tied embeddings and no `lm_head`, the embedding is used transposed (a quantized one
+    directly, as the [V, d] weight of `linear`); `LanguageModel` stores a float embedding's
+    transposed copy as `lm_head` instead, which is ~20% faster on CPU.
     """
+    head = params.embed if params.lm_head is None else params.lm_head
+    if isinstance(head, QuantizedWeight):
+        return linear(hidden.astype(jnp.float32), head)
     if params.lm_head is None:
-        logits = jnp.einsum("...d,vd->...v", hidden, params.embed)
+        logits = jnp.einsum("...d,vd->...v", hidden, head)
     else:
-        logits = hidden @ params.lm_head
+        logits = hidden @ head
     return logits.astype(jnp.float32)

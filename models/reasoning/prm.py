@@ -303,7 +303,9 @@ def load_prm(
             _token_id(tokenizer, t, directory)
             for t in (step_format.good_token, step_format.bad_token)
         ]
-        output = params.embed.T if params.lm_head is None else params.lm_head  # [d, V]
+        # safetensors load as float: [V, d] embedding or [d, V] head
+        embed, lm_head = np.asarray(params.embed), params.lm_head
+        output = embed.T if lm_head is None else np.asarray(lm_head)
         head = PRMHead(None, None, jnp.asarray(output[:, ids], jnp.float32), jnp.zeros(2))
         positive = 0
     else:
@@ -349,7 +351,7 @@ def _head_logits(
     positions: jax.Array,
 ) -> jax.Array:
     """[B, P, C] head logits at `positions` [B, P] of right-padded `tokens` [B, S]."""
-    cache = init_cache(config, tokens.shape[0], 0, params.embed.dtype)  # nothing is kept
+    cache = init_cache(config, tokens.shape[0], 0, params.final_norm.dtype)  # nothing is kept
     hidden, _ = forward(params, config, tokens, cache, lengths, attend_cache=False)
     picked = jnp.take_along_axis(hidden, positions[:, :, None], axis=1).astype(jnp.float32)
     if head.hidden_weight is not None and head.hidden_bias is not None:

@@ -200,7 +200,7 @@ def _pooled_hidden(
     pooling: Pooling,
 ) -> jax.Array:
     # A scoring pass: no cache is kept (capacity 0, every write is dropped).
-    cache = init_cache(config, tokens.shape[0], 0, params.embed.dtype)
+    cache = init_cache(config, tokens.shape[0], 0, params.final_norm.dtype)
     hidden, _ = forward(params, config, tokens, cache, lengths, attend_cache=False)
     hidden = hidden.astype(jnp.float32)
     if pooling == "last":

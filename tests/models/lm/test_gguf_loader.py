@@ -37,7 +37,7 @@ def test_qwen2_layout_with_biases_and_untied_head(tiny_qwen_lm, tmp_path):
 @pytest.mark.parametrize("kind", [Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1])
 def test_quantized_matrices_load_as_their_dequantized_values(tiny_lm, tmp_path, kind):
     path = write_tiny_gguf(tmp_path / f"{kind.name}.gguf", tiny_lm, matrix_type=kind)
-    loaded = LanguageModel.from_gguf(path)
+    loaded = LanguageModel.from_gguf(path, weights="float")
 
     def round_trip(weight):  # rows are quantized in blocks along the input axis
         return gguf.quants.dequantize(gguf.quants.quantize(np.asarray(weight), kind), kind)
@@ -76,7 +76,7 @@ def test_k_quant_tensors_dequantize_with_gguf(tmp_path, kind):
     path = write_tiny_gguf(
         tmp_path / "k.gguf", lm, raw_tensors={"blk.0.ffn_up.weight": (raw, kind)}
     )
-    loaded = LanguageModel.from_gguf(path)
+    loaded = LanguageModel.from_gguf(path)  # one layer of a stack: dequantized, not kept
     expected = gguf.quants.dequantize(raw, kind).T
     assert np.isfinite(expected).all()
     np.testing.assert_allclose(loaded.params.layers.w_up[0], expected)

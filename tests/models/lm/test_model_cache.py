@@ -14,6 +14,7 @@ import pytest
 
 from ppl.models.lm import LanguageModel, SamplingParams, model_cache
 from ppl.models.lm.default_model import cache_dir
+from ppl.models.lm.qmatmul import QuantizedWeight
 from tests.models.lm.gguf_fixtures import Q, write_tiny_gguf
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -54,15 +55,31 @@ def assert_same_model(a: LanguageModel, b: LanguageModel) -> None:
 def test_second_load_comes_from_the_cache_and_is_the_same_model(user_cache, gguf_path, recwarn):
     first = LanguageModel.from_gguf(gguf_path)
     [entry] = entries(user_cache)
-    assert entry.name.endswith(f"-v{model_cache.FORMAT_VERSION}")
-    assert (entry / "manifest.json").is_file() and (entry / "layers.wq.npy").is_file()
-    _, params, _ = model_cache.load_gguf_cached(gguf_path)
-    assert isinstance(params.layers.wq, np.memmap)  # read from the entry, not converted
+    assert entry.name.endswith(f"-v{model_cache.FORMAT_VERSION}-quantized")
+    assert (entry / "manifest.json").is_file() and (entry / "layers.wq.codes.npy").is_file()
+    _, params, _ = model_cache.load_gguf_cached(gguf_path, quantized=True)
+    assert isinstance(params.layers.wq, QuantizedWeight) and params.layers.wq.format == "Q8_0"
+    assert isinstance(params.layers.wq.codes, np.memmap)  # read from the entry, not converted
     second = LanguageModel.from_gguf(gguf_path)
     assert_same_model(first, second)
     assert_same_model(first, LanguageModel.from_gguf(gguf_path, cache=False))
     assert "tiny.gguf" in second.tokenizer.template_name
     assert not recwarn.list
+
+
+def test_float_and_quantized_conversions_are_separate_entries(user_cache, gguf_path):
+    digest = model_cache.gguf_sha256(gguf_path)
+    stale = user_cache / "converted" / f"{digest}-v{model_cache.FORMAT_VERSION - 1}"
+    stale.mkdir(parents=True)  # an older format's entry: removed when the new one is written
+    quantized = LanguageModel.from_gguf(gguf_path)
+    assert not stale.exists()
+    float_lm = LanguageModel.from_gguf(gguf_path, weights="float")
+    assert sorted(e.name.rsplit("-", 1)[1] for e in entries(user_cache)) == ["float", "quantized"]
+    _, params, _ = model_cache.load_gguf_cached(gguf_path)
+    assert isinstance(params.layers.wq, np.memmap)
+    assert_same_model(float_lm, LanguageModel.from_gguf(gguf_path, weights="float"))
+    tokens = [5, 17, 99, 3]
+    np.testing.assert_allclose(quantized.logits(tokens), float_lm.logits(tokens), atol=1e-4)
 
 
 def test_changed_content_under_the_same_name_gets_a_new_entry(user_cache, gguf_path, tiny_lm):
@@ -83,13 +100,13 @@ def test_a_damaged_entry_is_rebuilt_with_a_warning(user_cache, gguf_path, damage
     reference = LanguageModel.from_gguf(gguf_path, cache=False)
     LanguageModel.from_gguf(gguf_path)
     [entry] = entries(user_cache)
-    wq = entry / "layers.wq.npy"
+    wq = entry / "layers.wq.codes.npy"
     if damage == "truncate":
         wq.write_bytes(wq.read_bytes()[:-100])
-        expected = "layers.wq.npy has"
+        expected = "layers.wq.codes.npy has"
     elif damage == "garble_header":
         wq.write_bytes(b"\0" * wq.stat().st_size)
-        expected = "layers.wq.npy is not a readable .npy file"
+        expected = "layers.wq.codes.npy is not a readable .npy file"
     else:
         (entry / "manifest.json").unlink()
         expected = "manifest.json"
