@@ -1,0 +1,53 @@
+"""This machine's memory bandwidth, measured the way STREAM's "copy" kernel does.
+
+    python benchmarks/bandwidth.py            # prints GB/s on 1 thread and on every core
+
+A copy `b[:] = a` of arrays far larger than the caches moves 2 x size bytes (one read, one
+write); the best of `repeats` copies gives the sustained bandwidth. With several threads each
+copies its own contiguous slice (NumPy releases the GIL inside the copy). `lm_throughput.py`
+divides the bytes a decode step must read by the faster of the two to get the step's
+physical lower bound.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+
+def copy_bandwidth(megabytes: int = 512, repeats: int = 5, threads: int = 1) -> float:
+    """Sustained copy bandwidth in GB/s (10^9 bytes read plus written per second)."""
+    n = megabytes * 2**20 // 8
+    source = np.ones(n)
+    target = np.zeros(n)
+    bounds = np.linspace(0, n, threads + 1).astype(int)
+
+    def part(i: int) -> None:
+        np.copyto(target[bounds[i] : bounds[i + 1]], source[bounds[i] : bounds[i + 1]])
+
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            list(pool.map(part, range(threads)))
+            best = min(best, time.perf_counter() - start)
+    return 2 * source.nbytes / best / 1e9
+
+
+def measure() -> dict[str, float]:
+    """Copy bandwidth on one thread and on every core; "bound" is the larger."""
+    cores = os.cpu_count() or 1
+    single, every = copy_bandwidth(threads=1), copy_bandwidth(threads=cores)
+    return {
+        "copy_gb_s_1_thread": single,
+        f"copy_gb_s_{cores}_threads": every,
+        "bound": max(single, every),
+    }
+
+
+if __name__ == "__main__":
+    for name, value in measure().items():
+        print(f"{name}: {value:.1f} GB/s")
