@@ -5,12 +5,12 @@ llama.cpp, on the first run (empty caches) and the second (warm caches).
 
 Each measurement is a fresh process that generates one greedy token of the same prompt and
 prints it: `ppl generate ... --max-new-tokens 1` (with `PPL_JAX_CACHE` in a temporary
-directory, emptied before each first run except for the quantized-matmul kernel, which
-`make model` builds at install time and is copied in) and a llama-cpp-python script
-(.venv-bench, built by benchmarks/setup_llamacpp.sh) loading the same GGUF with the same
-thread count. The time is taken when the process's first line of output arrives; the CPU
-time of the whole process (user and system, all threads) is printed beside it, as it depends
-less on what else the machine runs. llama.cpp keeps no cache of its own; for both, the operating system's page
+directory, emptied before each first run except for the quantized-matmul kernel, which `make
+model` builds at install time and is copied in) and a llama-cpp-python script (.venv-bench,
+built by benchmarks/setup_llamacpp.sh) loading the same GGUF with the same thread count. The
+time is taken when the process's first line of output arrives; the CPU time of the whole
+process (user and system, all threads) is printed beside it, as it depends less on what else
+the machine runs. llama.cpp keeps no cache of its own; for both, the operating system's page
 cache holds the GGUF after the first read. Writes benchmarks/results/lm_startup.json.
 """
 
