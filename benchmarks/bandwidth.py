@@ -5,8 +5,8 @@
 A copy `b[:] = a` of arrays far larger than the caches moves 2 x size bytes (one read, one
 write); the best of `repeats` copies gives the sustained bandwidth. With several threads each
 copies its own contiguous slice (NumPy releases the GIL inside the copy). `lm_throughput.py`
-divides the bytes a decode step must read by the faster of the two to get the step's
-physical lower bound.
+divides the bytes a decode step must read (`decode_step_bytes`) by the faster of the two to get
+the step's physical lower bound.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import jax
 import numpy as np
 
 
@@ -35,6 +37,17 @@ def copy_bandwidth(megabytes: int = 512, repeats: int = 5, threads: int = 1) -> 
             list(pool.map(part, range(threads)))
             best = min(best, time.perf_counter() - start)
     return 2 * source.nbytes / best / 1e9
+
+
+def decode_step_bytes(lm: Any, batch: int, cached: int) -> int:
+    """Bytes one decode step of `batch` rows must read from memory at least: every weight once
+    (the embedding table only where it is also the tied output head; a lookup reads B rows)
+    and `cached` positions of keys and values of every row."""
+    params = lm.params if lm.params.lm_head is None else lm.params._replace(embed=None)
+    weights = sum(int(a.nbytes) for a in jax.tree.leaves(params))
+    c = lm.config
+    kv = 2 * c.num_layers * c.num_kv_heads * c.head_dim * cached * batch
+    return weights + kv * np.dtype(lm.dtype).itemsize
 
 
 def measure() -> dict[str, float]:

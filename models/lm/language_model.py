@@ -105,14 +105,16 @@ class LanguageModel:
 
         `weights="quantized"` keeps Q8_0, Q4_0, Q4_1, Q4_K and Q6_K matrices in their block
         layout, multiplied by the `ppl.models.lm.qmatmul` kernel (activations in `dtype`, the
-        products in float32); other tensors, and every tensor where the kernel cannot be built
-        (with a warning), are dequantized to `dtype`. `weights="float"` dequantizes all.
+        products in float32); other tensors, every tensor where the kernel cannot be built (with
+        a warning), and every tensor on a GPU (whose path is `dtype="bfloat16"` float weights)
+        are dequantized to `dtype`. `weights="float"` dequantizes all.
         """
         if weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        quantized = weights == "quantized" and kernel_available()
+        # the kernel is a CPU one: on an accelerator the weights load as float in `dtype`
+        quantized = weights == "quantized" and jax.default_backend() == "cpu" and kernel_available()
         if cache:
             from ppl.models.lm.model_cache import load_gguf_cached as load_gguf
         else:
