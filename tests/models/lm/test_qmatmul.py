@@ -177,6 +177,20 @@ def test_linear_falls_back_to_dequantizing_with_a_warning(monkeypatch: pytest.Mo
     np.testing.assert_array_equal(qmatmul.linear(jnp.asarray(x), dense), jnp.asarray(x) @ dense)
 
 
+def test_linear_takes_the_kernel_up_to_its_row_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both sides of `KERNEL_MAX_ROWS` give the product; only small row counts call the kernel."""
+    data = gguf_blocks("Q4_1", N, 64, seed=8)
+    weight = qmatmul.from_blocks(data, "Q4_1", (N, 64))
+    monkeypatch.setattr(qmatmul, "KERNEL_MAX_ROWS", 4)
+    calls = []
+    kernel = qmatmul.qmatmul
+    monkeypatch.setattr(qmatmul, "qmatmul", lambda x, w: calls.append(x.shape) or kernel(x, w))
+    for rows in (4, 5):
+        x = np.random.default_rng(rows).normal(size=(rows, 64)).astype(np.float32)
+        assert_close(qmatmul.linear(jnp.asarray(x), weight), x, data, "Q4_1")
+    assert calls == [(4, 64)]
+
+
 def test_vmap_over_weights() -> None:
     data = [gguf_blocks("Q4_0", N, 64, seed=s) for s in range(3)]
     stacked = jax.tree.map(
