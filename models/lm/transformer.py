@@ -207,7 +207,9 @@ def forward(
 
     Args:
         tokens: [B, S] int; row b's first `num_new[b]` tokens are real, the rest padding.
-        cache: the cached prefixes; row b's new tokens take positions `cache.lengths[b] + s`.
+        cache: the cached prefixes; row b's new tokens take positions `cache.lengths[b] + s`
+            (rotary positions; with a shared prefix of P positions they are stored at row
+            index `cache.lengths[b] - P + s`, and the prefix itself never changes).
         num_new: [B] int, tokens appended per row (0 leaves a row unchanged, as for finished
             sequences).
         attend_cache: static; False skips attention to the cache (a prefill into an empty cache).
