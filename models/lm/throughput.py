@@ -95,7 +95,7 @@ def measure_context(
     results = []
     for context in contexts:
         prompt = benchmark_prompt(lm, context)
-        row = {"batch": batch, "context_tokens": context, "new_tokens": new_tokens}
+        row: dict[str, Any] = {"batch": batch, "context_tokens": context, "new_tokens": new_tokens}
         row["capacity"] = capacity
         shared = lm.prefill_shared(prompt, batch, capacity)
         logits, cache = lm.prefill([prompt], capacity)
