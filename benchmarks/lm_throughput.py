@@ -2,6 +2,7 @@
 
     make bench                       # or: .venv/bin/python benchmarks/lm_throughput.py
     python benchmarks/lm_throughput.py --batch 1,16,64 --prompt-tokens 64 --new-tokens 64
+    python benchmarks/lm_throughput.py --context 64,1024 --no-llamacpp   # long-context decode
 
 Both run the default SmolLM2-135M-Instruct GGUF on the same prompt tokens with the same thread
 count (llama.cpp: llama-cpp-python built from source in .venv-bench by
@@ -79,17 +80,32 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtypes", default="float32", help="JAX computation dtypes to run")
+    parser.add_argument(
+        "--context",
+        default="",
+        help="cached tokens, e.g. 64,1024: also time batch-16 decode steps after prompts this "
+        "long, shared by the rows and copied per row",
+    )
+    parser.add_argument("--no-llamacpp", action="store_true", help="skip the llama.cpp run")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/lm_throughput.json")
     parser.add_argument("--figure", type=Path, default=ROOT / "docs/figures/lm_throughput.png")
     args = parser.parse_args()
 
     from ppl.models.lm import LanguageModel
     from ppl.models.lm.default_model import default_model_path
-    from ppl.models.lm.throughput import benchmark_prompt, environment, format_table, measure
+    from ppl.models.lm.throughput import (
+        benchmark_prompt,
+        environment,
+        format_context_table,
+        format_table,
+        measure,
+        measure_context,
+    )
 
     model = default_model_path()
     batches = [int(b) for b in args.batch.split(",")]
     runs: dict[str, list[dict]] = {}
+    contexts: dict[str, list[dict]] = {}
     prompt: list[int] = []
     for dtype in args.dtypes.split(","):
         lm = LanguageModel.from_gguf(model, dtype=dtype)
@@ -98,7 +114,12 @@ def main() -> None:
             lm, batches, args.prompt_tokens, args.new_tokens, args.repeats
         )
         print(f"ppl-jax ({dtype})\n{format_table(runs[f'ppl-jax {dtype}'])}\n", flush=True)
-    peer = run_llamacpp(model, args, prompt)
+        if args.context:
+            lengths = [int(c) for c in args.context.split(",")]
+            contexts[f"ppl-jax {dtype}"] = measure_context(lm, lengths, repeats=args.repeats)
+            table = format_context_table(contexts[f"ppl-jax {dtype}"])
+            print(f"ppl-jax ({dtype}), decode after long prompts\n{table}\n", flush=True)
+    peer = None if args.no_llamacpp else run_llamacpp(model, args, prompt)
     if peer is not None:
         runs[f"llama.cpp {peer['llama_cpp_python']}"] = peer["results"]
         print(f"llama.cpp\n{format_table(peer['results'])}\n")
@@ -110,6 +131,8 @@ def main() -> None:
         "new_tokens": args.new_tokens,
         "runs": runs,
     }
+    if contexts:
+        report["contexts"] = contexts
     if peer is not None:
         ours = runs[f"ppl-jax {args.dtypes.split(',')[0]}"]
         report["ratios"] = [

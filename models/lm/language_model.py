@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppl.models.lm.cache import KVCache, gather_cache, init_cache
+from ppl.models.lm.cache import KVCache, gather_cache, init_cache, share_prefix
 from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.decoding import FINISH_EOS, FINISH_STOP, DecodeOutput, decode, extend, prefill
 from ppl.models.lm.errors import BatchShapeError, ContextLengthError, ModelLoadError
@@ -25,6 +25,7 @@ from ppl.models.lm.qmatmul import QuantizedWeight, kernel_available
 from ppl.models.lm.sampling import SamplingParams
 from ppl.models.lm.stopping import StopAutomata, build_stop_automata
 from ppl.models.lm.tokenizer import Tokenizer
+from ppl.models.lm.transformer import ATTENTION_BLOCK
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 WEIGHTS = ("quantized", "float")  # how GGUF matrices are held: see `LanguageModel.from_gguf`
@@ -214,6 +215,23 @@ class LanguageModel:
         cache = init_cache(self.config, len(token_ids), capacity, self.dtype)
         return prefill(self.params, self.config, tokens, lengths, cache)
 
+    def prefill_shared(
+        self, prompt_ids: Sequence[int], num_rows: int, capacity: int
+    ) -> tuple[jax.Array, KVCache]:
+        """Logits [num_rows, V] after one prompt and a cache of `num_rows` rows holding it,
+        its first floor(n / ATTENTION_BLOCK) blocks stored once as the shared prefix.
+
+        Each row keeps its own copy of the prompt's last n mod ATTENTION_BLOCK tokens (so the
+        prefix has few distinct shapes to compile for); a prompt shorter than a block gives a
+        prefix-less cache. `lengths` are n for every row and `capacity` is `capacity`.
+        """
+        logits, cache = self.prefill([prompt_ids], capacity)
+        rows = jnp.zeros((num_rows,), jnp.int32)
+        prefix = len(prompt_ids) // ATTENTION_BLOCK * ATTENTION_BLOCK
+        if prefix == 0:
+            return logits[rows], gather_cache(cache, rows)
+        return logits[rows], share_prefix(cache, prefix, num_rows)
+
     def decode(
         self,
         rng_key: jax.Array,
@@ -269,9 +287,11 @@ class LanguageModel:
         """Sample `num_samples` continuations of each prompt in one batch.
 
         Each prompt is prefilled once; its cache is then gathered to `num_samples` rows and all
-        rows decode together. A row stops at an end-of-sequence token, after a stop string, or
-        after `max_new_tokens` tokens. NaN log-probabilities (overflow in a low-precision dtype,
-        weights that are not finite) raise a ValueError rather than return garbage text.
+        rows decode together (one prompt sampled several times is stored once, as the cache's
+        shared prefix: `prefill_shared`). A row stops at an end-of-sequence token, after a stop
+        string, or after `max_new_tokens` tokens. NaN log-probabilities (overflow in a
+        low-precision dtype, weights that are not finite) raise a ValueError rather than return
+        garbage text.
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -280,9 +300,12 @@ class LanguageModel:
         sampling = sampling or SamplingParams()
         token_ids = self.encode_prompts(prompts, chat=chat)
         capacity = self.cache_capacity(max(map(len, token_ids)), max_new_tokens)
-        logits, cache = self.prefill(token_ids, capacity)
-        rows = jnp.repeat(jnp.arange(len(token_ids)), num_samples)
-        cache, logits = gather_cache(cache, rows), logits[rows]
+        if len(token_ids) == 1 and num_samples > 1:
+            logits, cache = self.prefill_shared(token_ids[0], num_samples, capacity)
+        else:
+            logits, cache = self.prefill(token_ids, capacity)
+            rows = jnp.repeat(jnp.arange(len(token_ids)), num_samples)
+            cache, logits = gather_cache(cache, rows), logits[rows]
         output = self.decode(rng_key, cache, logits, max_new_tokens, sampling, stop=stop)
         counts = np.asarray(output.num_tokens)
         tokens = np.asarray(output.tokens)

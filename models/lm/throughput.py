@@ -77,6 +77,53 @@ def measure(
     return results
 
 
+def measure_context(
+    lm: LanguageModel,
+    contexts: Sequence[int],
+    batch: int = 16,
+    new_tokens: int = 32,
+    repeats: int = 2,
+) -> list[dict[str, Any]]:
+    """Decode ms/step of `batch` rows after a prompt of each of `contexts` tokens.
+
+    Every context runs at the same capacity (enough for the longest), twice: with the prompt
+    stored once as the cache's shared prefix (`prefill_shared`, what `generate` does for one
+    prompt sampled `batch` times) and with a copy per row (`prefill` and `gather_cache`).
+    """
+    capacity = lm.cache_capacity(max(contexts), new_tokens)
+    sampling = SamplingParams(1.0)
+    results = []
+    for context in contexts:
+        prompt = benchmark_prompt(lm, context)
+        row: dict[str, Any] = {"batch": batch, "context_tokens": context, "new_tokens": new_tokens}
+        row["capacity"] = capacity
+        shared = lm.prefill_shared(prompt, batch, capacity)
+        logits, cache = lm.prefill([prompt], capacity)
+        rows = jnp.zeros((batch,), jnp.int32)
+        per_row = logits[rows], gather_cache(cache, rows)
+        for name, (logits, cache) in (("shared", shared), ("per_row", per_row)):
+
+            def run_decode(cache: Any = cache, logits: Any = logits) -> Any:
+                output = lm.decode(
+                    jax.random.key(0), cache, logits, new_tokens, sampling, stop_at_eos=False
+                )
+                return output.tokens
+
+            row[f"{name}_ms_per_step"] = 1000 * _best_time(run_decode, repeats) / new_tokens
+        results.append(row)
+    return results
+
+
+def format_context_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [f"{'batch':>6} {'context':>8} {'shared ms/step':>15} {'per-row ms/step':>16}"]
+    for r in rows:
+        lines.append(
+            f"{r['batch']:>6} {r['context_tokens']:>8} {r['shared_ms_per_step']:>15.1f} "
+            f"{r['per_row_ms_per_step']:>16.1f}"
+        )
+    return "\n".join(lines)
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [f"{'batch':>6} {'prefill tok/s':>14} {'decode tok/s':>13} {'ms/step':>8}"]
     for r in rows:

@@ -9,6 +9,9 @@ of the llama architecture) to the half-split layout, so one rotary convention se
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -35,21 +38,108 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: Tensor) -> jax.Arra
     return rotated.astype(x.dtype)
 
 
-def _attention(
-    q: jax.Array,
-    k_new: jax.Array,
-    v_new: jax.Array,
-    k_cache: jax.Array | None,
-    v_cache: jax.Array | None,
-    cache_lengths: jax.Array,
-) -> jax.Array:
-    """Softmax attention of a chunk of queries over the cached prefix and the chunk itself.
+ATTENTION_BLOCK = 64  # cache positions per block of the per-row attention
 
-    q: [B, S, Hkv, G, hd]; k_new, v_new: [B, S, Hkv, hd]; caches: [B, Hkv, T, hd] or None.
-    Query s of row b sees cache positions t < cache_lengths[b] and chunk positions u <= s.
-    The G query heads of a group and the S chunk positions are merged into one matrix
-    dimension, so each (row, KV head) is a plain matrix product against a contiguous cache
-    block (3x faster on CPU than keeping S as its own dimension).
+
+class LayerCache(NamedTuple):
+    """One layer's view of a `KVCache` for attention."""
+
+    keys: jax.Array  # [L, B, Hkv, T, hd] every layer's rows, read block by block at `layer`
+    values: jax.Array  # [L, B, Hkv, T, hd]
+    layer: jax.Array  # [] int32
+    row_lengths: jax.Array  # [B] valid row positions, `lengths - P`
+    prefix_keys: jax.Array | None  # [Hkv, P, hd] this layer's shared prefix, or None
+    prefix_values: jax.Array | None
+
+
+class _Partial(NamedTuple):
+    """Softmax attention over a subset of the keys, unnormalized, for an exact merge."""
+
+    max: jax.Array  # [..., M] float32 max score, -inf where no key is visible
+    total: jax.Array  # [..., M] float32 sum_t exp(s_t - max)
+    weighted: jax.Array  # [..., M, hd] float32 sum_t exp(s_t - max) v_t
+
+
+def _softmax_part(scores: jax.Array, values: jax.Array, spec: str) -> _Partial:
+    """`_Partial` of float32 `scores` [..., M, T] (-inf where masked) over `values`."""
+    top = jnp.max(scores, axis=-1)
+    weights = jnp.exp(scores - jnp.where(jnp.isfinite(top), top, 0.0)[..., None])
+    weighted = jnp.einsum(
+        spec, weights.astype(values.dtype), values, preferred_element_type=jnp.float32
+    )
+    return _Partial(top, jnp.sum(weights, axis=-1), weighted)
+
+
+def _merge(a: _Partial, b: _Partial) -> _Partial:
+    """Softmax over the union of two disjoint key sets, exactly (the log-sum-exp merge).
+
+    With m = max(m_a, m_b): total = l_a e^(m_a - m) + l_b e^(m_b - m), and likewise for the
+    weighted values; a part with no visible key (m = -inf) gets weight 0.
+    """
+    top = jnp.maximum(a.max, b.max)
+    safe = jnp.where(jnp.isfinite(top), top, 0.0)
+    wa, wb = jnp.exp(a.max - safe), jnp.exp(b.max - safe)
+    return _Partial(
+        top,
+        a.total * wa + b.total * wb,
+        a.weighted * wa[..., None] + b.weighted * wb[..., None],
+    )
+
+
+def _row_scores(
+    q: jax.Array, keys: jax.Array, start: int | jax.Array, lengths: jax.Array, scale: float
+) -> jax.Array:
+    """Scores [B, K, M, t] of q [B, K, M, hd] against row keys [B, K, t, hd] at `start`."""
+    scores = jnp.einsum("bkmd,bktd->bkmt", q, keys, preferred_element_type=jnp.float32)
+    visible = start + jnp.arange(keys.shape[2]) < lengths[:, None]  # [B, t]
+    return jnp.where(visible[:, None, None, :], scores * scale, -jnp.inf)
+
+
+def _row_attention(q: jax.Array, cache: LayerCache, scale: float) -> _Partial:
+    """Attention over each row's own cached positions, flash-decoding style: a loop over
+    blocks of `ATTENTION_BLOCK` positions with a trip count of ceil(max(row_lengths) / block),
+    so a step costs the positions in use, not the capacity T. Each block is a `_Partial`
+    merged into the running one (running max, sum and accumulator in float32).
+
+    (Static length buckets chosen by `lax.switch`, each a dense softmax over a prefix slice,
+    measured slower on CPU: 186 / 525 ms against 118 / 196 ms per batch-16 step of
+    SmolLM2-135M with 64 / 1024 cached tokens at capacity 2048.)"""
+    _, batch, hkv, capacity, hd = cache.keys.shape
+    block = math.gcd(capacity, ATTENTION_BLOCK)
+    longest = jnp.max(cache.row_lengths)
+
+    empty = _Partial(
+        jnp.full(q.shape[:-1], -jnp.inf, jnp.float32),
+        jnp.zeros(q.shape[:-1], jnp.float32),
+        jnp.zeros(q.shape, jnp.float32),
+    )
+
+    def body(i: jax.Array, part: _Partial) -> _Partial:
+        start = i * block
+        corner = (cache.layer, 0, 0, start, 0)
+        k = jax.lax.dynamic_slice(cache.keys, corner, (1, batch, hkv, block, hd))[0]
+        v = jax.lax.dynamic_slice(cache.values, corner, (1, batch, hkv, block, hd))[0]
+        scores = _row_scores(q, k, start, cache.row_lengths, scale)
+        return _merge(part, _softmax_part(scores, v, "bkmt,bktd->bkmd"))
+
+    return jax.lax.fori_loop(0, (longest + block - 1) // block, body, empty)
+
+
+def _attention(
+    q: jax.Array, k_new: jax.Array, v_new: jax.Array, cache: LayerCache | None
+) -> jax.Array:
+    """Softmax attention of a chunk of queries over the shared prefix, each row's cached
+    positions and the chunk itself.
+
+    q: [B, S, Hkv, G, hd]; k_new, v_new: [B, S, Hkv, hd]. Query s of row b sees every prefix
+    position, row positions t < row_lengths[b] and chunk positions u <= s. The G query heads of
+    a group and the S chunk positions are merged into one matrix dimension M, so each
+    (row, KV head) is a plain matrix product against a contiguous cache block; the prefix is
+    one product per KV head for all B * M query rows, read once for the batch.
+
+    The three key sets are attended separately and merged exactly (`_merge`): each part keeps
+    its max score m, l = sum exp(s - m) and sum exp(s - m) v, so the result equals one softmax
+    over all keys to float32 rounding.
     """
     batch, seq, hkv, group, hd = q.shape
     scale = hd**-0.5
@@ -59,19 +149,25 @@ def _attention(
     query_position = jnp.tile(jnp.arange(seq), group)  # row m of the merged dim is s = m % S
     causal = query_position[:, None] >= jnp.arange(seq)[None, :]
     scores_new = jnp.where(causal, scores_new * scale, -jnp.inf)
-    if k_cache is None or v_cache is None:
-        probs = jax.nn.softmax(scores_new, axis=-1).astype(v_new.dtype)
-        out = jnp.einsum("bkmu,bkud->bkmd", probs, v_new)
-    else:
-        scores_cache = jnp.einsum("bkmd,bktd->bkmt", q, k_cache, preferred_element_type=jnp.float32)
-        visible = jnp.arange(k_cache.shape[2]) < cache_lengths[:, None]  # [B, T]
-        scores_cache = jnp.where(visible[:, None, None, :], scores_cache * scale, -jnp.inf)
-        probs = jax.nn.softmax(jnp.concatenate([scores_cache, scores_new], axis=-1), axis=-1)
-        probs = probs.astype(v_new.dtype)
-        capacity = k_cache.shape[2]
-        out = jnp.einsum("bkmt,bktd->bkmd", probs[..., :capacity], v_cache) + jnp.einsum(
-            "bkmu,bkud->bkmd", probs[..., capacity:], v_new
-        )
+    part = _softmax_part(scores_new, v_new, "bkmu,bkud->bkmd")
+    if cache is not None:
+        if cache.keys.shape[3] > 0:
+            part = _merge(part, _row_attention(q, cache, scale))
+        if cache.prefix_keys is not None and cache.prefix_values is not None:
+            rows = jnp.transpose(q, (1, 0, 2, 3)).reshape(hkv, batch * group * seq, hd)
+            scores = jnp.einsum(
+                "knd,kpd->knp", rows, cache.prefix_keys, preferred_element_type=jnp.float32
+            )
+            shared = _softmax_part(scores * scale, cache.prefix_values, "knp,kpd->knd")
+            part = _merge(
+                part,
+                _Partial(
+                    jnp.transpose(shared.max.reshape(hkv, batch, -1), (1, 0, 2)),
+                    jnp.transpose(shared.total.reshape(hkv, batch, -1), (1, 0, 2)),
+                    jnp.transpose(shared.weighted.reshape(hkv, batch, -1, hd), (1, 0, 2, 3)),
+                ),
+            )
+    out = (part.weighted / part.total[..., None]).astype(v_new.dtype)
     return jnp.transpose(out.reshape(batch, hkv, group, seq, hd), (0, 3, 1, 2, 4))
 
 
@@ -81,9 +177,7 @@ def _block(
     x: jax.Array,
     positions: jax.Array,
     inv_freq: Tensor,
-    k_cache: jax.Array | None,
-    v_cache: jax.Array | None,
-    cache_lengths: jax.Array,
+    cache: LayerCache | None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     batch, seq, _ = x.shape
     hkv, hd, group = config.num_kv_heads, config.head_dim, config.group_size
@@ -94,7 +188,7 @@ def _block(
     q = apply_rope(q.reshape(batch, seq, hkv * group, hd), positions, inv_freq)
     k = apply_rope(k.reshape(batch, seq, hkv, hd), positions, inv_freq)
     v = v.reshape(batch, seq, hkv, hd)
-    attn = _attention(q.reshape(batch, seq, hkv, group, hd), k, v, k_cache, v_cache, cache_lengths)
+    attn = _attention(q.reshape(batch, seq, hkv, group, hd), k, v, cache)
     x = x + linear(attn.reshape(batch, seq, hkv * group * hd), layer.wo)
     h = rms_norm(x, layer.ffn_norm, config.rms_norm_eps)
     x = x + linear(jax.nn.silu(linear(h, layer.w_gate)) * linear(h, layer.w_up), layer.w_down)
@@ -114,7 +208,9 @@ def forward(
 
     Args:
         tokens: [B, S] int; row b's first `num_new[b]` tokens are real, the rest padding.
-        cache: the cached prefixes; row b's new tokens take positions `cache.lengths[b] + s`.
+        cache: the cached prefixes; row b's new tokens take positions `cache.lengths[b] + s`
+            (rotary positions; with a shared prefix of P positions they are stored at row
+            index `cache.lengths[b] - P + s`, and the prefix itself never changes).
         num_new: [B] int, tokens appended per row (0 leaves a row unchanged, as for finished
             sequences).
         attend_cache: static; False skips attention to the cache (a prefill into an empty cache).
@@ -124,35 +220,41 @@ def forward(
         written and `lengths + num_new`. Writes past the capacity are dropped; callers check the
         capacity first.
     """
+    if cache.prefix_keys is not None and not attend_cache:
+        raise ValueError("attend_cache=False is for empty caches; this one has a shared prefix")
     batch, seq = tokens.shape
+    prefix = cache.prefix_length
     positions = cache.lengths[:, None] + jnp.arange(seq)[None, :]
     x = embed_tokens(params, tokens)
 
     def body(
-        x: jax.Array, per_layer: tuple[LayerParams, jax.Array, jax.Array]
+        x: jax.Array, per_layer: tuple[LayerParams, jax.Array]
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        layer, k_cache, v_cache = per_layer
-        return _block(
-            config,
-            layer,
-            x,
-            positions,
-            params.rope_inv_freq,
-            k_cache if attend_cache else None,
-            v_cache if attend_cache else None,
-            cache.lengths,
-        )
+        layer, index = per_layer
+        view = None
+        if attend_cache:  # the whole cache is passed, so attention reads only the blocks in use
+            view = LayerCache(
+                cache.keys,
+                cache.values,
+                index,
+                cache.lengths - prefix,
+                None if cache.prefix_keys is None else cache.prefix_keys[index],
+                None if cache.prefix_values is None else cache.prefix_values[index],
+            )
+        return _block(config, layer, x, positions, params.rope_inv_freq, view)
 
-    x, (k_new, v_new) = jax.lax.scan(body, x, (params.layers, cache.keys, cache.values))
+    layers = (params.layers, jnp.arange(config.num_layers))
+    x, (k_new, v_new) = jax.lax.scan(body, x, layers)
     # k_new, v_new: [L, B, S, Hkv, hd]; write them at each row's positions in one scatter. The
     # indexed axes (B, T) are split by the head axis, so the update is laid out [B, S, L, Hkv, hd].
     rows = jnp.arange(batch)[:, None]
     k_update = jnp.transpose(k_new, (1, 2, 0, 3, 4)).astype(cache.keys.dtype)
     v_update = jnp.transpose(v_new, (1, 2, 0, 3, 4)).astype(cache.values.dtype)
-    keys = cache.keys.at[:, rows, :, positions].set(k_update, mode="drop")
-    values = cache.values.at[:, rows, :, positions].set(v_update, mode="drop")
+    keys = cache.keys.at[:, rows, :, positions - prefix].set(k_update, mode="drop")
+    values = cache.values.at[:, rows, :, positions - prefix].set(v_update, mode="drop")
     hidden = rms_norm(x, params.final_norm, config.rms_norm_eps)
-    return hidden, KVCache(keys, values, cache.lengths + num_new.astype(jnp.int32))
+    lengths = cache.lengths + num_new.astype(jnp.int32)
+    return hidden, cache._replace(keys=keys, values=values, lengths=lengths)
 
 
 def embed_tokens(params: Params, tokens: jax.Array) -> jax.Array:

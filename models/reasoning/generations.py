@@ -287,4 +287,5 @@ def gather_generations_in_place(generations: Generations, ancestors: np.ndarray)
         jnp.asarray(padded[1]),
         jnp.int32(changed.size),
     )
-    return Generations(**rows, cache=KVCache(keys, values, lengths))
+    cache = generations.cache._replace(keys=keys, values=values, lengths=lengths)  # keeps a prefix
+    return Generations(**rows, cache=cache)
