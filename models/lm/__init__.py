@@ -1,11 +1,12 @@
 """The JAX language-model runtime: decoders, architectures, loaders, tokenizers, generation."""
 
-from ppl.models.lm.cache import KVCache, gather_cache, init_cache
+from ppl.models.lm.cache import KVCache, gather_cache, init_cache, share_prefix
 from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.decoding import DecodeOutput, decode, extend, prefill
 from ppl.models.lm.errors import BatchShapeError, ContextLengthError, ModelLoadError
 from ppl.models.lm.language_model import Generation, LanguageModel, Scores
 from ppl.models.lm.params import LayerParams, Params, init_random_params
+from ppl.models.lm.qmatmul import QuantizedWeight
 from ppl.models.lm.sampling import SamplingParams, sample
 from ppl.models.lm.tokenizer import Tokenizer
 
@@ -20,6 +21,7 @@ __all__ = [
     "LayerParams",
     "ModelLoadError",
     "Params",
+    "QuantizedWeight",
     "SamplingParams",
     "Scores",
     "Tokenizer",
@@ -30,4 +32,5 @@ __all__ = [
     "init_random_params",
     "prefill",
     "sample",
+    "share_prefix",
 ]
