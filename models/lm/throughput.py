@@ -114,24 +114,36 @@ def measure_context(
     return results
 
 
-def format_context_table(rows: Sequence[dict[str, Any]]) -> str:
-    lines = [f"{'batch':>6} {'context':>8} {'shared ms/step':>15} {'per-row ms/step':>16}"]
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, int, str]]) -> str:
+    """Rows as a text table; each column is (header, key, width, number format)."""
+    lines = [" ".join(f"{header:>{width}}" for header, _, width, _ in columns)]
     for r in rows:
-        lines.append(
-            f"{r['batch']:>6} {r['context_tokens']:>8} {r['shared_ms_per_step']:>15.1f} "
-            f"{r['per_row_ms_per_step']:>16.1f}"
-        )
+        lines.append(" ".join(f"{r[key]:>{width}{fmt}}" for _, key, width, fmt in columns))
     return "\n".join(lines)
+
+
+def format_context_table(rows: Sequence[dict[str, Any]]) -> str:
+    return _table(
+        rows,
+        [
+            ("batch", "batch", 6, ""),
+            ("context", "context_tokens", 8, ""),
+            ("shared ms/step", "shared_ms_per_step", 15, ".1f"),
+            ("per-row ms/step", "per_row_ms_per_step", 16, ".1f"),
+        ],
+    )
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    lines = [f"{'batch':>6} {'prefill tok/s':>14} {'decode tok/s':>13} {'ms/step':>8}"]
-    for r in rows:
-        lines.append(
-            f"{r['batch']:>6} {r['prefill_tokens_per_s']:>14.1f} "
-            f"{r['decode_tokens_per_s']:>13.1f} {r['decode_ms_per_step']:>8.1f}"
-        )
-    return "\n".join(lines)
+    return _table(
+        rows,
+        [
+            ("batch", "batch", 6, ""),
+            ("prefill tok/s", "prefill_tokens_per_s", 14, ".1f"),
+            ("decode tok/s", "decode_tokens_per_s", 13, ".1f"),
+            ("ms/step", "decode_ms_per_step", 8, ".1f"),
+        ],
+    )
 
 
 def environment() -> dict[str, Any]:
