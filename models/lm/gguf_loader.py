@@ -158,9 +158,7 @@ def convert_gguf(
 
     def matrix(name: str) -> np.ndarray | QuantizedWeight:
         """A matrix kept quantized where it can be, else float; [out, in] either way."""
-        if name not in tensors:
-            raise ModelLoadError(f"{path} lacks tensor {name}")
-        if quantized and _quantizable(tensors[name]):
+        if quantized and name in tensors and _quantizable(tensors[name]):
             return _repacked(tensors[name], path)
         return take(name)
 

@@ -35,6 +35,11 @@ _CAPACITY_MULTIPLE = 64
 _STOP_AUTOMATA_KEPT = 32
 
 
+def _check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+
+
 def _round_up(n: int, multiple: int) -> int:
     return max(multiple, math.ceil(n / multiple) * multiple)
 
@@ -81,8 +86,7 @@ class LanguageModel:
         name: str = "model",
         dtype: str = "float32",
     ) -> None:
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        _check_dtype(dtype)
         self.config = config
         self.dtype = DTYPES[dtype]
         self.params = cast_params(params, self.dtype)
@@ -112,8 +116,7 @@ class LanguageModel:
         """
         if weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        _check_dtype(dtype)  # before the load, not after it
         # the kernel is a CPU one: on an accelerator the weights load as float in `dtype`
         quantized = weights == "quantized" and jax.default_backend() == "cpu" and kernel_available()
         if cache:

@@ -37,7 +37,13 @@ import numpy as np
 from ppl.models.lm.config import DecoderConfig
 from ppl.models.lm.default_model import cache_dir, file_sha256, record_sha256, recorded_sha256
 from ppl.models.lm.gguf_loader import convert_gguf, gguf_tokenizer
-from ppl.models.lm.params import LayerParams, Params, check_shapes, quantized_formats
+from ppl.models.lm.params import (
+    LayerParams,
+    Params,
+    check_shapes,
+    named_params,
+    quantized_formats,
+)
 from ppl.models.lm.qmatmul import QuantizedWeight
 from ppl.models.lm.tokenizer import Tokenizer
 
@@ -111,10 +117,8 @@ def _remove_other_versions(entry: Path) -> None:
 def _leaves(params: Params) -> dict[str, np.ndarray]:
     """Parameter arrays by dotted name ("embed", "layers.wq", "layers.wq.codes" for a
     quantized one); None leaves are left out."""
-    named = {f"layers.{k}": v for k, v in params.layers._asdict().items()}
-    named.update({k: v for k, v in params._asdict().items() if k != "layers"})
     arrays = {}
-    for name, value in named.items():
+    for name, value in named_params(params).items():
         if isinstance(value, QuantizedWeight):
             for part in ("codes", "scales", "mins"):
                 if getattr(value, part) is not None:

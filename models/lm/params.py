@@ -126,10 +126,16 @@ def check_shapes(params: Params, config: DecoderConfig) -> None:
             raise ValueError(f"parameter {name} has shape {actual}, expected {shape}")
 
 
-def quantized_formats(params: Params) -> dict[str, str]:
-    """The quantized format of each parameter kept quantized, by dotted name ("layers.wq")."""
+def named_params(params: Params) -> dict[str, Any]:
+    """Every parameter by dotted name ("embed", "layers.wq"), None where absent."""
     named = {f"layers.{k}": v for k, v in params.layers._asdict().items()}
     named.update({k: v for k, v in params._asdict().items() if k != "layers"})
+    return named
+
+
+def quantized_formats(params: Params) -> dict[str, str]:
+    """The quantized format of each parameter kept quantized, by dotted name ("layers.wq")."""
+    named = named_params(params)
     return {k: v.format for k, v in named.items() if isinstance(v, QuantizedWeight)}
 
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppl.models.lm.cache import gather_cache
+from ppl.models.lm.cache import KVCache, gather_cache
 from ppl.models.lm.language_model import LanguageModel
 from ppl.models.lm.sampling import SamplingParams
 
@@ -36,6 +36,22 @@ def _best_time(fn: Any, repeats: int) -> float:
     return min(times)
 
 
+def _decode_seconds(
+    lm: LanguageModel, cache: KVCache, logits: jax.Array, new_tokens: int, repeats: int
+) -> float:
+    """Best time of decoding `new_tokens` tokens for every row of `cache` (temperature 1, no
+    end-of-sequence), after a warm-up."""
+    sampling = SamplingParams(1.0)
+
+    def run() -> jax.Array:
+        output = lm.decode(
+            jax.random.key(0), cache, logits, new_tokens, sampling, stop_at_eos=False
+        )
+        return output.tokens
+
+    return _best_time(run, repeats)
+
+
 def measure(
     lm: LanguageModel,
     batch_sizes: Sequence[int],
@@ -50,20 +66,12 @@ def measure(
     """
     prompt = benchmark_prompt(lm, prompt_tokens)
     capacity = lm.cache_capacity(prompt_tokens, new_tokens)
-    sampling = SamplingParams(1.0)
     results = []
     for batch in batch_sizes:
         prefill_s = _best_time(lambda b=batch: lm.prefill([prompt] * b, capacity), repeats)
         logits, cache = lm.prefill([prompt], capacity)
         rows = jnp.zeros((batch,), jnp.int32)
-        cache, logits = gather_cache(cache, rows), logits[rows]
-
-        def run_decode(cache: Any = cache, logits: Any = logits) -> Any:
-            key = jax.random.key(0)
-            output = lm.decode(key, cache, logits, new_tokens, sampling, stop_at_eos=False)
-            return output.tokens
-
-        decode_s = _best_time(run_decode, repeats)
+        decode_s = _decode_seconds(lm, gather_cache(cache, rows), logits[rows], new_tokens, repeats)
         results.append(
             {
                 "batch": batch,
@@ -91,7 +99,6 @@ def measure_context(
     prompt sampled `batch` times) and with a copy per row (`prefill` and `gather_cache`).
     """
     capacity = lm.cache_capacity(max(contexts), new_tokens)
-    sampling = SamplingParams(1.0)
     results = []
     for context in contexts:
         prompt = benchmark_prompt(lm, context)
@@ -102,14 +109,8 @@ def measure_context(
         rows = jnp.zeros((batch,), jnp.int32)
         per_row = logits[rows], gather_cache(cache, rows)
         for name, (logits, cache) in (("shared", shared), ("per_row", per_row)):
-
-            def run_decode(cache: Any = cache, logits: Any = logits) -> Any:
-                output = lm.decode(
-                    jax.random.key(0), cache, logits, new_tokens, sampling, stop_at_eos=False
-                )
-                return output.tokens
-
-            row[f"{name}_ms_per_step"] = 1000 * _best_time(run_decode, repeats) / new_tokens
+            seconds = _decode_seconds(lm, cache, logits, new_tokens, repeats)
+            row[f"{name}_ms_per_step"] = 1000 * seconds / new_tokens
         results.append(row)
     return results
 
