@@ -27,9 +27,9 @@ model: kernels
 llamacpp:
 	bash benchmarks/setup_llamacpp.sh
 
-# The quantized-matmul kernel (models/lm/kernels/qmatmul.cc) the runtime multiplies quantized
-# GGUF weights with, compiled into the user cache with the machine's C++ compiler (CXX, default
-# g++); the first quantized matmul builds it otherwise. `make model` (so demo and test) runs it.
+# The runtime's CPU kernels (models/lm/kernels: quantized-GGUF matmuls and decode attention),
+# compiled into one library in the user cache with the machine's C++ compiler (CXX, default
+# g++); the first call of either builds it otherwise. `make model` (so demo and test) runs it.
 kernels: setup
 	$(BIN)/python -m ppl.models.lm.qmatmul
 

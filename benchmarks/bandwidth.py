@@ -1,19 +1,25 @@
-"""This machine's memory bandwidth, measured the way STREAM's "copy" kernel does.
+"""This machine's memory bandwidth (as STREAM's "copy" kernel measures it) and peak compute.
 
-    python benchmarks/bandwidth.py            # prints GB/s on 1 thread and on every core
+    python benchmarks/bandwidth.py            # GB/s and GFLOP/s on 1 thread and on every core
 
 A copy `b[:] = a` of arrays far larger than the caches moves 2 x size bytes (one read, one
 write); the best of `repeats` copies gives the sustained bandwidth. With several threads each
 copies its own contiguous slice (NumPy releases the GIL inside the copy). `lm_throughput.py`
 divides the bytes a decode step must read (`decode_step_bytes`) by the faster of the two to get
-the step's physical lower bound.
+the step's memory bound, and the multiply-adds a step must do (`decode_step_flops`) by the peak
+float32 FMA rate (`compute_peak`, from `fma_peak.c`) to get its compute bound.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -50,6 +56,32 @@ def decode_step_bytes(lm: Any, batch: int, cached: int) -> int:
     return weights + kv * np.dtype(lm.dtype).itemsize
 
 
+def decode_step_flops(lm: Any, batch: int) -> int:
+    """Floating-point operations of one decode step's matrix products (2 per multiply-add):
+    every layer's projections and the output head, for `batch` rows (attention over the cache
+    is left out: at the contexts benchmarked it is memory, not compute, that it costs)."""
+    c = lm.config
+    attention = c.hidden_size * c.head_dim * (2 * c.num_heads + 2 * c.num_kv_heads)
+    per_token = c.num_layers * (attention + 3 * c.hidden_size * c.intermediate_size)
+    return 2 * batch * (per_token + c.vocab_size * c.hidden_size)
+
+
+def compute_peak(threads: int | None = None) -> dict[str, float] | None:
+    """Peak float32 FMA GFLOP/s and int8 multiply-add GOP/s on 1 and `threads` threads, from
+    `fma_peak.c` compiled with the machine's C compiler (None where there is none)."""
+    compiler = shutil.which(os.environ.get("CC", "gcc"))
+    if compiler is None:
+        return None
+    threads = threads or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as directory:
+        binary = Path(directory) / "fma_peak"
+        source = Path(__file__).with_name("fma_peak.c")
+        flags = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
+        subprocess.run([compiler, *flags, str(source), "-o", str(binary)], check=True)
+        output = subprocess.run([str(binary), str(threads)], capture_output=True, text=True)
+    return json.loads(output.stdout)
+
+
 def measure() -> dict[str, float]:
     """Copy bandwidth on one thread and on every core; "bound" is the larger."""
     cores = os.cpu_count() or 1
@@ -64,3 +96,4 @@ def measure() -> dict[str, float]:
 if __name__ == "__main__":
     for name, value in measure().items():
         print(f"{name}: {value:.1f} GB/s")
+    print(compute_peak())

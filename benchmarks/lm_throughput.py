@@ -10,8 +10,10 @@ benchmarks/setup_llamacpp.sh, batched `llama_decode` for batch > 1; JAX: XLA's C
 which uses every core), in `--rounds` interleaved rounds (ppl-jax, then llama.cpp), the best
 round per batch kept, with the load average before and after each run. Beside each ppl-jax
 figure: the bytes a decode step must read (`benchmarks/bandwidth.decode_step_bytes`) over the
-copy bandwidth measured at the start (`benchmarks/bandwidth.py`), the step's physical bound;
-and the resident weight memory against the GGUF's size. Writes
+copy bandwidth measured at the start (`benchmarks/bandwidth.py`), the step's memory bound; the
+step's matrix-product flops over the peak float32 FMA rate measured likewise
+(`benchmarks/fma_peak.c`), its compute bound; and the resident weight memory against the
+GGUF's size. Writes
 benchmarks/results/lm_throughput.json and docs/figures/lm_throughput.png.
 """
 
@@ -112,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from benchmarks.bandwidth import decode_step_bytes
+    from benchmarks.bandwidth import compute_peak, decode_step_bytes, decode_step_flops
     from benchmarks.bandwidth import measure as measure_bandwidth
     from ppl.models.lm import LanguageModel
     from ppl.models.lm.default_model import default_model_path
@@ -129,7 +131,8 @@ def main() -> None:
     batches = [int(b) for b in args.batch.split(",")]
     configs = [tuple(c.split(":")) for c in args.configs.split(",")]
     bandwidth = measure_bandwidth()
-    print(f"copy bandwidth {bandwidth['bound']:.1f} GB/s, load {os.getloadavg()}", flush=True)
+    peak = compute_peak(args.threads)
+    print(f"copy bandwidth {bandwidth['bound']:.1f} GB/s, peak {peak}, load {os.getloadavg()}")
     loaded = {c: LanguageModel.from_gguf(model, dtype=c[1], weights=c[0]) for c in configs}
     prompt = benchmark_prompt(loaded[configs[0]], args.prompt_tokens)
     rounds: dict[str, list[list[dict]]] = {}
@@ -164,6 +167,10 @@ def main() -> None:
             step = decode_step_bytes(lm, row["batch"], cached)
             row["bytes_per_step"] = step
             row["bound_ms_per_step"] = 1000 * step / (bandwidth["bound"] * 1e9)
+            if peak is not None:
+                flops = decode_step_flops(lm, row["batch"])
+                row["flops_per_step"] = flops
+                row["compute_bound_ms_per_step"] = 1000 * flops / (peak["f32_gflop_s"] * 1e9)
     resident = {
         f"{w} {d}": sum(int(a.nbytes) for a in jax.tree.leaves(lm.params))
         for (w, d), lm in loaded.items()
@@ -184,6 +191,7 @@ def main() -> None:
         "threads": args.threads,
         "environment": environment(),
         "bandwidth_gb_s": bandwidth,
+        "compute_peak": peak,
         "prompt_tokens": args.prompt_tokens,
         "new_tokens": args.new_tokens,
         "resident_weight_bytes": resident,
@@ -201,6 +209,7 @@ def main() -> None:
                 "prefill_ratio": a["prefill_tokens_per_s"] / b["prefill_tokens_per_s"],
                 "decode_ratio": a["decode_tokens_per_s"] / b["decode_tokens_per_s"],
                 "bound_ms_per_step": a["bound_ms_per_step"],
+                "compute_bound_ms_per_step": a.get("compute_bound_ms_per_step"),
             }
             for a, b in zip(runs[first], theirs, strict=True)
         ]
@@ -208,7 +217,8 @@ def main() -> None:
             print(
                 f"batch {r['batch']:>3}: prefill x{r['prefill_ratio']:.2f}, "
                 f"decode x{r['decode_ratio']:.2f} (ppl-jax / llama.cpp; bandwidth bound "
-                f"{r['bound_ms_per_step']:.1f} ms/step)"
+                f"{r['bound_ms_per_step']:.1f} ms/step, float32 compute bound "
+                f"{r['compute_bound_ms_per_step'] or float('nan'):.1f} ms/step)"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

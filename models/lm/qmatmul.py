@@ -18,7 +18,8 @@ dequantized weight equals the float32 value of `gguf.quants.dequantize` exactly.
 
 `qmatmul(x, w)` is `x @ dequantize(w).T` for float32 x [..., K], computed by
 `kernels/qmatmul.cc` (AVX2+FMA with a portable fallback), which the first call compiles with
-the machine's C++ compiler into the user cache (`make kernels` builds it ahead of time).
+the machine's C++ compiler into the user cache, in one library with the other CPU kernels
+(`SOURCES`; `make kernels` builds it ahead of time).
 `linear(x, w)` is the runtime's `x @ w` for a float [in, out] matrix or a `QuantizedWeight`,
 falling back to dequantizing in the graph (with a warning) where no kernel can be built.
 """
@@ -46,7 +47,10 @@ import numpy as np
 from ppl.models.lm.default_model import cache_dir
 
 Q = gguf.GGMLQuantizationType
-SOURCE = Path(__file__).resolve().parent / "kernels" / "qmatmul.cc"
+KERNELS = Path(__file__).resolve().parent / "kernels"
+# every FFI kernel of the runtime, built into one library: these products and decode attention
+SOURCES = (KERNELS / "qmatmul.cc", KERNELS / "attention.cc")
+HEADERS = (KERNELS / "parallel.h",)
 CXX_FLAGS = ("-O3", "-shared", "-fPIC", "-std=c++17")
 FORMATS = ("Q8_0", "Q6_K", "Q4_0", "Q4_1", "Q4_K")
 INT8_GROUP = {"Q8_0": 32, "Q6_K": 16}  # weights per scale of the int8 formats
@@ -202,8 +206,8 @@ def _compiler() -> str:
     path = shutil.which(name)
     if path is None:
         raise KernelUnavailableError(
-            f"no C++ compiler {name!r} on PATH to build {SOURCE.name} (set CXX, or use float "
-            "weights)"
+            f"no C++ compiler {name!r} on PATH to build the CPU kernels (set CXX, or use "
+            "float weights)"
         )
     return path
 
@@ -217,14 +221,21 @@ def kernel_path() -> Path:
     key = hashlib.sha256(
         b"\0".join(
             s.encode()
-            for s in (SOURCE.read_text(), jaxlib.__version__, compiler, version, *CXX_FLAGS)
+            for s in (
+                *(path.read_text() for path in (*SOURCES, *HEADERS)),
+                jaxlib.__version__,
+                compiler,
+                version,
+                *CXX_FLAGS,
+            )
         )
     ).hexdigest()[:16]
-    return cache_dir() / "kernels" / key / "qmatmul.so"
+    return cache_dir() / "kernels" / key / "kernels.so"
 
 
 def build_kernel() -> Path:
-    """Compile `kernels/qmatmul.cc` into the user cache if it is not there; its path."""
+    """Compile the kernels (`SOURCES`) into one library in the user cache if it is not there;
+    its path."""
     target = kernel_path()
     if target.is_file():
         return target
@@ -236,7 +247,7 @@ def build_kernel() -> Path:
         *CXX_FLAGS,
         "-isystem",
         jax.ffi.include_dir(),
-        str(SOURCE),
+        *(str(path) for path in SOURCES),
         "-o",
         temporary,
     ]
@@ -244,21 +255,26 @@ def build_kernel() -> Path:
     if result.returncode != 0:
         os.unlink(temporary)
         raise KernelUnavailableError(
-            f"building {SOURCE.name} failed ({' '.join(command)}):\n{result.stderr[-2000:]}"
+            f"building the CPU kernels failed ({' '.join(command)}):\n{result.stderr[-2000:]}"
         )
     os.replace(temporary, target)  # atomic: a concurrent build renames the same bytes
     return target
 
 
-TARGETS = {"int8": "PplQMatmulInt8", "q4": "PplQMatmulQ4", "q4min": "PplQMatmulQ4Min"}
+TARGETS = {  # FFI target name: handler symbol
+    "ppl_qmatmul_int8": "PplQMatmulInt8",
+    "ppl_qmatmul_q4": "PplQMatmulQ4",
+    "ppl_qmatmul_q4min": "PplQMatmulQ4Min",
+    "ppl_row_attention": "PplRowAttention",
+}
 
 
 @functools.cache
 def _library() -> ctypes.CDLL:
     library = ctypes.CDLL(str(build_kernel()))
-    for family, symbol in TARGETS.items():
+    for target, symbol in TARGETS.items():
         jax.ffi.register_ffi_target(
-            f"ppl_qmatmul_{family}", jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu"
+            target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu"
         )
     return library
 

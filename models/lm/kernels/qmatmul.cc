@@ -21,15 +21,11 @@
 // `force_scalar` selects the portable path (for tests and machines without AVX2).
 
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
-#include <functional>
-#include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -256,41 +252,6 @@ bool HasAvx2() {
 #endif
 }
 
-// ----------------------------------------------------------------------------------------------
-// Work splitting: chunks of output columns claimed from an atomic counter by the caller and by
-// tasks on XLA's thread pool. The caller never waits for a chunk nobody has claimed, so this
-// cannot deadlock when the pool runs tasks late or on the caller's thread.
-
-struct Work {
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-  int64_t chunks = 0;
-  std::function<void(int64_t)> run;
-  std::mutex mutex;
-  std::condition_variable finished;
-
-  void Drain() {
-    for (int64_t c; (c = next.fetch_add(1)) < chunks;) {
-      run(c);
-      if (done.fetch_add(1) + 1 == chunks) {
-        std::lock_guard<std::mutex> lock(mutex);
-        finished.notify_all();
-      }
-    }
-  }
-};
-
-void ParallelFor(ffi::ThreadPool& pool, int64_t chunks, std::function<void(int64_t)> run) {
-  auto work = std::make_shared<Work>();
-  work->chunks = chunks;
-  work->run = std::move(run);
-  int64_t helpers = std::min<int64_t>(pool.num_threads(), chunks - 1);
-  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([work] { work->Drain(); });
-  work->Drain();
-  std::unique_lock<std::mutex> lock(work->mutex);
-  work->finished.wait(lock, [&] { return work->done.load() == chunks; });
-}
-
 template <class W>
 void Matmul(ffi::ThreadPool& pool, const W& w, const float* x, int64_t rows, int64_t k,
             int64_t n_out, float* y, bool force_scalar) {
@@ -299,7 +260,7 @@ void Matmul(ffi::ThreadPool& pool, const W& w, const float* x, int64_t rows, int
   // Enough chunks to balance two or more threads; whole panels each.
   int64_t step = std::max<int64_t>(kPanel, (n_out / 64 + kPanel - 1) / kPanel * kPanel);
   int64_t chunks = (n_out + step - 1) / step;
-  ParallelFor(pool, chunks, [&](int64_t c) {
+  ppl::ParallelFor(pool, chunks, [&](int64_t c) {
     int64_t n0 = c * step, n1 = std::min(n_out, n0 + step);
 #if PPL_X86
     if (vector) return RangeAvx2(w, x, rows, k, n0, n1, y, n_out);

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppl.models.lm import SamplingParams, extend, gather_cache, init_cache, prefill
+from ppl.models.lm import SamplingParams, extend, gather_cache, init_cache, prefill, transformer
 from ppl.models.lm.cache import share_prefix
 from ppl.models.lm.language_model import pad_batch
 from tests.models.lm.numpy_reference import reference_logits
@@ -17,8 +18,13 @@ LONG_PROMPTS = [RNG.integers(3, 250, n).tolist() for n in (3, 64, 70, 131)]
 CHUNKS = [RNG.integers(3, 250, n).tolist() for n in (5, 1, 0, 3)]
 
 
+@pytest.mark.parametrize("kernel", [True, False])
 @pytest.mark.parametrize("fixture", ["tiny_lm", "tiny_qwen_lm"])
-def test_rows_of_different_lengths_across_blocks(fixture, request):
+def test_rows_of_different_lengths_across_blocks(fixture, kernel, request, monkeypatch):
+    """Through the row-attention kernel and through XLA's loop over blocks (its fallback)."""
+    if not kernel:
+        monkeypatch.setattr(transformer, "kernel_applies", lambda *arrays: False)
+        jax.clear_caches()  # compiled steps of the kernel path must not be reused
     lm = request.getfixturevalue(fixture)
     tokens, lengths = pad_batch(LONG_PROMPTS, 16)
     _, cache = prefill(lm.params, lm.config, tokens, lengths, init_cache(lm.config, 4, 256))
