@@ -50,7 +50,7 @@ Q = gguf.GGMLQuantizationType
 KERNELS = Path(__file__).resolve().parent / "kernels"
 # every FFI kernel of the runtime, built into one library: these products and decode attention
 SOURCES = (KERNELS / "qmatmul.cc", KERNELS / "attention.cc")
-HEADERS = (KERNELS / "parallel.h",)
+HEADERS = (KERNELS / "common.h",)
 CXX_FLAGS = ("-O3", "-shared", "-fPIC", "-std=c++17")
 FORMATS = ("Q8_0", "Q6_K", "Q4_0", "Q4_1", "Q4_K")
 INT8_GROUP = {"Q8_0": 32, "Q6_K": 16}  # weights per scale of the int8 formats

@@ -24,22 +24,14 @@
 #include <string>
 #include <vector>
 
-#include "parallel.h"
+#include "common.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
-#if (defined(__x86_64__) || defined(__i386__)) && !defined(PPL_NO_X86)
-#define PPL_X86 1
-#include <immintrin.h>
-#define PPL_AVX2 __attribute__((target("avx2,fma")))
-#else
-#define PPL_X86 0
-#endif
-
 namespace {
 
-struct Shape {
+struct Layout {
   int64_t batch, heads, queries, dim, capacity;
 };
 
@@ -47,7 +39,7 @@ struct Shape {
 // Portable path.
 
 void UnitScalar(const float* q, const float* keys, const float* values, int64_t length,
-                const Shape& s, float scale, float* scores, float* max, float* total,
+                const Layout& s, float scale, float* scores, float* max, float* total,
                 float* weighted) {
   const int64_t m_count = s.queries, d = s.dim;
   for (int64_t t = 0; t < length; ++t)
@@ -97,15 +89,9 @@ PPL_AVX2 inline __m256 Exp(__m256 x) {
   return _mm256_andnot_ps(tiny, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
 }
 
-PPL_AVX2 inline float Sum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 PPL_AVX2 void UnitAvx2(const float* q, const float* keys, const float* values, int64_t length,
-                       const Shape& s, float scale, float* scores, float* max, float* total,
+                       const Layout& s, float scale, float* scores, float* max, float* total,
                        float* weighted) {
   const int64_t m_count = s.queries, d = s.dim;
   for (int64_t t = 0; t < length; ++t) {
@@ -119,7 +105,7 @@ PPL_AVX2 void UnitAvx2(const float* q, const float* keys, const float* values, i
         a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qm + i + 8), _mm256_loadu_ps(k + i + 8), a1);
       }
       if (i < d) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qm + i), _mm256_loadu_ps(k + i), a0);
-      scores[m * length + t] = scale * Sum(_mm256_add_ps(a0, a1));
+      scores[m * length + t] = scale * ppl::HorizontalSum(_mm256_add_ps(a0, a1));
     }
   }
   for (int64_t m = 0; m < m_count; ++m) {
@@ -133,7 +119,7 @@ PPL_AVX2 void UnitAvx2(const float* q, const float* keys, const float* values, i
       _mm256_storeu_ps(row + t, e);
       acc = _mm256_add_ps(acc, e);
     }
-    float sum = Sum(acc);
+    float sum = ppl::HorizontalSum(acc);
     for (; t < length; ++t) sum += (row[t] = std::exp(row[t] - top));
     max[m] = top;
     total[m] = sum;
@@ -151,20 +137,7 @@ PPL_AVX2 void UnitAvx2(const float* q, const float* keys, const float* values, i
 }
 #endif  // PPL_X86
 
-bool HasAvx2() {
-#if PPL_X86
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-#else
-  return false;
-#endif
-}
 
-std::string Dims(ffi::Span<const int64_t> dims) {
-  std::string s = "[";
-  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
-  return s + "]";
-}
 
 ffi::Error RowAttentionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
                             ffi::Buffer<ffi::F32> keys, ffi::Buffer<ffi::F32> values,
@@ -176,18 +149,18 @@ ffi::Error RowAttentionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
   if (qd.size() != 4 || kd.size() != 5 || vd.size() != 5 ||
       !std::equal(kd.begin(), kd.end(), vd.begin()))
     return ffi::Error::InvalidArgument("row_attention: q must be [B, K, M, D] and keys, values [L, B, K, T, D], got q " +
-                                       Dims(qd) + ", keys " + Dims(kd) + ", values " +
-                                       Dims(values.dimensions()));
-  Shape s{qd[0], qd[1], qd[2], qd[3], kd[3]};
+                                       ppl::Shape(qd) + ", keys " + ppl::Shape(kd) + ", values " +
+                                       ppl::Shape(values.dimensions()));
+  Layout s{qd[0], qd[1], qd[2], qd[3], kd[3]};
   if (kd[1] != s.batch || kd[2] != s.heads || kd[4] != s.dim)
-    return ffi::Error::InvalidArgument("row_attention: keys " + Dims(kd) + " do not match q " + Dims(qd));
+    return ffi::Error::InvalidArgument("row_attention: keys " + ppl::Shape(kd) + " do not match q " + ppl::Shape(qd));
   if (lengths.element_count() != s.batch || layer.element_count() != 1)
     return ffi::Error::InvalidArgument("row_attention: expected one layer index and B lengths");
   int64_t l = layer.typed_data()[0];
   if (l < 0 || l >= kd[0])
     return ffi::Error::InvalidArgument("row_attention: layer " + std::to_string(l) + " of " +
                                        std::to_string(kd[0]));
-  const bool vector = !force_scalar && HasAvx2() && s.dim % 8 == 0;
+  const bool vector = !force_scalar && ppl::HasAvx2() && s.dim % 8 == 0;
   const int64_t units = s.batch * s.heads, head = s.capacity * s.dim;
   const int64_t chunks = std::min<int64_t>(units, 64);
   const float* key_base = keys.typed_data() + l * units * head;

@@ -25,18 +25,10 @@
 #include <string>
 #include <vector>
 
-#include "parallel.h"
+#include "common.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
-
-#if (defined(__x86_64__) || defined(__i386__)) && !defined(PPL_NO_X86)
-#define PPL_X86 1
-#include <immintrin.h>
-#define PPL_AVX2 __attribute__((target("avx2,fma")))
-#else
-#define PPL_X86 0  // other CPUs compile only the portable path
-#endif
 
 namespace {
 
@@ -107,12 +99,6 @@ struct Nibble4Weight {
 // ----------------------------------------------------------------------------------------------
 // AVX2 tiles.
 
-PPL_AVX2 inline float HorizontalSum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // Small batches straight from the quantized weights: y[r, n0 + j] for r < R, j < NC, each
 // dequantized block used by all R rows.
@@ -147,7 +133,7 @@ PPL_AVX2 void DirectTile(const W& w, const float* x, int64_t k, int64_t n0, floa
     for (int j = 0; j < NC; ++j) {
       __m256 sum = acc[r][j][0];
       if (A == 2) sum = _mm256_add_ps(sum, acc[r][j][A - 1]);
-      y[r * n_out + n0 + j] = HorizontalSum(sum);
+      y[r * n_out + n0 + j] = ppl::HorizontalSum(sum);
     }
 }
 
@@ -183,7 +169,7 @@ PPL_AVX2 void PanelTile(const float* panel, const float* x, int64_t k, int64_t n
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
-    for (int j = 0; j < NC; ++j) y[r * n_out + n0 + j] = HorizontalSum(acc[r][j]);
+    for (int j = 0; j < NC; ++j) y[r * n_out + n0 + j] = ppl::HorizontalSum(acc[r][j]);
 }
 
 template <int R>
@@ -243,20 +229,12 @@ void RangeScalar(const W& w, const float* x, int64_t rows, int64_t k, int64_t n0
   }
 }
 
-bool HasAvx2() {
-#if PPL_X86
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-#else
-  return false;
-#endif
-}
 
 template <class W>
 void Matmul(ffi::ThreadPool& pool, const W& w, const float* x, int64_t rows, int64_t k,
             int64_t n_out, float* y, bool force_scalar) {
   if (rows == 0 || n_out == 0) return;
-  [[maybe_unused]] const bool vector = !force_scalar && HasAvx2();
+  [[maybe_unused]] const bool vector = !force_scalar && ppl::HasAvx2();
   // Enough chunks to balance two or more threads; whole panels each.
   int64_t step = std::max<int64_t>(kPanel, (n_out / 64 + kPanel - 1) / kPanel * kPanel);
   int64_t chunks = (n_out + step - 1) / step;
@@ -272,11 +250,6 @@ void Matmul(ffi::ThreadPool& pool, const W& w, const float* x, int64_t rows, int
 // ----------------------------------------------------------------------------------------------
 // Shape checks and handlers.
 
-std::string Shape(ffi::Span<const int64_t> dims) {
-  std::string s = "[";
-  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
-  return s + "]";
-}
 
 // x [B, K] and y [B, N]; codes [N, K / per_byte]; each scale array [N, K / group].
 ffi::Error CheckShapes(ffi::Span<const int64_t> x, ffi::Span<const int64_t> codes,
@@ -284,20 +257,20 @@ ffi::Error CheckShapes(ffi::Span<const int64_t> x, ffi::Span<const int64_t> code
                        int64_t group, ffi::Span<const int64_t> y) {
   if (x.size() != 2 || codes.size() != 2 || y.size() != 2)
     return ffi::Error::InvalidArgument("qmatmul: x, codes and y must be rank 2, got x " +
-                                       Shape(x) + ", codes " + Shape(codes) + ", y " + Shape(y));
+                                       ppl::Shape(x) + ", codes " + ppl::Shape(codes) + ", y " + ppl::Shape(y));
   int64_t k = x[1], n = codes[0];
   if (k % 32 != 0)
     return ffi::Error::InvalidArgument("qmatmul: K = " + std::to_string(k) +
                                        " is not a multiple of 32 weights (one block)");
   if (codes[1] * per_byte != k)
-    return ffi::Error::InvalidArgument("qmatmul: codes " + Shape(codes) + " do not match x " +
-                                       Shape(x));
+    return ffi::Error::InvalidArgument("qmatmul: codes " + ppl::Shape(codes) + " do not match x " +
+                                       ppl::Shape(x));
   for (auto s : scales)
     if (s.size() != 2 || s[0] != n || s[1] != k / group)
-      return ffi::Error::InvalidArgument("qmatmul: scales " + Shape(s) + " do not match codes " +
-                                         Shape(codes));
+      return ffi::Error::InvalidArgument("qmatmul: scales " + ppl::Shape(s) + " do not match codes " +
+                                         ppl::Shape(codes));
   if (y[0] != x[0] || y[1] != n)
-    return ffi::Error::InvalidArgument("qmatmul: result " + Shape(y) + " does not match");
+    return ffi::Error::InvalidArgument("qmatmul: result " + ppl::Shape(y) + " does not match");
   return ffi::Error::Success();
 }
 
@@ -375,4 +348,4 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PplQMatmulQ4Min, Q4MinImpl,
                                   .Attr<bool>("force_scalar"));
 
 // 1 when the AVX2+FMA path is used on this machine.
-extern "C" int PplQMatmulHasAvx2() { return HasAvx2() ? 1 : 0; }
+extern "C" int PplQMatmulHasAvx2() { return ppl::HasAvx2() ? 1 : 0; }
