@@ -63,7 +63,7 @@ class KernelUnavailableError(RuntimeError):
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["codes", "scales", "mins"],
+    data_fields=["codes", "scales", "mins", "layer"],
     meta_fields=["format"],
 )
 @dataclasses.dataclass(frozen=True)
@@ -71,13 +71,16 @@ class QuantizedWeight:
     """A weight W [N, K] in a repacked GGUF block layout (see the module docstring).
 
     The arrays may carry leading axes (layers stacked for a scan); `mins` is None except for
-    Q4_1 and Q4_K.
+    Q4_1 and Q4_K. With `layer` (an int32 scalar) the arrays are stacked [L, N, ...] and the
+    weight is their layer `layer`, which the kernel reads in place (slicing a layer out in the
+    graph copies it before every product).
     """
 
     codes: jax.Array | np.ndarray
     scales: jax.Array | np.ndarray
     mins: jax.Array | np.ndarray | None
     format: str
+    layer: jax.Array | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -171,8 +174,19 @@ def from_gguf_tensor(tensor: gguf.ReaderTensor) -> QuantizedWeight:
 # The float path.
 
 
+def selected(weight: QuantizedWeight) -> QuantizedWeight:
+    """The weight with its `layer` sliced out of the stacked arrays (itself without one)."""
+    if weight.layer is None:
+        return weight
+    index = weight.layer
+    mins = None if weight.mins is None else jnp.asarray(weight.mins)[index]
+    codes, scales = jnp.asarray(weight.codes)[index], jnp.asarray(weight.scales)[index]
+    return QuantizedWeight(codes, scales, mins, weight.format)
+
+
 def dequantize(weight: QuantizedWeight) -> jax.Array:
     """W [..., N, K] as float32 (the same values as `gguf.quants.dequantize`)."""
+    weight = selected(weight)
     lead, (n, k) = tuple(weight.codes.shape[:-2]), weight.shape
     scales = jnp.asarray(weight.scales)
     if weight.format in INT8_GROUP:
@@ -193,6 +207,7 @@ def dequantize(weight: QuantizedWeight) -> jax.Array:
 
 def dequantize_rows(weight: QuantizedWeight, ids: jax.Array) -> jax.Array:
     """Rows W[ids] [..., K] as float32, e.g. an embedding lookup in a quantized table."""
+    weight = selected(weight)
     picked = jax.tree.map(lambda a: jnp.asarray(a)[ids][..., None, :], weight)
     return dequantize(picked)[..., 0, :]
 
@@ -327,15 +342,20 @@ def _check(x: jax.Array, weight: QuantizedWeight) -> None:
         raise ValueError(
             f"qmatmul: {weight.format} {'has no' if weight.mins is None else 'takes no'} mins"
         )
-    if weight.codes.ndim != 2:
-        raise ValueError(f"qmatmul: expected one [N, K] weight, got codes {weight.codes.shape}")
+    stacked = weight.layer is not None
+    if weight.codes.ndim != 2 + stacked:
+        wanted = "[L, N, K] weights and a layer" if stacked else "one [N, K] weight"
+        raise ValueError(f"qmatmul: expected {wanted}, got codes {weight.codes.shape}")
+    if weight.layer is not None and jnp.ndim(weight.layer) != 0:
+        raise ValueError(f"qmatmul: layer must be a scalar, got shape {jnp.shape(weight.layer)}")
     n, k = weight.shape
     block = gguf.GGML_QUANT_SIZES[Q.__members__[weight.format]][0]
     if x.ndim < 1 or x.shape[-1] != k:
         raise ValueError(f"qmatmul: x {x.shape} does not end in K = {k} of the weight [{n}, {k}]")
     if k % block:
         raise ValueError(f"qmatmul: K = {k} is not a multiple of the block size {block}")
-    expected = (n, k // INT8_GROUP.get(weight.format, NIBBLE_BLOCK))
+    per_block = (n, k // INT8_GROUP.get(weight.format, NIBBLE_BLOCK))
+    expected = (*weight.codes.shape[:-2], *per_block)
     for name in ("scales", "mins"):
         array = getattr(weight, name)
         if array is not None and tuple(array.shape) != expected:
@@ -343,20 +363,26 @@ def _check(x: jax.Array, weight: QuantizedWeight) -> None:
 
 
 def _kernel(x: jax.Array, weight: QuantizedWeight, portable: bool) -> jax.Array:
-    """One FFI call for float32 x [..., K] and one weight [N, K]."""
+    """One FFI call for float32 x [..., K] and one weight [N, K] (or layer `weight.layer` of
+    stacked ones: the kernel takes [L, N, ...] arrays and a layer index)."""
     n, k = weight.shape
     rows = x.reshape(-1, k)
     out = jax.ShapeDtypeStruct((rows.shape[0], n), jnp.float32)
+    # the kernel's layout: a leading layer axis and a layer index (a lone matrix is layer 0 of 1)
+    lone = weight.layer is None
+    codes, scales = (jnp.asarray(a)[None] if lone else a for a in (weight.codes, weight.scales))
+    mins = weight.mins if weight.mins is None or not lone else jnp.asarray(weight.mins)[None]
+    layer = jnp.asarray(0 if weight.layer is None else weight.layer, jnp.int32)
     if weight.format in INT8_GROUP:
         call = jax.ffi.ffi_call("ppl_qmatmul_int8", out, vmap_method="sequential")
         group = np.int64(INT8_GROUP[weight.format])
-        y = call(rows, weight.codes, weight.scales, group=group, force_scalar=portable)
-    elif weight.mins is None:
+        y = call(rows, codes, scales, layer, group=group, force_scalar=portable)
+    elif mins is None:
         call = jax.ffi.ffi_call("ppl_qmatmul_q4", out, vmap_method="sequential")
-        y = call(rows, weight.codes, weight.scales, force_scalar=portable)
+        y = call(rows, codes, scales, layer, force_scalar=portable)
     else:
         call = jax.ffi.ffi_call("ppl_qmatmul_q4min", out, vmap_method="sequential")
-        y = call(rows, weight.codes, weight.scales, weight.mins, force_scalar=portable)
+        y = call(rows, codes, scales, mins, layer, force_scalar=portable)
     return jnp.reshape(y, (*x.shape[:-1], n))
 
 
@@ -364,8 +390,9 @@ def qmatmul(x: jax.Array, weight: QuantizedWeight, *, portable: bool = False) ->
     """`x @ dequantize(weight).T`: float32 x [..., K] -> [..., N], by the FFI kernel.
 
     Works under `jax.jit`. Under `vmap` over x alone the mapped axis joins the rows of one
-    kernel call; mapping over weights runs one call per element. `portable` forces the scalar
-    C++ path instead of AVX2.
+    kernel call; mapping over weights runs one call per element. A weight with a `layer` is
+    read in place from its stacked arrays. `portable` forces the scalar C++ path instead of
+    AVX2.
     """
     x = jnp.asarray(x)
     _check(x, weight)

@@ -9,6 +9,7 @@ of the llama architecture) to the half-split layout, so one rotary convention se
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import NamedTuple
 
@@ -234,10 +235,8 @@ def forward(
     positions = cache.lengths[:, None] + jnp.arange(seq)[None, :]
     x = embed_tokens(params, tokens)
 
-    def body(
-        x: jax.Array, per_layer: tuple[LayerParams, jax.Array]
-    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        layer, index = per_layer
+    def body(x: jax.Array, index: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        layer = layer_params(params.layers, index)
         view = None
         if attend_cache:  # the whole cache is passed, so attention reads only the blocks in use
             view = LayerCache(
@@ -250,8 +249,7 @@ def forward(
             )
         return _block(config, layer, x, positions, params.rope_inv_freq, view)
 
-    layers = (params.layers, jnp.arange(config.num_layers))
-    x, (k_new, v_new) = jax.lax.scan(body, x, layers)
+    x, (k_new, v_new) = jax.lax.scan(body, x, jnp.arange(config.num_layers))
     # k_new, v_new: [L, B, S, Hkv, hd]; write them at each row's positions in one scatter. The
     # indexed axes (B, T) are split by the head axis, so the update is laid out [B, S, L, Hkv, hd].
     rows = jnp.arange(batch)[:, None]
@@ -262,6 +260,19 @@ def forward(
     hidden = rms_norm(x, params.final_norm, config.rms_norm_eps)
     lengths = cache.lengths + num_new.astype(jnp.int32)
     return hidden, cache._replace(keys=keys, values=values, lengths=lengths)
+
+
+def layer_params(layers: LayerParams, index: jax.Array) -> LayerParams:
+    """Layer `index` of the stacked parameters. Quantized matrices stay stacked and carry the
+    index, so the kernel reads the layer in place; the scan's slicing would copy every matrix
+    before its product (all the weights, every step). The rest is sliced."""
+    return jax.tree.map(
+        lambda a: (
+            dataclasses.replace(a, layer=index) if isinstance(a, QuantizedWeight) else a[index]
+        ),
+        layers,
+        is_leaf=lambda a: isinstance(a, QuantizedWeight),
+    )
 
 
 def embed_tokens(params: Params, tokens: jax.Array) -> jax.Array:

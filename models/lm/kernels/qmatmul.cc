@@ -9,9 +9,11 @@
 //   q4min:  as q4 plus mins float32 [N, K / 32]:                  w = d * q + m           (Q4_1, Q4_K)
 //
 // A 4-bit block of 32 weights is 16 bytes: byte j holds q[j] in its low and q[j + 16] in its high
-// nibble (GGUF's Q4_0/Q4_1 order). Weights are dequantized in registers to exactly the float32
-// values gguf's dequantize gives (the products d * q are exact, d * q + m is rounded once) and
-// accumulated in float32; only the summation order differs from a float matmul.
+// nibble (GGUF's Q4_0/Q4_1 order). Each array carries a leading layer axis (layers stacked for
+// the forward pass's scan) and a layer index picks the matrix. Weights are dequantized in
+// registers to exactly the float32 values gguf's dequantize gives (the products d * q are
+// exact, d * q + m is rounded once) and accumulated in float32; only the summation order
+// differs from a float matmul.
 //
 // The AVX2+FMA path (chosen at run time) keeps R rows of x times NC output columns in registers.
 // Up to 4 rows, blocks are dequantized into registers and used by every row; for more rows a
@@ -38,24 +40,24 @@ constexpr int64_t kPanel = 24;  // columns dequantized at a time on the panel pa
 // Weight formats: `scalar(n, i)` is weight W[n, i]; `Block(n, b, out)` writes the 32 weights
 // W[n, 32·b .. 32·b + 32) into four 8-lane vectors.
 
+template <int64_t kGroup>
 struct Int8Weight {
   const int8_t* codes;
   const float* scales;
   int64_t k;
-  int64_t group;
 
   float scalar(int64_t n, int64_t i) const {
-    return scales[n * (k / group) + i / group] * static_cast<float>(codes[n * k + i]);
+    return scales[n * (k / kGroup) + i / kGroup] * static_cast<float>(codes[n * k + i]);
   }
 
 #if PPL_X86
   // W[n, 32·b .. 32·b + 32) as four 8-lane chunks (two scales each when group = 16).
   PPL_AVX2 void Block(int64_t n, int64_t b, __m256* out) const {
     const int8_t* q = codes + n * k + b * 32;
-    const float* d = scales + n * (k / group) + b * (32 / group);
+    const float* d = scales + n * (k / kGroup) + b * (32 / kGroup);
     for (int c = 0; c < 4; ++c) {
       __m128i qc = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * c));
-      __m256 dc = _mm256_broadcast_ss(d + (group == 32 ? 0 : c / 2));
+      __m256 dc = _mm256_broadcast_ss(d + (kGroup == 32 ? 0 : c / 2));
       out[c] = _mm256_mul_ps(dc, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(qc)));
     }
   }
@@ -251,67 +253,92 @@ void Matmul(ffi::ThreadPool& pool, const W& w, const float* x, int64_t rows, int
 // Shape checks and handlers.
 
 
-// x [B, K] and y [B, N]; codes [N, K / per_byte]; each scale array [N, K / group].
+// x [B, K] and y [B, N]; codes [L, N, K / per_byte] and each scale array [L, N, K / group] (the
+// weights of L layers stacked, of which `layer` is used: slicing a layer out in XLA would copy
+// it before every call). Sets the layer's offsets into codes and into the scale arrays.
 ffi::Error CheckShapes(ffi::Span<const int64_t> x, ffi::Span<const int64_t> codes,
                        int64_t per_byte, std::vector<ffi::Span<const int64_t>> scales,
-                       int64_t group, ffi::Span<const int64_t> y) {
-  if (x.size() != 2 || codes.size() != 2 || y.size() != 2)
-    return ffi::Error::InvalidArgument("qmatmul: x, codes and y must be rank 2, got x " +
-                                       ppl::Shape(x) + ", codes " + ppl::Shape(codes) + ", y " + ppl::Shape(y));
-  int64_t k = x[1], n = codes[0];
+                       int64_t group, ffi::Span<const int64_t> y,
+                       const ffi::Buffer<ffi::S32>& layer, int64_t& code_offset,
+                       int64_t& scale_offset) {
+  if (x.size() != 2 || codes.size() != 3 || y.size() != 2)
+    return ffi::Error::InvalidArgument("qmatmul: x and y must be rank 2 and codes rank 3, got x " +
+                                       ppl::Shape(x) + ", codes " + ppl::Shape(codes) + ", y " +
+                                       ppl::Shape(y));
+  int64_t k = x[1], n = codes[1];
   if (k % 32 != 0)
     return ffi::Error::InvalidArgument("qmatmul: K = " + std::to_string(k) +
                                        " is not a multiple of 32 weights (one block)");
-  if (codes[1] * per_byte != k)
+  if (codes[2] * per_byte != k)
     return ffi::Error::InvalidArgument("qmatmul: codes " + ppl::Shape(codes) + " do not match x " +
                                        ppl::Shape(x));
   for (auto s : scales)
-    if (s.size() != 2 || s[0] != n || s[1] != k / group)
-      return ffi::Error::InvalidArgument("qmatmul: scales " + ppl::Shape(s) + " do not match codes " +
-                                         ppl::Shape(codes));
+    if (s.size() != 3 || s[0] != codes[0] || s[1] != n || s[2] != k / group)
+      return ffi::Error::InvalidArgument("qmatmul: scales " + ppl::Shape(s) +
+                                         " do not match codes " + ppl::Shape(codes));
   if (y[0] != x[0] || y[1] != n)
     return ffi::Error::InvalidArgument("qmatmul: result " + ppl::Shape(y) + " does not match");
+  if (layer.element_count() != 1)
+    return ffi::Error::InvalidArgument("qmatmul: expected one layer index");
+  int64_t l = layer.typed_data()[0];
+  if (l < 0 || l >= codes[0])
+    return ffi::Error::InvalidArgument("qmatmul: layer " + std::to_string(l) + " of " +
+                                       std::to_string(codes[0]));
+  code_offset = l * n * codes[2];
+  scale_offset = l * n * (k / group);
   return ffi::Error::Success();
 }
 
 ffi::Error Int8Impl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S8> codes,
-                    ffi::Buffer<ffi::F32> scales, ffi::ResultBuffer<ffi::F32> y, int64_t group,
-                    bool force_scalar) {
+                    ffi::Buffer<ffi::F32> scales, ffi::Buffer<ffi::S32> layer,
+                    ffi::ResultBuffer<ffi::F32> y, int64_t group, bool force_scalar) {
   if (group != 16 && group != 32)
     return ffi::Error::InvalidArgument("qmatmul: int8 group must be 16 or 32, got " +
                                        std::to_string(group));
+  int64_t co, so;
   if (auto e = CheckShapes(x.dimensions(), codes.dimensions(), 1, {scales.dimensions()}, group,
-                           y->dimensions());
+                           y->dimensions(), layer, co, so);
       e.failure())
     return e;
-  int64_t rows = x.dimensions()[0], k = x.dimensions()[1], n = codes.dimensions()[0];
-  Int8Weight w{codes.typed_data(), scales.typed_data(), k, group};
-  Matmul(pool, w, x.typed_data(), rows, k, n, y->typed_data(), force_scalar);
+  int64_t rows = x.dimensions()[0], k = x.dimensions()[1], n = codes.dimensions()[1];
+  const int8_t* c = codes.typed_data() + co;
+  const float* d = scales.typed_data() + so;
+  if (group == 16)
+    Matmul(pool, Int8Weight<16>{c, d, k}, x.typed_data(), rows, k, n, y->typed_data(),
+           force_scalar);
+  else
+    Matmul(pool, Int8Weight<32>{c, d, k}, x.typed_data(), rows, k, n, y->typed_data(),
+           force_scalar);
   return ffi::Error::Success();
 }
 
 ffi::Error Q4Impl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::U8> codes,
-                  ffi::Buffer<ffi::F32> scales, ffi::ResultBuffer<ffi::F32> y,
-                  bool force_scalar) {
+                  ffi::Buffer<ffi::F32> scales, ffi::Buffer<ffi::S32> layer,
+                  ffi::ResultBuffer<ffi::F32> y, bool force_scalar) {
+  int64_t co, so;
   if (auto e = CheckShapes(x.dimensions(), codes.dimensions(), 2, {scales.dimensions()}, 32,
-                           y->dimensions());
+                           y->dimensions(), layer, co, so);
       e.failure())
     return e;
-  int64_t rows = x.dimensions()[0], k = x.dimensions()[1], n = codes.dimensions()[0];
-  Nibble4Weight<false> w{codes.typed_data(), scales.typed_data(), nullptr, k};
+  int64_t rows = x.dimensions()[0], k = x.dimensions()[1], n = codes.dimensions()[1];
+  Nibble4Weight<false> w{codes.typed_data() + co, scales.typed_data() + so, nullptr, k};
   Matmul(pool, w, x.typed_data(), rows, k, n, y->typed_data(), force_scalar);
   return ffi::Error::Success();
 }
 
 ffi::Error Q4MinImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::U8> codes,
                      ffi::Buffer<ffi::F32> scales, ffi::Buffer<ffi::F32> mins,
-                     ffi::ResultBuffer<ffi::F32> y, bool force_scalar) {
+                     ffi::Buffer<ffi::S32> layer, ffi::ResultBuffer<ffi::F32> y,
+                     bool force_scalar) {
+  int64_t co, so;
   if (auto e = CheckShapes(x.dimensions(), codes.dimensions(), 2,
-                           {scales.dimensions(), mins.dimensions()}, 32, y->dimensions());
+                           {scales.dimensions(), mins.dimensions()}, 32, y->dimensions(), layer,
+                           co, so);
       e.failure())
     return e;
-  int64_t rows = x.dimensions()[0], k = x.dimensions()[1], n = codes.dimensions()[0];
-  Nibble4Weight<true> w{codes.typed_data(), scales.typed_data(), mins.typed_data(), k};
+  int64_t rows = x.dimensions()[0], k = x.dimensions()[1], n = codes.dimensions()[1];
+  Nibble4Weight<true> w{codes.typed_data() + co, scales.typed_data() + so,
+                        mins.typed_data() + so, k};
   Matmul(pool, w, x.typed_data(), rows, k, n, y->typed_data(), force_scalar);
   return ffi::Error::Success();
 }
@@ -324,6 +351,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PplQMatmulInt8, Int8Impl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S8>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("group")
                                   .Attr<bool>("force_scalar"));
@@ -334,6 +362,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PplQMatmulQ4, Q4Impl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::U8>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<bool>("force_scalar"));
 
@@ -344,6 +373,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PplQMatmulQ4Min, Q4MinImpl,
                                   .Arg<ffi::Buffer<ffi::U8>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<bool>("force_scalar"));
 

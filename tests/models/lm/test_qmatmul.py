@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gguf
 import jax
 import jax.numpy as jnp
@@ -94,6 +96,32 @@ def test_under_jit_with_leading_axes_and_stacked_layers() -> None:
         assert_close(y[layer].reshape(6, N), x.reshape(6, k), data[layer], kind)
 
 
+@pytest.mark.parametrize("kind", ["Q6_K", "Q4_0", "Q4_1"])
+def test_a_layer_of_stacked_weights_is_read_in_place(kind: str) -> None:
+    """`layer` picks one matrix of stacked arrays inside the kernel: the same products as the
+    sliced weight, under jit with a traced index, and through the dequantizing fallback."""
+    k, layers = 256, 3
+    data = [gguf_blocks(kind, N, k, seed=s) for s in range(layers)]
+    weights = [qmatmul.from_blocks(d, kind, (N, k)) for d in data]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *weights)
+    x = np.random.default_rng(6).normal(size=(3, k)).astype(np.float32)
+
+    @jax.jit
+    def product(x: jax.Array, index: jax.Array) -> jax.Array:
+        return qmatmul.qmatmul(x, dataclasses.replace(stacked, layer=index))
+
+    for index in range(layers):
+        assert_close(product(jnp.asarray(x), jnp.int32(index)), x, data[index], kind)
+        picked = dataclasses.replace(stacked, layer=jnp.int32(index))
+        np.testing.assert_array_equal(
+            np.asarray(qmatmul.dequantize(picked)), np.asarray(qmatmul.dequantize(weights[index]))
+        )
+    with pytest.raises(ValueError, match=r"expected \[L, N, K\] weights and a layer"):
+        qmatmul.qmatmul(jnp.asarray(x), dataclasses.replace(weights[0], layer=jnp.int32(0)))
+    with pytest.raises(ValueError, match="layer must be a scalar"):
+        qmatmul.qmatmul(jnp.asarray(x), dataclasses.replace(stacked, layer=jnp.zeros(2, int)))
+
+
 def test_vmap_over_activations() -> None:
     data = gguf_blocks("Q8_0", N, 64)
     weight = qmatmul.from_blocks(data, "Q8_0", (N, 64))
@@ -142,11 +170,15 @@ def test_kernel_rejects_mismatched_shapes_itself() -> None:
     """The C++ handler checks shapes too (for callers that bypass `qmatmul`)."""
     qmatmul.kernel_available()
     call = jax.ffi.ffi_call("ppl_qmatmul_q4", jax.ShapeDtypeStruct((1, N), jnp.float32))
-    codes, scales = np.zeros((N, 32), np.uint8), np.zeros((N, 3), np.float32)
-    with pytest.raises(Exception, match="scales \\[40, 3\\] do not match"):
-        jax.block_until_ready(
-            call(jnp.ones((1, 64), jnp.float32), codes, scales, force_scalar=False)
-        )
+    x, layer = jnp.ones((1, 64), jnp.float32), jnp.zeros((), jnp.int32)
+    codes, scales = np.zeros((1, N, 32), np.uint8), np.zeros((1, N, 3), np.float32)
+    with pytest.raises(Exception, match="scales \\[1, 40, 3\\] do not match"):
+        jax.block_until_ready(call(x, codes, scales, layer, force_scalar=False))
+    scales = np.zeros((1, N, 2), np.float32)
+    with pytest.raises(Exception, match="layer 1 of 1"):
+        jax.block_until_ready(call(x, codes, scales, layer + 1, force_scalar=False))
+    with pytest.raises(Exception, match="codes rank 3"):
+        jax.block_until_ready(call(x, codes[0], scales, layer, force_scalar=False))
 
 
 def test_missing_compiler_is_a_clear_error(
