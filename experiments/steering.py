@@ -35,6 +35,7 @@ import numpy as np
 
 from ppl.models.constraints.automata import ByteAutomaton
 from ppl.models.constraints.critic import HostCritic
+from ppl.models.constraints.llguidance_mask import GrammarMask, HostMask
 from ppl.models.constraints.sequence_potential import SequencePotential
 from ppl.models.constraints.token_constraint import TokenConstraint, lift, unconstrained
 from ppl.models.lm.cache import KVCache
@@ -117,13 +118,19 @@ STEERING_METHODS.register("masked", "locally constrained decoding, weights ignor
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SteeringProblem:
-    """The prompts (token ids), the constraint and critic, and the token limit."""
+    """The prompts (token ids), the constraint (a token automaton, an llguidance grammar, or
+    both: their intersection) and critic, and the token limit."""
 
     prompt_ids: tuple[tuple[int, ...], ...]
     constraint: TokenConstraint
     max_tokens: int
     automaton: ByteAutomaton | None = None
     critic: HostCritic | None = None
+    grammar: HostMask | None = None  # one per problem: the compiled loops key on it
+
+    def settings(self, proposal: str) -> TokenSettings:
+        """The token model's static settings for this problem."""
+        return TokenSettings(self.max_tokens, self.num_contexts, proposal, self.grammar)
 
     @property
     def num_contexts(self) -> int:
@@ -132,6 +139,9 @@ class SteeringProblem:
     def satisfied(self, data: bytes) -> bool:
         """Whether a complete generation's bytes satisfy the constraint and the critic."""
         if self.automaton is not None and self.automaton.complete(data) == -np.inf:
+            return False
+        text = data.decode("utf-8", errors="replace")
+        if self.grammar is not None and not self.grammar.grammar.accepts_text([text])[0]:
             return False
         return self.critic is None or self.critic.potential.complete(data) > -np.inf
 
@@ -143,8 +153,12 @@ def steering_problem(
     constraint: ByteAutomaton | None = None,
     critic: SequencePotential | None = None,
     chat: bool = True,
+    grammar: GrammarMask | None = None,
 ) -> SteeringProblem:
-    """A problem on `lm`: several prompts make their product the target (intersection)."""
+    """A problem on `lm`: several prompts make their product the target (intersection);
+    `constraint` and `grammar` (built for `lm.tokenizer`) both hold where both are given."""
+    if grammar is not None and grammar.tokenizer is not lm.tokenizer:
+        raise ValueError("the grammar mask was built for another tokenizer than the model's")
     prompt_ids = lm.encode_prompts(list(prompts), chat=chat)
     lm.cache_capacity(max(map(len, prompt_ids)), max_tokens)  # fail early if too long
     token_bytes = lm.tokenizer.token_bytes()
@@ -159,6 +173,7 @@ def steering_problem(
         max_tokens,
         constraint,
         HostCritic.of(critic, token_bytes) if critic is not None else None,
+        HostMask(grammar) if grammar is not None else None,
     )
 
 
@@ -347,7 +362,7 @@ def steer(
         twist=twist if spec.twisted else None,
         critic=problem.critic,
         reference=reference_array,
-        settings=TokenSettings(problem.max_tokens, problem.num_contexts, spec.proposal),
+        settings=problem.settings(spec.proposal),
         loop=LoopSettings(
             sampler=spec.sampler,
             num_particles=num_particles,
@@ -414,7 +429,7 @@ def train_twist(
 ) -> TwistHead:
     """Fit a `TwistHead` for `problem` on `num_rollouts` draws of its masked proposal."""
     key_rollouts, key_fit = jax.random.split(rng_key)
-    settings = TokenSettings(problem.max_tokens, problem.num_contexts, "masked")
+    settings = problem.settings("masked")
     logits, cache = _prefill(lm, problem)
     initial = start_particles(cache, logits, num_rollouts, settings, lm.config.hidden_size)
     data = rollouts(key_rollouts, lm.params, lm.config, initial, problem.constraint, settings)

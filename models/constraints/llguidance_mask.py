@@ -18,6 +18,7 @@ ended, gets an all-zero mask.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import weakref
 from collections.abc import Mapping, Sequence
@@ -34,7 +35,7 @@ from ppl.models.lm.tokenizer import Tokenizer
 if TYPE_CHECKING:
     from llguidance._lib import JsonCompileOptions
 
-__all__ = ["GrammarError", "GrammarMask", "unpack_bitmask"]
+__all__ = ["GrammarError", "GrammarMask", "HostMask", "unpack_bitmask"]
 
 
 class GrammarError(ValueError):
@@ -208,3 +209,33 @@ def unpack_bitmask(bitmask: jax.Array, vocab_size: int) -> jax.Array:
     """bool [..., V] from llguidance's int32 bitmask [..., ceil(V / 32)] (jittable)."""
     bits = (bitmask[..., :, None] >> jnp.arange(32, dtype=jnp.int32)) & 1
     return bits.reshape(*bitmask.shape[:-1], -1)[..., :vocab_size].astype(bool)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class HostMask:
+    """A `GrammarMask` inside compiled loops: `allowed` and `accepting` run it on the host
+    through `jax.pure_callback`, once per step for the whole batch. Hashable by identity, so it
+    can be part of a loop's static settings."""
+
+    grammar: GrammarMask
+
+    def allowed(self, tokens: jax.Array, num_tokens: jax.Array) -> jax.Array:
+        """bool [B, V]: the tokens each row may take next."""
+        batch = num_tokens.shape[0]
+        width = llg_numpy.get_bitmask_shape(batch, self.grammar.vocab_size)[1]
+        shape = jax.ShapeDtypeStruct((batch, width), jnp.int32)
+
+        def host(tokens: np.ndarray, num_tokens: np.ndarray) -> np.ndarray:
+            return self.grammar.bitmask(np.asarray(tokens), np.asarray(num_tokens))
+
+        bits = jax.pure_callback(host, shape, tokens, num_tokens)
+        return unpack_bitmask(bits, self.grammar.vocab_size)
+
+    def accepting(self, tokens: jax.Array, num_tokens: jax.Array) -> jax.Array:
+        """bool [B]: whether each row's tokens are a complete match."""
+        shape = jax.ShapeDtypeStruct(num_tokens.shape, jnp.bool_)
+
+        def host(tokens: np.ndarray, num_tokens: np.ndarray) -> np.ndarray:
+            return self.grammar.accepting(np.asarray(tokens), np.asarray(num_tokens))
+
+        return jax.pure_callback(host, shape, tokens, num_tokens)

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from ppl.feynman_kac import FeynmanKac
+from ppl.models.constraints.llguidance_mask import HostMask
 from ppl.models.constraints.token_constraint import TokenConstraint
 from ppl.models.lm.cache import KVCache, gather_cache
 from ppl.models.lm.config import DecoderConfig
@@ -71,11 +72,15 @@ class TokenParticles(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class TokenSettings:
-    """Static settings of the token-level model."""
+    """Static settings of the token-level model. `grammar`: a host-side token mask (a Lark
+    grammar, JSON Schema or regex through llguidance) intersected with the constraint's; it
+    cannot look ahead to the token limit, so a row the limit cuts short of a complete match
+    gets weight 0 there."""
 
     max_tokens: int
     num_contexts: int = 1
     proposal: str = "masked"
+    grammar: HostMask | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -156,9 +161,18 @@ def _step_proposal(
     combined = log_probs.reshape(batch, settings.num_contexts, -1).sum(axis=1)
     remaining = settings.max_tokens - particles.num_tokens
     allowed, next_states = constraint.allowed(particles.state, remaining)
+    if settings.grammar is not None:
+        allowed = allowed & settings.grammar.allowed(particles.tokens, particles.num_tokens)
     support = jnp.where(allowed, combined, -jnp.inf) if settings.proposal == "masked" else combined
     log_norm = jax.nn.logsumexp(support, axis=-1)
-    return _StepProposal(support - log_norm[:, None], combined, allowed, next_states, log_norm)
+    # a row with nothing allowed (ended, or a dead end of an intersection) draws an end of
+    # sequence from a finite proposal; its weight is -inf all the same (`_take`)
+    dead = log_norm == -jnp.inf
+    eos_only = jnp.where(constraint.eos, 0.0, -jnp.inf)
+    log_q = jnp.where(
+        dead[:, None], eos_only - jnp.log(constraint.eos.sum()), support - log_norm[:, None]
+    )
+    return _StepProposal(log_q, combined, allowed, next_states, log_norm)
 
 
 def _take(proposal: _StepProposal, tokens: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -222,6 +236,11 @@ def advance(
         log_critic=particles.log_critic,
         decoded=particles.decoded + active,
     )
+    if settings.grammar is not None:  # the limit cut a row: it counts if it is a complete match
+        cut = active & (num_tokens >= settings.max_tokens) & ~constraint.eos[tokens]
+        complete = settings.grammar.accepting(new.tokens, new.num_tokens)
+        weight = jnp.where(cut & ~complete, -jnp.inf, new.step_log_weight)
+        new = new._replace(step_log_weight=weight)
     if log_twist is not None:
         left = settings.max_tokens - new.num_tokens
         twist = jnp.where(new.finished, 0.0, log_twist(new.features, left))

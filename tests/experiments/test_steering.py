@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -16,6 +18,7 @@ import pytest
 
 from ppl.experiments.steering import steer, steering_problem, train_twist
 from ppl.models.constraints.automata import regex
+from ppl.models.constraints.llguidance_mask import GrammarMask
 from ppl.models.lm.tiny import alphabet_language_model
 from ppl.models.steering.twist import TwistHead
 from tests.monte_carlo import evidence_ratio_z, mean_z
@@ -39,9 +42,14 @@ def next_token_probs(prompt: str, prefix: tuple[int, ...]) -> np.ndarray:
     return np.asarray(jax.nn.softmax(lm.logits(ids)[-1]), np.float64)
 
 
-def exact_posterior(prompts: tuple[str, ...], pattern: str | None) -> tuple[dict, float]:
-    """π(x) ∝ Π_k p(x | prompt_k) 1[x matches] over every complete x, and log Z."""
+def exact_posterior(
+    prompts: tuple[str, ...], pattern: str | None, language: Callable[[bytes], bool] | None = None
+) -> tuple[dict, float]:
+    """π(x) ∝ Π_k p(x | prompt_k) 1[x matches] over every complete x, and log Z (`language`
+    instead of `pattern`: any membership test)."""
     automaton = regex(pattern) if pattern else None
+    if language is None:
+        language = lambda data: automaton is None or automaton.complete(data) == 0.0  # noqa: E731
     token_bytes = language_model().tokenizer.token_bytes()
     mass = {}
     for length in range(1, MAX_TOKENS + 1):
@@ -52,7 +60,7 @@ def exact_posterior(prompts: tuple[str, ...], pattern: str | None) -> tuple[dict
             for k, prompt in itertools.product(range(length), prompts):
                 p *= next_token_probs(prompt, tokens[:k])[tokens[k]]
             data = b"".join(token_bytes[t] for t in tokens)
-            if automaton is None or automaton.complete(data) == 0.0:
+            if language(data):
                 mass[tokens] = p
     z = sum(mass.values())
     return {x: m / z for x, m in mass.items()}, float(np.log(z))
@@ -76,6 +84,7 @@ def runs(
     num_particles=3,
     num_runs=300,
     as_critic=False,
+    grammar=None,
     **options,
 ):
     lm = language_model()
@@ -87,13 +96,14 @@ def runs(
         None if as_critic else automaton,
         critic=automaton if as_critic else None,
         chat=False,
+        grammar=grammar(lm.tokenizer) if grammar is not None else None,
     )
     keys = jax.random.split(jax.random.key(7), num_runs)
     return [steer(k, lm, problem, method, num_particles, **options) for k in keys]
 
 
-def check_against_enumeration(results, prompts=("ab",), pattern=PATTERN):
-    posterior, log_z = exact_posterior(prompts, pattern)
+def check_against_enumeration(results, prompts=("ab",), pattern=PATTERN, language=None):
+    posterior, log_z = exact_posterior(prompts, pattern, language)
     log_estimates = np.asarray([r.log_evidence for r in results])
     assert abs(evidence_ratio_z(log_estimates, log_z)) < Z_BOUND
     # E[Z_hat Σ_i W_i 1[x_i = s]] = Z π(s) for every complete s
@@ -129,6 +139,26 @@ def test_samplers_match_enumeration(method, options):
 def test_a_host_critic_matches_enumeration():
     """The constraint checked on the host after each token (no mask) targets the same π."""
     check_against_enumeration(runs("smc", as_critic=True, ess_threshold=1.0, num_particles=4))
+
+
+def test_an_llguidance_regex_matches_enumeration():
+    """The same language as a host-side llguidance mask instead of the token automaton."""
+    mask = functools.partial(GrammarMask.regex, PATTERN)
+    check_against_enumeration(runs("smc", pattern=None, grammar=mask, ess_threshold=0.9))
+
+
+# a^n b a^n: not regular; "aba" fills the 3-token limit, so the mask cannot see the end
+PALINDROME = 'start: "b" | "a" start "a"'
+
+
+def test_an_llguidance_grammar_matches_enumeration():
+    """A context-free grammar's mask, with rows cut by the token limit weighted by whether
+    they are complete (llguidance cannot look ahead to the limit)."""
+    language = lambda data: re.fullmatch(rb"(a*)b\1", data) is not None  # noqa: E731
+    mask = functools.partial(GrammarMask.lark, PALINDROME)
+    for method, options in [("smc", {"ess_threshold": 0.9}), ("is", {})]:
+        results = runs(method, pattern=None, grammar=mask, **options)
+        check_against_enumeration(results, pattern=None, language=language)
 
 
 def test_prompt_intersection_matches_enumeration():
