@@ -238,7 +238,12 @@ def advance(
     )
     if settings.grammar is not None:  # the limit cut a row: it counts if it is a complete match
         cut = active & (num_tokens >= settings.max_tokens) & ~constraint.eos[tokens]
-        complete = settings.grammar.accepting(new.tokens, new.num_tokens)
+        grammar = settings.grammar
+        complete = jax.lax.cond(  # a host call only on the steps that cut rows
+            jnp.any(cut),
+            lambda: grammar.accepting(new.tokens, new.num_tokens),
+            lambda: jnp.ones_like(cut),
+        )
         weight = jnp.where(cut & ~complete, -jnp.inf, new.step_log_weight)
         new = new._replace(step_log_weight=weight)
     if log_twist is not None:
