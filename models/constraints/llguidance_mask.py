@@ -95,6 +95,9 @@ class GrammarMask:
         if self._root.is_error():
             raise GrammarError(self._root.get_error())
         self._matchers: dict[tuple[int, ...], llguidance.LLMatcher] = {(): self._root}
+        eos = np.zeros(32 * llg_numpy.get_bitmask_shape(1, self.vocab_size)[1], bool)
+        eos[list(tokenizer.eos_token_ids)] = True
+        self._eos_bits = np.packbits(eos, bitorder="little").view(np.int32)  # mask: only the end
 
     @classmethod
     def lark(cls, grammar: str, tokenizer: Tokenizer) -> GrammarMask:
@@ -162,6 +165,7 @@ class GrammarMask:
     def bitmask(self, tokens: np.ndarray, num_tokens: np.ndarray) -> np.ndarray:
         """int32 [B, ceil(V / 32)]: the tokens each row may take next (all zero for a row the
         grammar has rejected or that has ended)."""
+        tokens, num_tokens = np.asarray(tokens), np.asarray(num_tokens)
         rows = self._rows(tokens, num_tokens)
         # rows with one prefix share a matcher: one mask per distinct matcher, then copied
         slot: dict[int, int] = {}
@@ -173,14 +177,11 @@ class GrammarMask:
             llg_numpy.fill_next_token_bitmask_par(self._executor, live, masks)
         out = masks[np.asarray(distinct, np.int64)]
         # a match that nothing can extend stops the matcher: it may still end, unless it has
-        eos = np.zeros(32 * out.shape[1], bool)
-        eos[list(self.tokenizer.eos_token_ids)] = True
-        eos_bits = np.packbits(eos, bitorder="little").view(np.int32)
         ended = set(self.tokenizer.eos_token_ids)
-        for b, (m, n) in enumerate(zip(rows, np.asarray(num_tokens), strict=True)):
-            last = int(np.asarray(tokens)[b, n - 1]) if n > 0 else None
+        for b, (m, n) in enumerate(zip(rows, num_tokens, strict=True)):
+            last = int(tokens[b, n - 1]) if n > 0 else None
             if m.is_stopped() and not m.is_error() and m.is_accepting() and last not in ended:
-                out[b] = eos_bits
+                out[b] = self._eos_bits
         return out
 
     def allowed(self, tokens: np.ndarray, num_tokens: np.ndarray) -> np.ndarray:

@@ -154,12 +154,10 @@ ffi::Error RowAttentionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
   Layout s{qd[0], qd[1], qd[2], qd[3], kd[3]};
   if (kd[1] != s.batch || kd[2] != s.heads || kd[4] != s.dim)
     return ffi::Error::InvalidArgument("row_attention: keys " + ppl::Shape(kd) + " do not match q " + ppl::Shape(qd));
-  if (lengths.element_count() != s.batch || layer.element_count() != 1)
-    return ffi::Error::InvalidArgument("row_attention: expected one layer index and B lengths");
-  int64_t l = layer.typed_data()[0];
-  if (l < 0 || l >= kd[0])
-    return ffi::Error::InvalidArgument("row_attention: layer " + std::to_string(l) + " of " +
-                                       std::to_string(kd[0]));
+  if (lengths.element_count() != s.batch)
+    return ffi::Error::InvalidArgument("row_attention: expected B lengths");
+  int64_t l;
+  if (auto e = ppl::LayerIndex(layer, kd[0], "row_attention", l); e.failure()) return e;
   const bool vector = !force_scalar && ppl::HasAvx2() && s.dim % 8 == 0;
   const int64_t units = s.batch * s.heads, head = s.capacity * s.dim;
   const int64_t chunks = std::min<int64_t>(units, 64);

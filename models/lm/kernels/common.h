@@ -52,6 +52,19 @@ inline std::string Shape(ffi::Span<const int64_t> dims) {
   return s + "]";
 }
 
+// The layer a kernel reads from arrays with `layers` stacked layers: `index` holds one int32 in
+// [0, layers). `kernel` names the caller in the error messages.
+inline ffi::Error LayerIndex(const ffi::Buffer<ffi::S32>& index, int64_t layers,
+                             const std::string& kernel, int64_t& layer) {
+  if (index.element_count() != 1)
+    return ffi::Error::InvalidArgument(kernel + ": expected one layer index");
+  layer = index.typed_data()[0];
+  if (layer < 0 || layer >= layers)
+    return ffi::Error::InvalidArgument(kernel + ": layer " + std::to_string(layer) + " of " +
+                                       std::to_string(layers));
+  return ffi::Error::Success();
+}
+
 inline void Pause() {
 #if PPL_X86
   _mm_pause();

@@ -278,12 +278,8 @@ ffi::Error CheckShapes(ffi::Span<const int64_t> x, ffi::Span<const int64_t> code
                                          " do not match codes " + ppl::Shape(codes));
   if (y[0] != x[0] || y[1] != n)
     return ffi::Error::InvalidArgument("qmatmul: result " + ppl::Shape(y) + " does not match");
-  if (layer.element_count() != 1)
-    return ffi::Error::InvalidArgument("qmatmul: expected one layer index");
-  int64_t l = layer.typed_data()[0];
-  if (l < 0 || l >= codes[0])
-    return ffi::Error::InvalidArgument("qmatmul: layer " + std::to_string(l) + " of " +
-                                       std::to_string(codes[0]));
+  int64_t l;
+  if (auto e = ppl::LayerIndex(layer, codes[0], "qmatmul", l); e.failure()) return e;
   code_offset = l * n * codes[2];
   scale_offset = l * n * (k / group);
   return ffi::Error::Success();
